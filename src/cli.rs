@@ -1,0 +1,251 @@
+//! The command line: `run`, `watch` and `config check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use signal_hook::consts::signal::{SIGINT, SIGTERM};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError, LogFormat, Overrides, Sources};
+use crate::daemon::{self, DaemonError, Stats};
+use crate::event::{EventType, Severity};
+use crate::watch::{self, Filter, Output};
+
+/// sysexits' EX_CONFIG: the configuration is wrong.
+pub const EXIT_CONFIG: u8 = 78;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pc-eventd",
+    version,
+    about = "Publishes process-compose lifecycle events to NATS JetStream"
+)]
+pub struct Cli {
+    /// Configuration file [default: /etc/pc-eventd.toml, if it exists]
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Watch process-compose and publish lifecycle events (the daemon)
+    #[command(alias = "adapter")]
+    Run(RunArgs),
+    /// Print live events from NATS
+    Watch(WatchArgs),
+    /// Inspect the configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// process-compose API base URL [config: process_compose.url]
+    #[arg(long, value_name = "URL", conflicts_with = "compose_port")]
+    pub compose_url: Option<String>,
+    /// process-compose API port on 127.0.0.1 [config: process_compose.url]
+    #[arg(long, value_name = "PORT")]
+    pub compose_port: Option<u16>,
+    /// process-compose unix socket, instead of the URL [config: process_compose.socket]
+    #[arg(long, value_name = "PATH")]
+    pub compose_socket: Option<PathBuf>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// How often to poll process-compose, e.g. 2s or 500ms [config: process_compose.poll_interval]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub poll_interval: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct NatsArgs {
+    /// NATS server URL [config: nats.url]
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Only this process: NAME (any namespace) or NAMESPACE/NAME
+    #[arg(long, short = 'p', value_name = "NAME|NS/NAME")]
+    pub process: Option<String>,
+    /// Only this namespace
+    #[arg(long, short = 'n', value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Only these event types (repeatable)
+    #[arg(long = "type", short = 't', value_name = "TYPE", value_parser = parse_event_type)]
+    pub types: Vec<EventType>,
+    /// Hide events below this severity, unless their type is asked for with --type
+    #[arg(long, value_enum, default_value = "info")]
+    pub severity: SeverityArg,
+    /// One JSON event per line, exactly as published
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SeverityArg {
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+impl From<SeverityArg> for Severity {
+    fn from(s: SeverityArg) -> Self {
+        match s {
+            SeverityArg::Debug => Severity::Debug,
+            SeverityArg::Info => Severity::Info,
+            SeverityArg::Warning => Severity::Warning,
+            SeverityArg::Error => Severity::Error,
+        }
+    }
+}
+
+fn parse_event_type(s: &str) -> Result<EventType, String> {
+    s.parse()
+        .map_err(|e: crate::event::UnknownEventType| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the layered configuration and print it, secrets redacted (exit 78 if invalid)
+    Check,
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            let overrides = Overrides {
+                compose_url: args.compose_url,
+                compose_port: args.compose_port,
+                compose_socket: args.compose_socket,
+                nats_url: args.nats.nats_url,
+                poll_interval: args.poll_interval,
+            };
+            with_config(cli.config, overrides, run)
+        }
+        Command::Watch(args) => {
+            let overrides = Overrides {
+                nats_url: args.nats.nats_url.clone(),
+                ..Overrides::default()
+            };
+            with_config(cli.config, overrides, |config| watch(config, &args))
+        }
+        Command::Config(ConfigCommand::Check) => {
+            with_config(cli.config, Overrides::default(), |config| {
+                print!("{}", config.to_redacted_toml());
+                eprintln!("configuration OK");
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+fn with_config(
+    file: Option<PathBuf>,
+    overrides: Overrides,
+    command: impl FnOnce(Config) -> ExitCode,
+) -> ExitCode {
+    match Config::load(&Sources { file, overrides }) {
+        Ok(config) => command(config),
+        Err(err) => config_failure(&err),
+    }
+}
+
+fn config_failure(err: &ConfigError) -> ExitCode {
+    eprintln!("pc-eventd: invalid configuration:");
+    for problem in &err.problems {
+        eprintln!("  {problem}");
+    }
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+fn run(config: Config) -> ExitCode {
+    crate::logging::init(&config.log.level, config.log.format);
+    runtime().block_on(async {
+        // Registered before anything slow: a signal's default action would kill us mid-publish.
+        let shutdown = CancellationToken::new();
+        let signals = match signal_hook_tokio::Signals::new([SIGTERM, SIGINT]) {
+            Ok(signals) => signals,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot install signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
+        let handle = signals.handle();
+        let on_signal = shutdown.clone();
+        let signal_task = tokio::spawn(async move {
+            let mut signals = signals;
+            if let Some(signal) = signals.next().await {
+                tracing::info!(signal, "shutting down");
+                on_signal.cancel();
+            }
+        });
+        let result = daemon::run(config, Arc::new(Stats::default()), shutdown).await;
+        handle.close();
+        signal_task.abort();
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(DaemonError::Config(err)) => config_failure(&err),
+            Err(err) => {
+                tracing::error!(error = %err, "pc-eventd failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn watch(config: Config, args: &WatchArgs) -> ExitCode {
+    crate::logging::init("warn", LogFormat::Text);
+    let filter = Filter {
+        process: args.process.clone(),
+        namespace: args.namespace.clone(),
+        types: args.types.clone(),
+        min_severity: Some(args.severity.into()),
+    };
+    let output = if args.json {
+        Output::Json
+    } else {
+        Output::Text
+    };
+    let scheme = config.nats.subjects();
+    let result = runtime().block_on(async {
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let mut stdout = std::io::stdout();
+        watch::watch(
+            &config.nats.url,
+            &scheme,
+            &filter,
+            output,
+            &mut stdout,
+            stop,
+        )
+        .await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("pc-eventd watch: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,841 @@
+//! The diff engine: (what we knew, what process-compose says now) → lifecycle events.
+//!
+//! It is a pure function: no I/O and no clock (the observation time comes in through
+//! [`DiffContext`]), so every rule below is unit-tested case by case from process-compose's
+//! lifecycle (reference notes §5 and §8).
+//!
+//! Runs and incarnations: a process started by the project, a user or a manual restart is one
+//! *incarnation*; policy restarts stay inside it and `restarts` numbers its *runs*. Event ids
+//! are derived from (source, process, incarnation, run, event type, ordinal), never from the
+//! clock, so observing the same change twice, from this daemon or from a restarted one, yields
+//! the same id and JetStream drops the copy.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use uuid::Uuid;
+
+use crate::event::{
+    EventState, EventType, LifecycleEvent, Reason, SubjectScheme, timestamp as format_timestamp,
+};
+use crate::process::{ProcessState, ProcessStatus, Readiness};
+
+/// Namespace for the name-based (v5) UUIDs that serve as event ids.
+const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5327_df34_583b_4c37_8cc6_16ea_b2a5_3ab7);
+
+/// Everything pc-eventd remembers between two observations.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    processes: BTreeMap<String, Tracked>,
+    /// Last sequence number per process name; kept when a process disappears so that a process
+    /// that comes back continues its sequence instead of restarting it.
+    seqs: BTreeMap<String, u64>,
+}
+
+impl Snapshot {
+    /// The last observed state of every process still present.
+    pub fn states(&self) -> impl Iterator<Item = &ProcessState> {
+        self.processes.values().map(|t| &t.state)
+    }
+
+    pub fn len(&self) -> usize {
+        self.processes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty()
+    }
+}
+
+/// What pc-eventd knows about one process.
+#[derive(Debug, Clone, PartialEq)]
+struct Tracked {
+    state: ProcessState,
+    /// `Terminating` was seen during the current run.
+    stop_requested: bool,
+    /// `stopped` or `crashed` was already published for the current run.
+    end_reported: bool,
+    /// How often each (run, type, detail) key produced an event, so that a readiness flap
+    /// inside one run gets a fresh id each time. Only the current run's keys are kept.
+    ordinals: BTreeMap<String, u32>,
+}
+
+impl Tracked {
+    fn new(state: ProcessState) -> Self {
+        Self {
+            state,
+            stop_requested: false,
+            end_reported: false,
+            ordinals: BTreeMap::new(),
+        }
+    }
+
+    fn begin_run(&mut self) {
+        self.stop_requested = false;
+        self.end_reported = false;
+    }
+}
+
+/// Where and when an observation was made.
+#[derive(Debug, Clone)]
+pub struct DiffContext<'a> {
+    pub source: &'a str,
+    pub subjects: &'a SubjectScheme,
+    pub observed_at: SystemTime,
+}
+
+/// One derived change, before it becomes an event.
+#[derive(Debug)]
+struct Transition {
+    event_type: EventType,
+    /// The run the change belongs to: (incarnation, restarts).
+    run: (String, u32),
+    exit_code: Option<i32>,
+    restarts: Option<u32>,
+    restarts_delta: Option<u32>,
+    reason: Option<Reason>,
+}
+
+impl Transition {
+    fn new(event_type: EventType, run: (String, u32)) -> Self {
+        Self {
+            event_type,
+            run,
+            exit_code: None,
+            restarts: None,
+            restarts_delta: None,
+            reason: None,
+        }
+    }
+
+    fn exit(mut self, code: i32, reason: Reason) -> Self {
+        self.exit_code = Some(code);
+        self.reason = Some(reason);
+        self
+    }
+
+    fn restart(mut self, count: u32, delta: u32, reason: Reason) -> Self {
+        self.restarts = Some(count);
+        self.restarts_delta = Some(delta);
+        self.reason = Some(reason);
+        self
+    }
+
+    fn reason(mut self, reason: Reason) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+}
+
+/// Compares a new observation of every process against what was known and returns the new
+/// knowledge together with the events that describe the change, in the order they happened.
+///
+/// Processes missing from `observed` have disappeared; an empty `prev` (a first start) announces
+/// every process's current state, e.g. `started` for what is running.
+pub fn diff(
+    prev: &Snapshot,
+    observed: &[ProcessState],
+    ctx: &DiffContext<'_>,
+) -> (Snapshot, Vec<LifecycleEvent>) {
+    let mut next = Snapshot {
+        processes: BTreeMap::new(),
+        seqs: prev.seqs.clone(),
+    };
+    let mut events = Vec::new();
+
+    for now in observed {
+        let before = prev.processes.get(&now.name);
+        let (mut tracked, transitions) = step(before, now);
+        let previous_status = before.map(|t| t.state.status.to_string());
+        for transition in transitions {
+            let previous_status = previous_status.clone();
+            events.push(make_event(
+                &mut tracked,
+                &mut next.seqs,
+                transition,
+                previous_status,
+                ctx,
+            ));
+        }
+        prune_ordinals(&mut tracked);
+        next.processes.insert(now.name.clone(), tracked);
+    }
+
+    for (name, gone) in &prev.processes {
+        if next.processes.contains_key(name) {
+            continue;
+        }
+        if gone.state.status.normalized().is_active() && !gone.end_reported {
+            let mut gone = gone.clone();
+            let transition =
+                Transition::new(EventType::Stopped, run_of(&gone.state)).reason(Reason::Removed);
+            let previous_status = Some(gone.state.status.to_string());
+            events.push(make_event(
+                &mut gone,
+                &mut next.seqs,
+                transition,
+                previous_status,
+                ctx,
+            ));
+        }
+    }
+
+    (next, events)
+}
+
+/// The lifecycle rules for one process.
+fn step(before: Option<&Tracked>, now: &ProcessState) -> (Tracked, Vec<Transition>) {
+    let mut tracked = match before {
+        Some(t) => Tracked {
+            state: now.clone(),
+            ..t.clone()
+        },
+        None => Tracked::new(now.clone()),
+    };
+    let mut out = Vec::new();
+
+    let old_state = before.map(|t| &t.state);
+    // A process seen for the first time is read as coming from `Pending`.
+    let old_status = old_state.map_or(ProcessStatus::Pending, |s| s.status.normalized());
+    let new_status = now.status.normalized();
+    let current_run = run_of(now);
+
+    let new_incarnation = old_state.is_some_and(|old| is_new_incarnation(old, now));
+    let restarts_rose = old_state.map_or(0, |old| now.restarts.saturating_sub(old.restarts));
+
+    // A manual restart (or a stop and start between two polls): the old incarnation is gone.
+    if let (true, Some(before)) = (new_incarnation, before) {
+        if old_status.is_active() {
+            if !before.end_reported {
+                let reason = if before.stop_requested || old_status == ProcessStatus::Terminating {
+                    Reason::StopRequested
+                } else {
+                    Reason::ManualRestart
+                };
+                out.push(Transition::new(EventType::Stopped, run_of(&before.state)).reason(reason));
+            }
+            out.push(
+                Transition::new(EventType::Restarted, current_run.clone()).restart(
+                    now.restarts,
+                    0,
+                    Reason::ManualRestart,
+                ),
+            );
+        }
+        tracked.begin_run();
+    }
+
+    // The restart policy restarted it, perhaps several times between two polls. Only the last
+    // exit code survives; the runs before it are reported as one crash.
+    if restarts_rose > 0 {
+        if !tracked.end_reported && !now.is_success(now.exit_code) {
+            let ended_run = (current_run.0.clone(), now.restarts - 1);
+            out.push(
+                Transition::new(EventType::Crashed, ended_run)
+                    .exit(now.exit_code, Reason::ExitedWithFailure),
+            );
+        }
+        out.push(
+            Transition::new(EventType::Restarted, current_run.clone()).restart(
+                now.restarts,
+                restarts_rose,
+                Reason::RestartPolicy,
+            ),
+        );
+        tracked.begin_run();
+    }
+
+    // The run ended and the policy will restart it after a backoff.
+    if new_status == ProcessStatus::Restarting
+        && (old_status != ProcessStatus::Restarting || restarts_rose > 0)
+        && !tracked.end_reported
+    {
+        if tracked.stop_requested {
+            out.push(
+                Transition::new(EventType::Stopped, current_run.clone())
+                    .exit(now.exit_code, Reason::StopRequested),
+            );
+        } else if !now.is_success(now.exit_code) {
+            out.push(
+                Transition::new(EventType::Crashed, current_run.clone())
+                    .exit(now.exit_code, Reason::ExitedWithFailure),
+            );
+        }
+        // A clean exit restarted by `restart: always` is neither a stop nor a crash.
+        tracked.end_reported = true;
+    }
+
+    // The run ended for good.
+    let run_changed = new_incarnation || restarts_rose > 0;
+    if new_status.is_ended() && (!old_status.is_ended() || run_changed) && !tracked.end_reported {
+        let stop_requested = tracked.stop_requested || old_status == ProcessStatus::Terminating;
+        let end = match new_status {
+            ProcessStatus::Skipped => None,
+            ProcessStatus::Error => Some((EventType::Crashed, Reason::ErrorStatus)),
+            _ if stop_requested => Some((EventType::Stopped, Reason::StopRequested)),
+            _ if now.is_success(now.exit_code) => {
+                Some((EventType::Stopped, Reason::ExitedSuccessfully))
+            }
+            _ => Some((EventType::Crashed, Reason::ExitedWithFailure)),
+        };
+        if let Some((event_type, reason)) = end {
+            out.push(Transition::new(event_type, current_run.clone()).exit(now.exit_code, reason));
+        }
+        tracked.end_reported = true;
+    }
+
+    if new_status == ProcessStatus::Terminating {
+        tracked.stop_requested = true;
+    }
+
+    // It entered a running status from a non-running one (a policy restart is not a start).
+    let was_running = old_status.is_running() || old_status == ProcessStatus::Restarting;
+    if new_status.is_running() && (before.is_none() || new_incarnation || !was_running) {
+        if !new_incarnation && restarts_rose == 0 {
+            tracked.begin_run();
+        }
+        out.push(Transition::new(EventType::Started, current_run.clone()));
+    }
+
+    if before.is_none() || new_status != old_status {
+        out.push(Transition::new(
+            EventType::StatusChanged,
+            current_run.clone(),
+        ));
+    }
+
+    // Readiness: a change to Ready / Not Ready, or a new run that is already ready. A reset to
+    // `-` (restart, stop) is neither healthy nor unhealthy.
+    let old_ready = old_state.map_or(Readiness::Unknown, |s| s.is_ready);
+    if now.is_ready != old_ready || run_changed {
+        match now.is_ready {
+            Readiness::Ready => out.push(Transition::new(EventType::Healthy, current_run)),
+            Readiness::NotReady => out.push(Transition::new(EventType::Unhealthy, current_run)),
+            Readiness::Unknown => {}
+        }
+    }
+
+    (tracked, out)
+}
+
+/// A different incarnation: the start time changed, or (servers before v1.110.0, which send no
+/// start time) the pid changed while the restart count did not. A pid of 0 is "not known yet".
+fn is_new_incarnation(old: &ProcessState, now: &ProcessState) -> bool {
+    match (&old.process_start_time, &now.process_start_time) {
+        (Some(a), Some(b)) => a != b,
+        _ => old.pid > 0 && now.pid > 0 && old.pid != now.pid && old.restarts == now.restarts,
+    }
+}
+
+fn run_of(state: &ProcessState) -> (String, u32) {
+    (state.incarnation(), state.restarts)
+}
+
+fn make_event(
+    tracked: &mut Tracked,
+    seqs: &mut BTreeMap<String, u64>,
+    transition: Transition,
+    previous_status: Option<String>,
+    ctx: &DiffContext<'_>,
+) -> LifecycleEvent {
+    let state = &tracked.state;
+    let namespace = state.primary_namespace().to_owned();
+    let detail = match transition.event_type {
+        EventType::StatusChanged => state.status.as_str(),
+        _ => "",
+    };
+    let (incarnation, run) = &transition.run;
+    let key = format!(
+        "{namespace}\u{1f}{}\u{1f}{incarnation}\u{1f}{run}\u{1f}{}\u{1f}{detail}",
+        state.name, transition.event_type
+    );
+    let ordinal = tracked.ordinals.entry(key.clone()).or_insert(0);
+    let id_input = format!("{}\u{1f}{key}\u{1f}{ordinal}", ctx.source);
+    *ordinal += 1;
+
+    let seq = seqs.entry(state.name.clone()).or_insert(0);
+    *seq += 1;
+
+    LifecycleEvent {
+        id: Uuid::new_v5(&EVENT_ID_NAMESPACE, id_input.as_bytes()).to_string(),
+        event_type: transition.event_type,
+        process: state.name.clone(),
+        subject: ctx
+            .subjects
+            .subject(&namespace, &state.name, transition.event_type),
+        namespace,
+        timestamp: format_timestamp(ctx.observed_at),
+        severity: transition.event_type.severity(),
+        seq: *seq,
+        source: ctx.source.to_owned(),
+        previous_status,
+        exit_code: transition.exit_code,
+        restarts: transition.restarts,
+        restarts_delta: transition.restarts_delta,
+        reason: transition.reason,
+        state: EventState::from(state),
+    }
+}
+
+/// Forgets ordinals of runs that are over, so memory stays bounded by the current run.
+fn prune_ordinals(tracked: &mut Tracked) {
+    let (incarnation, run) = run_of(&tracked.state);
+    let current = format!("\u{1f}{incarnation}\u{1f}{run}\u{1f}");
+    tracked.ordinals.retain(|key, _| key.contains(&current));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::Namespaces;
+
+    const T0: &str = "2026-08-20T14:02:08.420771944+03:00";
+    const T1: &str = "2026-08-20T14:05:00.000000000+03:00";
+
+    fn ps(name: &str, status: ProcessStatus) -> ProcessState {
+        ProcessState {
+            name: name.into(),
+            status,
+            pid: 100,
+            process_start_time: Some(T0.into()),
+            ..ProcessState::default()
+        }
+    }
+
+    fn with(mut p: ProcessState, f: impl FnOnce(&mut ProcessState)) -> ProcessState {
+        f(&mut p);
+        p
+    }
+
+    /// Feeds observations one after another, returning the events of each step.
+    struct Harness {
+        snapshot: Snapshot,
+        scheme: SubjectScheme,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Self {
+                snapshot: Snapshot::default(),
+                scheme: SubjectScheme::default(),
+            }
+        }
+
+        fn observe(&mut self, observed: &[ProcessState]) -> Vec<LifecycleEvent> {
+            let ctx = DiffContext {
+                source: "test",
+                subjects: &self.scheme,
+                observed_at: std::time::UNIX_EPOCH,
+            };
+            let (next, events) = diff(&self.snapshot, observed, &ctx);
+            self.snapshot = next;
+            events
+        }
+
+        /// The non-debug event types of one step, in order.
+        fn lifecycle(&mut self, observed: &[ProcessState]) -> Vec<EventType> {
+            types(&self.observe(observed))
+        }
+    }
+
+    fn types(events: &[LifecycleEvent]) -> Vec<EventType> {
+        events
+            .iter()
+            .map(|e| e.event_type)
+            .filter(|t| *t != EventType::StatusChanged)
+            .collect()
+    }
+
+    fn find(events: &[LifecycleEvent], t: EventType) -> &LifecycleEvent {
+        events
+            .iter()
+            .find(|e| e.event_type == t)
+            .unwrap_or_else(|| panic!("no {t} event in {events:#?}"))
+    }
+
+    use EventType::*;
+    use ProcessStatus as S;
+
+    #[test]
+    fn first_start_announces_running_processes() {
+        let mut h = Harness::new();
+        let events = h.observe(&[
+            ps("web", S::Running),
+            ps("docs", S::Disabled),
+            ps("later", S::Pending),
+        ]);
+        let web: Vec<_> = events.iter().filter(|e| e.process == "web").collect();
+        assert_eq!(
+            web.iter().map(|e| e.event_type).collect::<Vec<_>>(),
+            [Started, StatusChanged]
+        );
+        assert_eq!(web[0].previous_status, None);
+        assert_eq!(web[0].subject, "core.process.default.web.started");
+        // a disabled or pending process is announced as a status, never as started
+        assert!(
+            events
+                .iter()
+                .filter(|e| e.process != "web")
+                .all(|e| e.event_type == StatusChanged)
+        );
+    }
+
+    #[test]
+    fn pending_to_running_is_started() {
+        let mut h = Harness::new();
+        h.observe(&[ps("web", S::Pending)]);
+        let events = h.observe(&[ps("web", S::Running)]);
+        assert_eq!(types(&events), [Started]);
+        let changed = find(&events, StatusChanged);
+        assert_eq!(changed.previous_status.as_deref(), Some("Pending"));
+        assert_eq!(changed.severity, crate::event::Severity::Debug);
+    }
+
+    #[test]
+    fn stop_with_terminating_seen_is_stopped_whatever_the_exit_code() {
+        let mut h = Harness::new();
+        h.observe(&[ps("web", S::Running)]);
+        assert_eq!(h.lifecycle(&[ps("web", S::Terminating)]), []);
+        let events = h.observe(&[with(ps("web", S::Completed), |p| p.exit_code = -1)]);
+        assert_eq!(types(&events), [Stopped]);
+        let stopped = find(&events, Stopped);
+        assert_eq!(stopped.exit_code, Some(-1));
+        assert_eq!(stopped.reason, Some(Reason::StopRequested));
+        assert_eq!(stopped.previous_status.as_deref(), Some("Terminating"));
+    }
+
+    #[test]
+    fn clean_exit_is_stopped() {
+        let mut h = Harness::new();
+        h.observe(&[ps("job", S::Running)]);
+        let events = h.observe(&[ps("job", S::Completed)]);
+        assert_eq!(types(&events), [Stopped]);
+        assert_eq!(
+            find(&events, Stopped).reason,
+            Some(Reason::ExitedSuccessfully)
+        );
+    }
+
+    #[test]
+    fn failed_exit_is_crashed_with_its_code() {
+        let mut h = Harness::new();
+        h.observe(&[ps("job", S::Running)]);
+        let events = h.observe(&[with(ps("job", S::Completed), |p| p.exit_code = 3)]);
+        assert_eq!(types(&events), [Crashed]);
+        let crashed = find(&events, Crashed);
+        assert_eq!(crashed.exit_code, Some(3));
+        assert_eq!(crashed.severity, crate::event::Severity::Error);
+        assert_eq!(crashed.state.status, "Completed");
+        assert!(!crashed.state.is_running);
+    }
+
+    #[test]
+    fn a_kill_without_terminating_is_a_crash() {
+        // What a poller sees of an OOM kill, and also of a stop whose Terminating it missed:
+        // exit -1 without a stop request counts as a failure.
+        let mut h = Harness::new();
+        h.observe(&[ps("web", S::Running)]);
+        let events = h.observe(&[with(ps("web", S::Completed), |p| p.exit_code = -1)]);
+        assert_eq!(types(&events), [Crashed]);
+    }
+
+    #[test]
+    fn success_exit_codes_count_as_success() {
+        let mut h = Harness::new();
+        let job = |status| with(ps("job", status), |p| p.success_exit_codes = vec![3]);
+        h.observe(&[job(S::Running)]);
+        let events = h.observe(&[with(job(S::Completed), |p| p.exit_code = 3)]);
+        assert_eq!(types(&events), [Stopped]);
+    }
+
+    #[test]
+    fn error_status_is_a_crash_and_skipped_is_only_a_status() {
+        let mut h = Harness::new();
+        h.observe(&[ps("a", S::Pending), ps("b", S::Pending)]);
+        let events = h.observe(&[
+            ps("a", S::Error),
+            with(ps("b", S::Skipped), |p| p.exit_code = 1),
+        ]);
+        assert_eq!(types(&events), [Crashed]);
+        assert_eq!(find(&events, Crashed).reason, Some(Reason::ErrorStatus));
+        assert_eq!(find(&events, Crashed).process, "a");
+        assert!(
+            events
+                .iter()
+                .any(|e| e.process == "b" && e.event_type == StatusChanged)
+        );
+    }
+
+    #[test]
+    fn a_crash_seen_at_first_sight_is_reported() {
+        let mut h = Harness::new();
+        let events = h.observe(&[with(ps("job", S::Completed), |p| p.exit_code = 3)]);
+        assert_eq!(types(&events), [Crashed]);
+    }
+
+    #[test]
+    fn policy_restart_seen_step_by_step() {
+        let mut h = Harness::new();
+        h.observe(&[ps("w", S::Running)]);
+        // the Restarting frame carries the new exit code and the old restart count
+        let events = h.observe(&[with(ps("w", S::Restarting), |p| p.exit_code = 2)]);
+        assert_eq!(types(&events), [Crashed]);
+        assert_eq!(find(&events, Crashed).exit_code, Some(2));
+        let events = h.observe(&[with(ps("w", S::Running), |p| {
+            p.exit_code = 2;
+            p.restarts = 1;
+        })]);
+        assert_eq!(types(&events), [Restarted]);
+        let restarted = find(&events, Restarted);
+        assert_eq!(
+            (restarted.restarts, restarted.restarts_delta),
+            (Some(1), Some(1))
+        );
+        assert_eq!(restarted.reason, Some(Reason::RestartPolicy));
+    }
+
+    #[test]
+    fn policy_restarts_merged_between_polls() {
+        let mut h = Harness::new();
+        h.observe(&[ps("w", S::Running)]);
+        let events = h.observe(&[with(ps("w", S::Running), |p| {
+            p.exit_code = 2;
+            p.restarts = 3;
+        })]);
+        assert_eq!(types(&events), [Crashed, Restarted]);
+        assert_eq!(find(&events, Crashed).exit_code, Some(2));
+        let restarted = find(&events, Restarted);
+        assert_eq!(
+            (restarted.restarts, restarted.restarts_delta),
+            (Some(3), Some(3))
+        );
+        assert!(events.iter().all(|e| e.event_type != StatusChanged));
+    }
+
+    #[test]
+    fn crash_loop_ending_at_max_restarts() {
+        let mut h = Harness::new();
+        h.observe(&[ps("w", S::Running)]);
+        let events = h.observe(&[with(ps("w", S::Completed), |p| {
+            p.exit_code = 2;
+            p.restarts = 3;
+        })]);
+        // the merged earlier crashes, the restarts, and the final crash
+        assert_eq!(types(&events), [Crashed, Restarted, Crashed]);
+        let ids: std::collections::HashSet<_> = events.iter().map(|e| &e.id).collect();
+        assert_eq!(ids.len(), events.len(), "every event has its own id");
+    }
+
+    #[test]
+    fn clean_exit_restarted_by_always_is_only_a_restart() {
+        let mut h = Harness::new();
+        h.observe(&[ps("w", S::Running)]);
+        assert_eq!(h.lifecycle(&[ps("w", S::Restarting)]), []);
+        let events = h.observe(&[with(ps("w", S::Running), |p| p.restarts = 1)]);
+        assert_eq!(types(&events), [Restarted]);
+    }
+
+    #[test]
+    fn manual_restart_seen_by_a_poller() {
+        let mut h = Harness::new();
+        h.observe(&[ps("api", S::Running)]);
+        let events = h.observe(&[with(ps("api", S::Running), |p| {
+            p.pid = 200;
+            p.process_start_time = Some(T1.into());
+        })]);
+        assert_eq!(types(&events), [Stopped, Restarted, Started]);
+        assert_eq!(find(&events, Stopped).reason, Some(Reason::ManualRestart));
+        let restarted = find(&events, Restarted);
+        assert_eq!(restarted.reason, Some(Reason::ManualRestart));
+        assert_eq!(restarted.restarts_delta, Some(0));
+    }
+
+    #[test]
+    fn manual_restart_without_start_times_uses_the_pid() {
+        let old = |status| with(ps("api", status), |p| p.process_start_time = None);
+        let mut h = Harness::new();
+        h.observe(&[old(S::Running)]);
+        let events = h.observe(&[with(old(S::Running), |p| p.pid = 300)]);
+        assert_eq!(types(&events), [Stopped, Restarted, Started]);
+        // a pid of 0 (a stream frame of a fresh incarnation) is not a new incarnation
+        let events = h.observe(&[with(old(S::Running), |p| p.pid = 0)]);
+        assert_eq!(types(&events), []);
+    }
+
+    #[test]
+    fn stop_then_start_is_stopped_then_started() {
+        let mut h = Harness::new();
+        h.observe(&[ps("api", S::Running)]);
+        h.observe(&[ps("api", S::Terminating)]);
+        h.observe(&[with(ps("api", S::Completed), |p| p.exit_code = -1)]);
+        let events = h.observe(&[with(ps("api", S::Running), |p| {
+            p.pid = 200;
+            p.process_start_time = Some(T1.into());
+        })]);
+        assert_eq!(types(&events), [Started]);
+    }
+
+    #[test]
+    fn readiness_changes() {
+        let mut h = Harness::new();
+        let api = |ready| with(ps("api", S::Running), |p| p.is_ready = ready);
+        h.observe(&[api(Readiness::Unknown)]);
+        assert_eq!(h.lifecycle(&[api(Readiness::Ready)]), [Healthy]);
+        let events = h.observe(&[api(Readiness::NotReady)]);
+        assert_eq!(types(&events), [Unhealthy]);
+        assert_eq!(
+            find(&events, Unhealthy).severity,
+            crate::event::Severity::Warning
+        );
+        // a reset to "-" is neither healthy nor unhealthy
+        assert_eq!(h.lifecycle(&[api(Readiness::Unknown)]), []);
+        assert_eq!(h.lifecycle(&[api(Readiness::Unknown)]), []);
+    }
+
+    #[test]
+    fn readiness_flaps_get_distinct_ids() {
+        let mut h = Harness::new();
+        let api = |ready| with(ps("api", S::Running), |p| p.is_ready = ready);
+        h.observe(&[api(Readiness::Unknown)]);
+        let first = h.observe(&[api(Readiness::Ready)]);
+        h.observe(&[api(Readiness::NotReady)]);
+        let second = h.observe(&[api(Readiness::Ready)]);
+        assert_ne!(first[0].id, second[0].id);
+    }
+
+    #[test]
+    fn a_new_run_that_is_ready_is_healthy_again() {
+        let mut h = Harness::new();
+        let api = |restarts| {
+            with(ps("api", S::Running), |p| {
+                p.is_ready = Readiness::Ready;
+                p.restarts = restarts;
+            })
+        };
+        h.observe(&[api(0)]);
+        assert_eq!(h.lifecycle(&[api(1)]), [Restarted, Healthy]);
+    }
+
+    #[test]
+    fn readiness_failure_threshold_restart() {
+        let mut h = Harness::new();
+        let api = |status, ready, restarts| {
+            with(ps("api", status), |p| {
+                p.is_ready = ready;
+                p.restarts = restarts;
+                p.exit_code = -1;
+            })
+        };
+        h.observe(&[api(S::Running, Readiness::Ready, 0)]);
+        assert_eq!(
+            h.lifecycle(&[api(S::Running, Readiness::NotReady, 0)]),
+            [Unhealthy]
+        );
+        assert_eq!(
+            h.lifecycle(&[api(S::Terminating, Readiness::Unknown, 0)]),
+            []
+        );
+        assert_eq!(
+            h.lifecycle(&[api(S::Restarting, Readiness::Unknown, 0)]),
+            [Stopped]
+        );
+        assert_eq!(
+            h.lifecycle(&[api(S::Running, Readiness::Unknown, 1)]),
+            [Restarted]
+        );
+    }
+
+    #[test]
+    fn daemons_launch_once() {
+        let mut h = Harness::new();
+        h.observe(&[ps("d", S::Pending)]);
+        assert_eq!(h.lifecycle(&[ps("d", S::Launching)]), [Started]);
+        assert_eq!(h.lifecycle(&[ps("d", S::Launched)]), []);
+    }
+
+    #[test]
+    fn rest_overlays_are_not_lifecycle_changes() {
+        let mut h = Harness::new();
+        h.observe(&[ps("cron", S::Completed)]);
+        assert!(h.observe(&[ps("cron", S::Scheduled)]).is_empty());
+        assert!(h.observe(&[ps("cron", S::Watching)]).is_empty());
+    }
+
+    #[test]
+    fn unchanged_state_yields_nothing() {
+        let mut h = Harness::new();
+        let all = [ps("a", S::Running), ps("b", S::Completed)];
+        h.observe(&all);
+        assert!(h.observe(&all).is_empty());
+    }
+
+    #[test]
+    fn disappearing_processes() {
+        let mut h = Harness::new();
+        h.observe(&[ps("a", S::Running), ps("b", S::Completed)]);
+        let events = h.observe(&[]);
+        assert_eq!(types(&events), [Stopped]);
+        assert_eq!(events[0].process, "a");
+        assert_eq!(events[0].reason, Some(Reason::Removed));
+        assert!(h.snapshot.is_empty());
+    }
+
+    #[test]
+    fn seq_increases_per_process_even_across_removal() {
+        let mut h = Harness::new();
+        let mut seqs = Vec::new();
+        for observed in [
+            vec![ps("a", S::Pending), ps("b", S::Running)],
+            vec![ps("a", S::Running)],
+            vec![],
+            vec![ps("a", S::Running)],
+        ] {
+            seqs.extend(
+                h.observe(&observed)
+                    .into_iter()
+                    .filter(|e| e.process == "a")
+                    .map(|e| e.seq),
+            );
+        }
+        assert!(seqs.len() >= 4);
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    }
+
+    #[test]
+    fn ids_do_not_depend_on_when_or_by_whom_a_state_was_first_seen() {
+        // A restarted daemon sees the same running process again: same ids, so JetStream
+        // deduplicates the re-announcement.
+        let running = [with(ps("web", S::Running), |p| {
+            p.is_ready = Readiness::Ready
+        })];
+        let mut first = Harness::new();
+        first.observe(&[ps("web", S::Pending)]);
+        first.observe(&[ps("web", S::Running)]);
+        let original: Vec<_> = first.observe(&running);
+        let mut restarted = Harness::new();
+        let again = restarted.observe(&running);
+        let healthy = |events: &[LifecycleEvent]| find(events, Healthy).id.clone();
+        assert_eq!(healthy(&original), healthy(&again));
+        let started_first = {
+            let mut h = Harness::new();
+            h.observe(&[ps("web", S::Pending)]);
+            find(&h.observe(&[ps("web", S::Running)]), Started)
+                .id
+                .clone()
+        };
+        assert_eq!(started_first, find(&again, Started).id);
+    }
+
+    #[test]
+    fn namespaces_and_odd_names_shape_the_subject() {
+        let mut h = Harness::new();
+        let events = h.observe(&[with(ps("api.v2", S::Running), |p| {
+            p.namespace = Namespaces::from(["backend", "jobs"]);
+        })]);
+        let started = find(&events, Started);
+        assert_eq!(started.subject, "core.process.backend.api%2Ev2.started");
+        assert_eq!(started.process, "api.v2");
+        assert_eq!(started.namespace, "backend");
+        assert_eq!(started.state.namespaces, ["backend", "jobs"]);
+    }
+}

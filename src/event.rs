@@ -1,0 +1,346 @@
+//! The event contract: what pc-eventd publishes and consumers decode.
+//!
+//! The payload is documented in README.md and `schema/lifecycle-event.schema.json`; a test keeps
+//! the three in step.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::process::ProcessState;
+
+/// Subject prefix used when the configuration names none.
+pub const DEFAULT_SUBJECT_PREFIX: &str = "core.process";
+
+/// The kind of lifecycle change an event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    Started,
+    Stopped,
+    Crashed,
+    Restarted,
+    Healthy,
+    Unhealthy,
+    StatusChanged,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 7] = [
+        Self::Started,
+        Self::Stopped,
+        Self::Crashed,
+        Self::Restarted,
+        Self::Healthy,
+        Self::Unhealthy,
+        Self::StatusChanged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Stopped => "stopped",
+            Self::Crashed => "crashed",
+            Self::Restarted => "restarted",
+            Self::Healthy => "healthy",
+            Self::Unhealthy => "unhealthy",
+            Self::StatusChanged => "status_changed",
+        }
+    }
+
+    /// The seed's severity table.
+    pub fn severity(self) -> Severity {
+        match self {
+            Self::Started | Self::Stopped | Self::Restarted | Self::Healthy => Severity::Info,
+            Self::Crashed => Severity::Error,
+            Self::Unhealthy => Severity::Warning,
+            Self::StatusChanged => Severity::Debug,
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event type name that is not one of ours.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "unknown event type `{0}` (expected one of: started, stopped, crashed, restarted, healthy, unhealthy, status_changed)"
+)]
+pub struct UnknownEventType(String);
+
+impl FromStr for EventType {
+    type Err = UnknownEventType;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| UnknownEventType(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+/// Why a run ended or a restart happened, where pc-eventd can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// `Terminating` was seen before the end: somebody (or process-compose) asked it to stop.
+    StopRequested,
+    /// It exited with a success code and was not restarted.
+    ExitedSuccessfully,
+    /// It exited with a failure code without a stop request.
+    ExitedWithFailure,
+    /// process-compose reported status `Error` (validation or exec failure).
+    ErrorStatus,
+    /// The restart policy restarted it (`restarts` rose).
+    RestartPolicy,
+    /// A new incarnation appeared without the restart count rising: a manual restart.
+    ManualRestart,
+    /// It disappeared from process-compose (removed or renamed by a project update or scaling).
+    Removed,
+}
+
+/// The process as it was when the event was made: the seed's `state` object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventState {
+    pub name: String,
+    pub namespace: String,
+    /// Every namespace the process is in (process-compose v1.122.0 allows several).
+    pub namespaces: Vec<String>,
+    pub status: String,
+    pub is_ready: String,
+    pub has_ready_probe: bool,
+    pub restarts: u32,
+    pub exit_code: i32,
+    /// Derived from `status`: process-compose refreshes its own flag only when polled.
+    pub is_running: bool,
+    pub pid: i64,
+}
+
+impl From<&ProcessState> for EventState {
+    fn from(p: &ProcessState) -> Self {
+        Self {
+            name: p.name.clone(),
+            namespace: p.primary_namespace().to_owned(),
+            namespaces: p.namespace.all().to_vec(),
+            status: p.status.to_string(),
+            is_ready: p.is_ready.as_str().to_owned(),
+            has_ready_probe: p.has_ready_probe,
+            restarts: p.restarts,
+            exit_code: p.exit_code,
+            is_running: p.status.normalized().is_running(),
+            pid: p.pid,
+        }
+    }
+}
+
+/// One lifecycle event, as published on `{prefix}.{namespace}.{name}.{type}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LifecycleEvent {
+    /// Stable id, also the `Nats-Msg-Id` header: derived from the process's incarnation and the
+    /// transition, never from the clock, so a re-published event is dropped by JetStream.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub process: String,
+    pub namespace: String,
+    /// RFC 3339, UTC, milliseconds: when pc-eventd observed the change.
+    pub timestamp: String,
+    pub subject: String,
+    pub severity: Severity,
+    /// Per-process sequence number, strictly increasing within one daemon run.
+    pub seq: u64,
+    /// Which process-compose instance this came from.
+    pub source: String,
+    /// The status before the change; absent when the process was not known before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_status: Option<String>,
+    /// For `stopped` and `crashed`: the exit code of the run that ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// For `restarted`: the restart count after the restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<u32>,
+    /// For `restarted`: how many policy restarts happened since the previous observation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts_delta: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    pub state: EventState,
+}
+
+impl LifecycleEvent {
+    /// One line for people: `default/nats crashed (exit=3)`.
+    pub fn summary(&self) -> String {
+        let mut line = format!("{}/{} {}", self.namespace, self.process, self.event_type);
+        let detail = match self.event_type {
+            EventType::Stopped | EventType::Crashed => self.exit_code.map(|c| format!("exit={c}")),
+            EventType::Restarted => self.restarts.map(|c| match self.restarts_delta {
+                Some(d) if d > 1 => format!("count={c}, +{d}"),
+                _ => format!("count={c}"),
+            }),
+            EventType::StatusChanged => Some(format!(
+                "{} → {}",
+                self.previous_status.as_deref().unwrap_or("new"),
+                self.state.status
+            )),
+            _ => None,
+        };
+        if let Some(detail) = detail {
+            line.push_str(&format!(" ({detail})"));
+        }
+        line
+    }
+}
+
+/// Builds subjects under a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectScheme {
+    prefix: String,
+}
+
+impl SubjectScheme {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `{prefix}.{namespace}.{name}.{type}` with both names made subject-safe.
+    pub fn subject(&self, namespace: &str, name: &str, event_type: EventType) -> String {
+        format!(
+            "{}.{}.{}.{}",
+            self.prefix,
+            subject_token(namespace),
+            subject_token(name),
+            event_type
+        )
+    }
+
+    /// Every subject this scheme publishes to, for the stream's subject list.
+    pub fn wildcard(&self) -> String {
+        format!("{}.>", self.prefix)
+    }
+
+    /// A subscription subject; `None` parts match any token.
+    pub fn filter(
+        &self,
+        namespace: Option<&str>,
+        name: Option<&str>,
+        event_type: Option<EventType>,
+    ) -> String {
+        let namespace = namespace.map_or_else(|| "*".to_owned(), subject_token);
+        let name = name.map_or_else(|| "*".to_owned(), subject_token);
+        let event_type = event_type.map_or("*", EventType::as_str);
+        format!("{}.{namespace}.{name}.{event_type}", self.prefix)
+    }
+}
+
+impl Default for SubjectScheme {
+    fn default() -> Self {
+        Self::new(DEFAULT_SUBJECT_PREFIX)
+    }
+}
+
+/// Makes a name one safe subject token.
+///
+/// A `.` would add a level and `*` / `>` would act as wildcards, so those, `%`, whitespace and
+/// control characters are percent-encoded (`web.v2` → `web%2Ev2`). The encoding is one-to-one,
+/// so two different names never share a subject; the real name stays in the payload. An empty
+/// name becomes `%00`, which no real name encodes to.
+pub fn subject_token(name: &str) -> String {
+    if name.is_empty() {
+        return "%00".to_owned();
+    }
+    let mut token = String::with_capacity(name.len());
+    for c in name.chars() {
+        if matches!(c, '.' | '*' | '>' | '%') || c.is_whitespace() || c.is_control() {
+            let mut buf = [0; 4];
+            for byte in c.encode_utf8(&mut buf).bytes() {
+                token.push_str(&format!("%{byte:02X}"));
+            }
+        } else {
+            token.push(c);
+        }
+    }
+    token
+}
+
+/// Formats a time as the payload's timestamp: RFC 3339, UTC, milliseconds.
+pub fn timestamp(at: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_never_add_levels_or_wildcards() {
+        assert_eq!(subject_token("nats"), "nats");
+        assert_eq!(subject_token("web.v2"), "web%2Ev2");
+        assert_eq!(subject_token("a b*>"), "a%20b%2A%3E");
+        assert_eq!(subject_token("50%"), "50%25");
+        assert_eq!(subject_token("tab\there"), "tab%09here");
+        assert_eq!(subject_token(""), "%00");
+        // one-to-one: an encoded name cannot collide with a literal one
+        assert_ne!(subject_token("a.b"), subject_token("a%2Eb"));
+    }
+
+    #[test]
+    fn subjects_have_exactly_five_tokens() {
+        let scheme = SubjectScheme::default();
+        let subject = scheme.subject("my ns", "api.v1 *", EventType::Crashed);
+        assert_eq!(subject, "core.process.my%20ns.api%2Ev1%20%2A.crashed");
+        assert_eq!(subject.split('.').count(), 5);
+    }
+
+    #[test]
+    fn filters_keep_the_same_shape_as_subjects() {
+        let scheme = SubjectScheme::default();
+        assert_eq!(
+            scheme.filter(None, Some("nats"), None),
+            "core.process.*.nats.*"
+        );
+        assert_eq!(
+            scheme.filter(None, None, Some(EventType::Crashed)),
+            "core.process.*.*.crashed"
+        );
+        assert_eq!(
+            scheme.filter(Some("default"), Some("a.b"), Some(EventType::StatusChanged)),
+            "core.process.default.a%2Eb.status_changed"
+        );
+    }
+
+    #[test]
+    fn event_types_round_trip_through_their_names() {
+        for t in EventType::ALL {
+            assert_eq!(t.as_str().parse::<EventType>().unwrap(), t);
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
+        }
+        assert!("crash".parse::<EventType>().is_err());
+    }
+
+    #[test]
+    fn timestamps_are_utc_with_milliseconds() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_760_608_411_123);
+        assert_eq!(timestamp(at), "2025-10-16T09:53:31.123Z");
+    }
+}

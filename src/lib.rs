@@ -1,0 +1,20 @@
+//! pc-eventd: watches process-compose and publishes every process state change as a typed
+//! lifecycle event on NATS JetStream.
+//!
+//! The pieces, from the edges in: [`config`] (layered settings), [`compose`] (the
+//! process-compose REST client) and [`process`] (its data model), [`diff`] (the pure diff engine),
+//! [`event`] (the published contract), [`publish`] (JetStream), [`daemon`] (the loop that ties
+//! them together), [`watch`] (the live viewer) and [`cli`].
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod compose;
+pub mod config;
+pub mod daemon;
+pub mod diff;
+pub mod event;
+mod logging;
+pub mod process;
+pub mod publish;
+pub mod watch;

@@ -1,0 +1,296 @@
+//! process-compose's view of a process, as its API sends it.
+//!
+//! Every field is optional and unknown fields are ignored: the API has grown fields release by
+//! release (see the reference notes), and a daemon that rejects a document because one field is
+//! new or missing would go blind on an upgrade.
+
+use serde::{Deserialize, Serialize};
+
+/// One process as returned by `GET /processes` (and, later, by the state stream).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct ProcessState {
+    pub name: String,
+    pub namespace: Namespaces,
+    pub status: ProcessStatus,
+    pub is_ready: Readiness,
+    pub has_ready_probe: bool,
+    pub restarts: u32,
+    pub exit_code: i32,
+    /// Exit codes that count as success besides 0 (process-compose v1.116.0+).
+    pub success_exit_codes: Vec<i32>,
+    pub pid: i64,
+    /// Set once per incarnation (v1.110.0+); policy restarts keep it, a manual restart changes it.
+    pub process_start_time: Option<String>,
+}
+
+/// The body of `GET /processes`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ProcessesResponse {
+    #[serde(default)]
+    pub data: Vec<ProcessState>,
+}
+
+impl ProcessState {
+    /// The namespace used in subjects: the first one when a process belongs to several.
+    pub fn primary_namespace(&self) -> &str {
+        self.namespace.primary()
+    }
+
+    /// Whether `code` counts as a successful exit for this process.
+    pub fn is_success(&self, code: i32) -> bool {
+        code == 0 || self.success_exit_codes.contains(&code)
+    }
+
+    /// What tells one incarnation (one start by a user, the project or a manual restart) from the
+    /// next. Policy restarts stay within one incarnation; `restarts` numbers the runs inside it.
+    /// Servers before v1.110.0 have no start time, so the pid stands in for it there.
+    pub fn incarnation(&self) -> String {
+        match (&self.process_start_time, self.pid) {
+            (Some(start), _) => start.clone(),
+            (None, pid) if pid > 0 => format!("pid:{pid}"),
+            (None, _) => "none".to_owned(),
+        }
+    }
+}
+
+/// `namespace` is a string, or (v1.122.0+) an array when a process is in several namespaces.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "NamespaceField")]
+pub struct Namespaces(Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NamespaceField {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<NamespaceField> for Namespaces {
+    fn from(field: NamespaceField) -> Self {
+        let names: Vec<String> = match field {
+            NamespaceField::One(name) => vec![name],
+            NamespaceField::Many(names) => names,
+        };
+        let names: Vec<String> = names.into_iter().filter(|n| !n.is_empty()).collect();
+        if names.is_empty() {
+            Self::default()
+        } else {
+            Self(names)
+        }
+    }
+}
+
+impl Default for Namespaces {
+    fn default() -> Self {
+        Self(vec![DEFAULT_NAMESPACE.to_owned()])
+    }
+}
+
+/// The namespace process-compose gives a process that names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+impl Namespaces {
+    pub fn primary(&self) -> &str {
+        self.0.first().map_or(DEFAULT_NAMESPACE, String::as_str)
+    }
+
+    pub fn all(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl<const N: usize> From<[&str; N]> for Namespaces {
+    fn from(names: [&str; N]) -> Self {
+        NamespaceField::Many(names.iter().map(|n| (*n).to_owned()).collect()).into()
+    }
+}
+
+/// A process status. Statuses this build does not know are kept verbatim in `Other`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(from = "String", into = "String")]
+pub enum ProcessStatus {
+    #[default]
+    Pending,
+    Disabled,
+    Foreground,
+    Running,
+    Launching,
+    Launched,
+    Restarting,
+    Terminating,
+    Completed,
+    Skipped,
+    Error,
+    /// REST/snapshot overlay for a scheduled process that is not running.
+    Scheduled,
+    /// REST/snapshot overlay for a successful `Completed` under a file watch (v1.122.0).
+    Watching,
+    Other(String),
+}
+
+impl ProcessStatus {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Disabled => "Disabled",
+            Self::Foreground => "Foreground",
+            Self::Running => "Running",
+            Self::Launching => "Launching",
+            Self::Launched => "Launched",
+            Self::Restarting => "Restarting",
+            Self::Terminating => "Terminating",
+            Self::Completed => "Completed",
+            Self::Skipped => "Skipped",
+            Self::Error => "Error",
+            Self::Scheduled => "Scheduled",
+            Self::Watching => "Watching",
+            Self::Other(s) => s,
+        }
+    }
+
+    /// The status that lifecycle rules read: the REST-only overlays `Scheduled` and `Watching`
+    /// stand for a process that is not running, i.e. `Completed`.
+    pub fn normalized(&self) -> Self {
+        match self {
+            Self::Scheduled | Self::Watching => Self::Completed,
+            other => other.clone(),
+        }
+    }
+
+    /// Running, or a daemon being launched or assumed alive.
+    pub fn is_running(&self) -> bool {
+        matches!(self, Self::Running | Self::Launching | Self::Launched)
+    }
+
+    /// A run is in progress or winding down (running, restarting or terminating).
+    pub fn is_active(&self) -> bool {
+        self.is_running() || matches!(self, Self::Restarting | Self::Terminating)
+    }
+
+    /// A run has ended and nothing will restart it by policy.
+    pub fn is_ended(&self) -> bool {
+        matches!(
+            self.normalized(),
+            Self::Completed | Self::Error | Self::Skipped
+        )
+    }
+}
+
+impl From<String> for ProcessStatus {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "Pending" => Self::Pending,
+            "Disabled" => Self::Disabled,
+            "Foreground" => Self::Foreground,
+            "Running" => Self::Running,
+            "Launching" => Self::Launching,
+            "Launched" => Self::Launched,
+            "Restarting" => Self::Restarting,
+            "Terminating" => Self::Terminating,
+            "Completed" => Self::Completed,
+            "Skipped" => Self::Skipped,
+            "Error" => Self::Error,
+            "Scheduled" => Self::Scheduled,
+            "Watching" => Self::Watching,
+            _ => Self::Other(s),
+        }
+    }
+}
+
+impl From<ProcessStatus> for String {
+    fn from(status: ProcessStatus) -> Self {
+        status.as_str().to_owned()
+    }
+}
+
+impl std::fmt::Display for ProcessStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `is_ready`: `"Ready"`, `"Not Ready"`, or `"-"` (no probe, or reset on restart/stop).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(from = "String", into = "String")]
+pub enum Readiness {
+    Ready,
+    NotReady,
+    #[default]
+    Unknown,
+}
+
+impl From<String> for Readiness {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "Ready" => Self::Ready,
+            "Not Ready" => Self::NotReady,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+impl From<Readiness> for String {
+    fn from(r: Readiness) -> Self {
+        r.as_str().to_owned()
+    }
+}
+
+impl Readiness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "Ready",
+            Self::NotReady => "Not Ready",
+            Self::Unknown => "-",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_the_reference_sample() {
+        let body = r#"{"data":[
+         {"name":"api","namespace":"default","status":"Running","system_time":"2m13s","age":133482915612,
+          "is_ready":"Ready","has_ready_probe":true,"restarts":0,"exit_code":0,"pid":48213,
+          "is_elevated":false,"password_provided":false,"mem":52846592,"cpu":1.7,"is_running":true,
+          "process_start_time":"2026-08-20T14:02:08.420771944+03:00"},
+         {"name":"worker","namespace":["backend","jobs"],"status":"Completed","is_ready":"-",
+          "restarts":3,"exit_code":2,"pid":48391,"success_exit_codes":[3]},
+         {"name":"docs","namespace":"default","status":"Disabled"}
+        ]}"#;
+        let parsed: ProcessesResponse = serde_json::from_str(body).unwrap();
+        let [api, worker, docs] = &parsed.data[..] else {
+            panic!("three processes expected")
+        };
+        assert_eq!(api.status, ProcessStatus::Running);
+        assert_eq!(api.is_ready, Readiness::Ready);
+        assert_eq!(api.incarnation(), "2026-08-20T14:02:08.420771944+03:00");
+        assert_eq!(worker.namespace.all(), ["backend", "jobs"]);
+        assert_eq!(worker.primary_namespace(), "backend");
+        assert!(worker.is_success(3) && worker.is_success(0) && !worker.is_success(2));
+        assert_eq!(worker.incarnation(), "pid:48391");
+        assert_eq!(docs.status, ProcessStatus::Disabled);
+        assert_eq!(docs.incarnation(), "none");
+    }
+
+    #[test]
+    fn missing_and_unknown_fields_are_tolerated() {
+        let state: ProcessState =
+            serde_json::from_str(r#"{"name":"x","status":"Hibernating","future":{"a":1}}"#)
+                .unwrap();
+        assert_eq!(state.status, ProcessStatus::Other("Hibernating".into()));
+        assert_eq!(state.primary_namespace(), "default");
+        assert_eq!(state.is_ready, Readiness::Unknown);
+    }
+
+    #[test]
+    fn empty_namespace_falls_back_to_default() {
+        let state: ProcessState = serde_json::from_str(r#"{"name":"x","namespace":[]}"#).unwrap();
+        assert_eq!(state.primary_namespace(), "default");
+        let state: ProcessState = serde_json::from_str(r#"{"name":"x","namespace":""}"#).unwrap();
+        assert_eq!(state.primary_namespace(), "default");
+    }
+}

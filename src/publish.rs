@@ -1,0 +1,243 @@
+//! Publishing to NATS JetStream: the stream's settings and acknowledged, deduplicated publishes.
+
+use async_nats::jetstream::{self, context::GetStreamErrorKind, stream};
+use async_nats::{ConnectOptions, HeaderMap};
+use tracing::{info, warn};
+
+use crate::config::{NatsConfig, OnMismatch, Storage, StreamConfig};
+use crate::event::{LifecycleEvent, SubjectScheme};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot read stream {name}: {source}")]
+    StreamInfo {
+        name: String,
+        source: jetstream::context::GetStreamError,
+    },
+    #[error("cannot create or update stream {name}: {source}")]
+    StreamWrite {
+        name: String,
+        source: jetstream::context::CreateStreamError,
+    },
+    #[error(
+        "stream {name} exists with other settings ({differences}); set nats.stream.on_mismatch = \"update\" or change the stream"
+    )]
+    StreamMismatch { name: String, differences: String },
+    #[error(
+        "stream {name} stores in {actual:?}, configured {wanted:?}: storage cannot be changed on an existing stream"
+    )]
+    StorageMismatch {
+        name: String,
+        actual: stream::StorageType,
+        wanted: stream::StorageType,
+    },
+    #[error("publish to {subject} failed: {source}")]
+    Publish {
+        subject: String,
+        source: jetstream::context::PublishError,
+    },
+    #[error("cannot encode event: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// What [`Publisher::ensure_stream`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamOutcome {
+    Created,
+    Unchanged,
+    /// Updated; the settings that changed, as `key: old → new`.
+    Updated(Vec<String>),
+}
+
+/// The result of one publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub stream_sequence: u64,
+    /// JetStream had already stored an event with this id (a re-announcement or a retry).
+    pub duplicate: bool,
+}
+
+/// Publishes lifecycle events to one JetStream stream.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    subjects: SubjectScheme,
+}
+
+impl Publisher {
+    /// Connects to NATS. The connection is made in the background and retried for ever, so this
+    /// returns at once; [`Publisher::ensure_stream`] is the first call that needs the server.
+    pub async fn connect(config: &NatsConfig) -> Result<Self, PublishError> {
+        let client = ConnectOptions::new()
+            .name("pc-eventd")
+            .retry_on_initial_connect()
+            .connection_timeout(config.connect_timeout)
+            .event_callback(|event| async move { info!(%event, "nats connection") })
+            .connect(config.url.as_str())
+            .await
+            .map_err(|source| PublishError::Connect {
+                url: config.url.clone(),
+                source,
+            })?;
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(config.ack_timeout)
+            .build(client.clone());
+        Ok(Self {
+            client,
+            jetstream,
+            subjects: config.subjects(),
+        })
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Makes sure the stream exists with the configured settings. An existing stream whose
+    /// settings differ is updated (and the differences logged) or reported, never ignored.
+    pub async fn ensure_stream(
+        &self,
+        config: &StreamConfig,
+    ) -> Result<StreamOutcome, PublishError> {
+        let wanted = self.stream_config(config);
+        let existing = match self.jetstream.get_stream(&config.name).await {
+            Ok(stream) => stream.cached_info().config.clone(),
+            Err(err) if is_not_found(&err) => {
+                self.jetstream
+                    .create_stream(&wanted)
+                    .await
+                    .map_err(|source| PublishError::StreamWrite {
+                        name: config.name.clone(),
+                        source,
+                    })?;
+                info!(stream = %config.name, "stream created");
+                return Ok(StreamOutcome::Created);
+            }
+            Err(source) => {
+                return Err(PublishError::StreamInfo {
+                    name: config.name.clone(),
+                    source,
+                });
+            }
+        };
+
+        let differences = stream_differences(&existing, &wanted);
+        if differences.is_empty() {
+            return Ok(StreamOutcome::Unchanged);
+        }
+        if existing.storage != wanted.storage {
+            return Err(PublishError::StorageMismatch {
+                name: config.name.clone(),
+                actual: existing.storage,
+                wanted: wanted.storage,
+            });
+        }
+        if config.on_mismatch == OnMismatch::Fail {
+            return Err(PublishError::StreamMismatch {
+                name: config.name.clone(),
+                differences: differences.join(", "),
+            });
+        }
+        // Keep every setting we do not manage as the operator left it.
+        let updated = stream::Config {
+            subjects: wanted.subjects,
+            max_age: wanted.max_age,
+            duplicate_window: wanted.duplicate_window,
+            num_replicas: wanted.num_replicas,
+            ..existing
+        };
+        self.jetstream
+            .update_stream(&updated)
+            .await
+            .map_err(|source| PublishError::StreamWrite {
+                name: config.name.clone(),
+                source,
+            })?;
+        warn!(stream = %config.name, changes = %differences.join(", "), "stream settings updated");
+        Ok(StreamOutcome::Updated(differences))
+    }
+
+    fn stream_config(&self, config: &StreamConfig) -> stream::Config {
+        stream::Config {
+            name: config.name.clone(),
+            subjects: vec![self.subjects.wildcard()],
+            max_age: config.max_age,
+            duplicate_window: config.duplicate_window,
+            num_replicas: config.replicas,
+            storage: match config.storage {
+                Storage::File => stream::StorageType::File,
+                Storage::Memory => stream::StorageType::Memory,
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Publishes one event with its id as `Nats-Msg-Id` and waits for JetStream's ack.
+    pub async fn publish(&self, event: &LifecycleEvent) -> Result<Published, PublishError> {
+        let payload = serde_json::to_vec(event)?;
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event.id.as_str());
+        let publish_error = |source| PublishError::Publish {
+            subject: event.subject.clone(),
+            source,
+        };
+        let ack = self
+            .jetstream
+            .publish_with_headers(event.subject.clone(), headers, payload.into())
+            .await
+            .map_err(publish_error)?
+            .await
+            .map_err(publish_error)?;
+        Ok(Published {
+            stream_sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+}
+
+fn is_not_found(err: &jetstream::context::GetStreamError) -> bool {
+    matches!(err.kind(), GetStreamErrorKind::JetStream(e)
+        if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// The managed settings in which `actual` differs from `wanted`.
+fn stream_differences(actual: &stream::Config, wanted: &stream::Config) -> Vec<String> {
+    let mut differences = Vec::new();
+    let mut compare = |key: &str, actual: String, wanted: String| {
+        if actual != wanted {
+            differences.push(format!("{key}: {actual} → {wanted}"));
+        }
+    };
+    compare(
+        "subjects",
+        actual.subjects.join(","),
+        wanted.subjects.join(","),
+    );
+    compare(
+        "max_age",
+        humantime::format_duration(actual.max_age).to_string(),
+        humantime::format_duration(wanted.max_age).to_string(),
+    );
+    compare(
+        "duplicate_window",
+        humantime::format_duration(actual.duplicate_window).to_string(),
+        humantime::format_duration(wanted.duplicate_window).to_string(),
+    );
+    compare(
+        "replicas",
+        actual.num_replicas.to_string(),
+        wanted.num_replicas.to_string(),
+    );
+    compare(
+        "storage",
+        format!("{:?}", actual.storage).to_lowercase(),
+        format!("{:?}", wanted.storage).to_lowercase(),
+    );
+    differences
+}
