@@ -181,26 +181,14 @@ fn run(config: Config) -> ExitCode {
     crate::logging::init(&config.log.level, config.log.format);
     runtime().block_on(async {
         // Registered before anything slow: a signal's default action would kill us mid-publish.
-        let shutdown = CancellationToken::new();
-        let signals = match signal_hook_tokio::Signals::new([SIGTERM, SIGINT]) {
-            Ok(signals) => signals,
+        let shutdown = match cancel_on_termination() {
+            Ok(shutdown) => shutdown,
             Err(err) => {
                 tracing::error!(error = %err, "cannot install signal handlers");
                 return ExitCode::FAILURE;
             }
         };
-        let handle = signals.handle();
-        let on_signal = shutdown.clone();
-        let signal_task = tokio::spawn(async move {
-            let mut signals = signals;
-            if let Some(signal) = signals.next().await {
-                tracing::info!(signal, "shutting down");
-                on_signal.cancel();
-            }
-        });
         let result = daemon::run(config, Arc::new(Stats::default()), shutdown).await;
-        handle.close();
-        signal_task.abort();
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(DaemonError::Config(err)) => config_failure(&err),
@@ -226,26 +214,45 @@ fn watch(config: Config, args: &WatchArgs) -> ExitCode {
         Output::Text
     };
     let scheme = config.nats.subjects();
-    let result = runtime().block_on(async {
-        let stop = async {
-            let _ = tokio::signal::ctrl_c().await;
+    runtime().block_on(async {
+        let stop = match cancel_on_termination() {
+            Ok(stop) => stop,
+            Err(err) => {
+                eprintln!("pc-eventd watch: cannot install signal handlers: {err}");
+                return ExitCode::FAILURE;
+            }
         };
         let mut stdout = std::io::stdout();
-        watch::watch(
+        let stopped = stop.cancelled();
+        match watch::watch(
             &config.nats.url,
             &scheme,
             &filter,
             output,
             &mut stdout,
-            stop,
+            stopped,
         )
         .await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("pc-eventd watch: {err}");
-            ExitCode::FAILURE
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("pc-eventd watch: {err}");
+                ExitCode::FAILURE
+            }
         }
-    }
+    })
+}
+
+/// Returns a token cancelled on SIGTERM or SIGINT.
+fn cancel_on_termination() -> std::io::Result<CancellationToken> {
+    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT])?;
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        if let Some(signal) = signals.next().await {
+            tracing::info!(signal, "shutting down");
+            cancel.cancel();
+        }
+    });
+    Ok(token)
 }

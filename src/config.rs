@@ -512,15 +512,9 @@ fn describe_figment_error(error: &figment::Error) -> String {
         Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) if is_secret => {
             format!("invalid value (not shown), expected {expected}")
         }
-        Kind::UnknownField(field, _) => {
-            let key = if path.is_empty() {
-                field.clone()
-            } else {
-                format!("{key}.{field}")
-            };
-            return format!("{key} (from {source}): unknown key");
-        }
-        Kind::Message(m) if path.is_empty() => return m.clone(),
+        // figment's path already ends with the unknown key
+        Kind::UnknownField(..) => "unknown key".to_owned(),
+        Kind::Message(m) if path.is_empty() => return format!("{source}: {m}"),
         other => other.to_string(),
     };
     format!("{key} (from {source}): {message}")
@@ -535,6 +529,8 @@ fn is_literal_subject(subject: &str) -> bool {
 }
 
 #[cfg(test)]
+// figment's Jail fixes the closures' error type to its own (large) error.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -616,8 +612,9 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.create_file("bad.toml", "[nats]\nurll = \"x\"\n")?;
             let text = error_text(load_file(jail, "bad.toml"));
-            assert!(text.contains("nats.urll"), "{text}");
-            assert!(text.contains("bad.toml"), "{text}");
+            assert!(text.contains("nats.urll (from "), "{text}");
+            assert!(!text.contains("urll.urll"), "{text}");
+            assert!(text.contains("bad.toml): unknown key"), "{text}");
             Ok(())
         });
     }
@@ -662,6 +659,19 @@ mod tests {
             assert!(text.contains("bad.toml"), "{text}");
             assert!(
                 text.contains("nats.stream.replicas (from PC_EVENTD_NATS__STREAM__REPLICAS)"),
+                "{text}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file("broken.toml", "[nats\nurl = 1")?;
+            let text = error_text(load_file(jail, "broken.toml"));
+            assert!(
+                text.contains("broken.toml: TOML parse error at line 1"),
                 "{text}"
             );
             Ok(())

@@ -33,15 +33,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The last observed state of every process still present.
-    pub fn states(&self) -> impl Iterator<Item = &ProcessState> {
-        self.processes.values().map(|t| &t.state)
-    }
-
-    pub fn len(&self) -> usize {
-        self.processes.len()
-    }
-
+    /// Whether no process is known (before the first observation, or when all disappeared).
     pub fn is_empty(&self) -> bool {
         self.processes.is_empty()
     }
@@ -183,7 +175,8 @@ pub fn diff(
     (next, events)
 }
 
-/// The lifecycle rules for one process.
+/// The lifecycle rules for one process: first what ended between the two observations, then
+/// what began.
 fn step(before: Option<&Tracked>, now: &ProcessState) -> (Tracked, Vec<Transition>) {
     let mut tracked = match before {
         Some(t) => Tracked {
@@ -199,11 +192,11 @@ fn step(before: Option<&Tracked>, now: &ProcessState) -> (Tracked, Vec<Transitio
     let old_status = old_state.map_or(ProcessStatus::Pending, |s| s.status.normalized());
     let new_status = now.status.normalized();
     let current_run = run_of(now);
-
     let new_incarnation = old_state.is_some_and(|old| is_new_incarnation(old, now));
     let restarts_rose = old_state.map_or(0, |old| now.restarts.saturating_sub(old.restarts));
+    let run_changed = new_incarnation || restarts_rose > 0;
 
-    // A manual restart (or a stop and start between two polls): the old incarnation is gone.
+    // A manual restart (or a stop and a start between two polls): the old incarnation is gone.
     if let (true, Some(before)) = (new_incarnation, before) {
         if old_status.is_active() {
             if !before.end_reported {
@@ -225,15 +218,15 @@ fn step(before: Option<&Tracked>, now: &ProcessState) -> (Tracked, Vec<Transitio
         tracked.begin_run();
     }
 
-    // The restart policy restarted it, perhaps several times between two polls. Only the last
-    // exit code survives; the runs before it are reported as one crash.
+    // The restart policy restarted it, perhaps several times between two polls. Over REST the
+    // count rises as the status becomes `Restarting`; in stream frames only with the next
+    // `Running`. Either way the run that ended last is `restarts - 1`, and only its exit code
+    // survives: runs merged by a poll are reported as one.
     if restarts_rose > 0 {
-        if !tracked.end_reported && !now.is_success(now.exit_code) {
+        if !tracked.end_reported {
+            let stop_requested = tracked.stop_requested || old_status == ProcessStatus::Terminating;
             let ended_run = (current_run.0.clone(), now.restarts - 1);
-            out.push(
-                Transition::new(EventType::Crashed, ended_run)
-                    .exit(now.exit_code, Reason::ExitedWithFailure),
-            );
+            out.extend(end_of_restarted_run(stop_requested, now, ended_run));
         }
         out.push(
             Transition::new(EventType::Restarted, current_run.clone()).restart(
@@ -245,28 +238,25 @@ fn step(before: Option<&Tracked>, now: &ProcessState) -> (Tracked, Vec<Transitio
         tracked.begin_run();
     }
 
-    // The run ended and the policy will restart it after a backoff.
+    // `Restarting` with the count not yet risen (a stream frame): the current run just ended.
     if new_status == ProcessStatus::Restarting
-        && (old_status != ProcessStatus::Restarting || restarts_rose > 0)
+        && restarts_rose == 0
+        && old_status != ProcessStatus::Restarting
         && !tracked.end_reported
     {
-        if tracked.stop_requested {
-            out.push(
-                Transition::new(EventType::Stopped, current_run.clone())
-                    .exit(now.exit_code, Reason::StopRequested),
-            );
-        } else if !now.is_success(now.exit_code) {
-            out.push(
-                Transition::new(EventType::Crashed, current_run.clone())
-                    .exit(now.exit_code, Reason::ExitedWithFailure),
-            );
-        }
-        // A clean exit restarted by `restart: always` is neither a stop nor a crash.
+        let stop_requested = tracked.stop_requested || old_status == ProcessStatus::Terminating;
+        out.extend(end_of_restarted_run(
+            stop_requested,
+            now,
+            current_run.clone(),
+        ));
+    }
+    if new_status == ProcessStatus::Restarting {
+        // Nothing runs until the backoff is over.
         tracked.end_reported = true;
     }
 
     // The run ended for good.
-    let run_changed = new_incarnation || restarts_rose > 0;
     if new_status.is_ended() && (!old_status.is_ended() || run_changed) && !tracked.end_reported {
         let stop_requested = tracked.stop_requested || old_status == ProcessStatus::Terminating;
         let end = match new_status {
@@ -288,12 +278,13 @@ fn step(before: Option<&Tracked>, now: &ProcessState) -> (Tracked, Vec<Transitio
         tracked.stop_requested = true;
     }
 
-    // It entered a running status from a non-running one (a policy restart is not a start).
-    let was_running = old_status.is_running() || old_status == ProcessStatus::Restarting;
-    if new_status.is_running() && (before.is_none() || new_incarnation || !was_running) {
-        if !new_incarnation && restarts_rose == 0 {
-            tracked.begin_run();
-        }
+    // A run begins when it enters a running status. Leaving `Restarting` is the policy's
+    // restart, already reported: it is not a start.
+    if new_status.is_running() && !old_status.is_running() {
+        tracked.begin_run();
+    }
+    let from_stopped = !old_status.is_running() && old_status != ProcessStatus::Restarting;
+    if new_status.is_running() && (new_incarnation || from_stopped) {
         out.push(Transition::new(EventType::Started, current_run.clone()));
     }
 
@@ -316,6 +307,24 @@ fn step(before: Option<&Tracked>, now: &ProcessState) -> (Tracked, Vec<Transitio
     }
 
     (tracked, out)
+}
+
+/// How a run that the policy restarts ended: `stopped` after a stop request (a readiness
+/// failure, say), `crashed` on a failure code, nothing for a clean exit under `restart: always`.
+fn end_of_restarted_run(
+    stop_requested: bool,
+    now: &ProcessState,
+    run: (String, u32),
+) -> Option<Transition> {
+    if stop_requested {
+        Some(Transition::new(EventType::Stopped, run).exit(now.exit_code, Reason::StopRequested))
+    } else if !now.is_success(now.exit_code) {
+        Some(
+            Transition::new(EventType::Crashed, run).exit(now.exit_code, Reason::ExitedWithFailure),
+        )
+    } else {
+        None
+    }
 }
 
 /// A different incarnation: the start time changed, or (servers before v1.110.0, which send no
@@ -592,6 +601,47 @@ mod tests {
             (Some(1), Some(1))
         );
         assert_eq!(restarted.reason, Some(Reason::RestartPolicy));
+    }
+
+    #[test]
+    fn policy_restart_as_rest_reports_it() {
+        // Over REST the count rises as the status becomes Restarting.
+        let mut h = Harness::new();
+        let w = |status, restarts| {
+            with(ps("w", status), |p| {
+                p.exit_code = 2;
+                p.restarts = restarts;
+            })
+        };
+        h.observe(&[ps("w", S::Running)]);
+        let events = h.observe(&[w(S::Restarting, 1)]);
+        assert_eq!(types(&events), [Crashed, Restarted]);
+        assert_eq!(find(&events, Restarted).restarts, Some(1));
+        assert_eq!(h.lifecycle(&[w(S::Running, 1)]), []);
+        // the next run's crash is reported again
+        assert_eq!(h.lifecycle(&[w(S::Restarting, 2)]), [Crashed, Restarted]);
+        assert_eq!(h.lifecycle(&[w(S::Running, 2)]), []);
+        assert_eq!(h.lifecycle(&[w(S::Completed, 2)]), [Crashed]);
+    }
+
+    #[test]
+    fn crash_ids_agree_between_stream_frames_and_rest() {
+        let crash_id = |frames: &[ProcessState]| {
+            let mut h = Harness::new();
+            h.observe(&[ps("w", S::Running)]);
+            let events: Vec<_> = frames
+                .iter()
+                .flat_map(|f| h.observe(std::slice::from_ref(f)))
+                .collect();
+            find(&events, Crashed).id.clone()
+        };
+        let frame = |restarts| {
+            with(ps("w", S::Restarting), |p| {
+                p.exit_code = 2;
+                p.restarts = restarts;
+            })
+        };
+        assert_eq!(crash_id(&[frame(0)]), crash_id(&[frame(1)]));
     }
 
     #[test]

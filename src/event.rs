@@ -219,10 +219,6 @@ impl SubjectScheme {
         }
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// `{prefix}.{namespace}.{name}.{type}` with both names made subject-safe.
     pub fn subject(&self, namespace: &str, name: &str, event_type: EventType) -> String {
         format!(
@@ -336,6 +332,134 @@ mod tests {
             assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
         }
         assert!("crash".parse::<EventType>().is_err());
+    }
+
+    fn sample_event() -> LifecycleEvent {
+        LifecycleEvent {
+            id: "6f1c2a52-61a8-5f57-9a3d-3d1c0e1d2b4f".into(),
+            event_type: EventType::Restarted,
+            process: "web".into(),
+            namespace: "default".into(),
+            timestamp: "2025-10-16T09:53:31.123Z".into(),
+            subject: "core.process.default.web.restarted".into(),
+            severity: Severity::Info,
+            seq: 7,
+            source: "http://127.0.0.1:8080".into(),
+            previous_status: Some("Restarting".into()),
+            exit_code: Some(2),
+            restarts: Some(3),
+            restarts_delta: Some(1),
+            reason: Some(Reason::RestartPolicy),
+            state: EventState {
+                name: "web".into(),
+                namespace: "default".into(),
+                namespaces: vec!["default".into()],
+                status: "Running".into(),
+                is_ready: "-".into(),
+                has_ready_probe: false,
+                restarts: 3,
+                exit_code: 2,
+                is_running: true,
+                pid: 4242,
+            },
+        }
+    }
+
+    fn keys(value: &serde_json::Value) -> Vec<String> {
+        let mut keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn the_json_schema_describes_exactly_the_payload() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../schema/lifecycle-event.schema.json")).unwrap();
+        let full = serde_json::to_value(sample_event()).unwrap();
+        assert_eq!(keys(&full), keys(&schema["properties"]));
+        assert_eq!(
+            keys(&full["state"]),
+            keys(&schema["properties"]["state"]["properties"])
+        );
+
+        let mut bare = sample_event();
+        (bare.previous_status, bare.exit_code, bare.restarts) = (None, None, None);
+        (bare.restarts_delta, bare.reason) = (None, None);
+        let bare = serde_json::to_value(bare).unwrap();
+        let mut required: Vec<String> = serde_json::from_value(schema["required"].clone()).unwrap();
+        required.sort();
+        assert_eq!(
+            keys(&bare),
+            required,
+            "what is always present is what is required"
+        );
+        let mut state_required: Vec<String> =
+            serde_json::from_value(schema["properties"]["state"]["required"].clone()).unwrap();
+        state_required.sort();
+        assert_eq!(keys(&bare["state"]), state_required);
+
+        let types: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(
+            schema["properties"]["type"]["enum"],
+            serde_json::json!(types)
+        );
+        for severity in [
+            Severity::Debug,
+            Severity::Info,
+            Severity::Warning,
+            Severity::Error,
+        ] {
+            let name = serde_json::to_value(severity).unwrap();
+            assert!(
+                schema["properties"]["severity"]["enum"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&name)
+            );
+        }
+        for reason in [
+            Reason::StopRequested,
+            Reason::ExitedSuccessfully,
+            Reason::ExitedWithFailure,
+            Reason::ErrorStatus,
+            Reason::RestartPolicy,
+            Reason::ManualRestart,
+            Reason::Removed,
+        ] {
+            let name = serde_json::to_value(reason).unwrap();
+            assert!(
+                schema["properties"]["reason"]["enum"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&name)
+            );
+        }
+    }
+
+    #[test]
+    fn events_round_trip_through_json() {
+        let event = sample_event();
+        let json = serde_json::to_string(&event).unwrap();
+        assert_eq!(
+            serde_json::from_str::<LifecycleEvent>(&json).unwrap(),
+            event
+        );
+    }
+
+    #[test]
+    fn summaries_carry_the_seed_detail() {
+        let mut event = sample_event();
+        assert_eq!(event.summary(), "default/web restarted (count=3)");
+        event.restarts_delta = Some(3);
+        assert_eq!(event.summary(), "default/web restarted (count=3, +3)");
+        event.event_type = EventType::Stopped;
+        event.exit_code = Some(0);
+        assert_eq!(event.summary(), "default/web stopped (exit=0)");
+        event.event_type = EventType::StatusChanged;
+        assert_eq!(
+            event.summary(),
+            "default/web status_changed (Restarting → Running)"
+        );
     }
 
     #[test]

@@ -100,6 +100,7 @@ impl Namespaces {
     }
 }
 
+#[cfg(test)]
 impl<const N: usize> From<[&str; N]> for Namespaces {
     fn from(names: [&str; N]) -> Self {
         NamespaceField::Many(names.iter().map(|n| (*n).to_owned()).collect()).into()

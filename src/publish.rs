@@ -65,7 +65,6 @@ pub struct Published {
 /// Publishes lifecycle events to one JetStream stream.
 #[derive(Debug, Clone)]
 pub struct Publisher {
-    client: async_nats::Client,
     jetstream: jetstream::Context,
     subjects: SubjectScheme,
 }
@@ -87,16 +86,11 @@ impl Publisher {
             })?;
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(config.ack_timeout)
-            .build(client.clone());
+            .build(client);
         Ok(Self {
-            client,
             jetstream,
             subjects: config.subjects(),
         })
-    }
-
-    pub fn client(&self) -> &async_nats::Client {
-        &self.client
     }
 
     /// Makes sure the stream exists with the configured settings. An existing stream whose

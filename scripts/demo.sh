@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The demo stack: nats-server (JetStream) + process-compose running a demo project that includes
+# pc-eventd itself as its `event-adapter` (restart: always), a process that crashes now and then
+# and one with a readiness probe that flaps; `pc-eventd watch` runs in the foreground.
+# Ctrl-C ends it, or DEMO_SECONDS=N ends it after N seconds. Everything listens on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+# shellcheck disable=SC1090
+source "$(scripts/install-peers.sh)"
+cargo build --quiet --bin pc-eventd
+pc_eventd="$root/target/debug/pc-eventd"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+nats_port=${DEMO_NATS_PORT:-$(free_port)}
+pc_port=${DEMO_PC_PORT:-$(free_port)}
+nats_url="nats://127.0.0.1:$nats_port"
+
+"$TEST_NATS_SERVER" -js -a 127.0.0.1 -p "$nats_port" -sd "$work/nats" -l "$work/nats.log" &
+pids+=($!)
+
+cat >"$work/process-compose.yaml" <<YAML
+version: "0.5"
+processes:
+  event-adapter:
+    command: "$pc_eventd run --compose-port $pc_port --nats-url $nats_url --poll-interval 500ms"
+    availability:
+      restart: always
+  web:
+    # ready while its flag file exists; the flag comes and goes every 20 s
+    command: "while true; do touch $work/web.ready; sleep 20; rm -f $work/web.ready; sleep 20; done"
+    readiness_probe:
+      exec:
+        command: "test -f $work/web.ready"
+      period_seconds: 2
+      failure_threshold: 1000
+  flaky:
+    # crashes with exit 3 after 5 to 12 seconds, and is restarted
+    command: "sleep \$((RANDOM % 8 + 5)); exit 3"
+    availability:
+      restart: always
+      backoff_seconds: 2
+  nightly-report:
+    command: "echo report"
+    disabled: true
+YAML
+
+echo "demo: nats-server on $nats_url, process-compose ($TEST_PROCESS_COMPOSE_KIND) on 127.0.0.1:$pc_port"
+echo "demo: files in $work; Ctrl-C to stop"
+"$TEST_PROCESS_COMPOSE" up -f "$work/process-compose.yaml" -t=false --address 127.0.0.1 -p "$pc_port" \
+    -L "$work/process-compose.log" >/dev/null 2>&1 &
+pids+=($!)
+
+watch_args=(watch --nats-url "$nats_url")
+if [ -n "${DEMO_SECONDS:-}" ]; then
+    timeout --signal=INT --preserve-status "$DEMO_SECONDS" "$pc_eventd" "${watch_args[@]}" || true
+else
+    "$pc_eventd" "${watch_args[@]}" || true
+fi

@@ -1,0 +1,320 @@
+//! The `pc-eventd` binary: `run` with the seed's flags, `watch` filters, `config check`.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use pc_eventd::event::{EventType::*, LifecycleEvent};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::support::compose::ProcessCompose;
+use crate::support::events::EventLog;
+use crate::support::nats::NatsServer;
+
+/// The built binary, run with a clean `PC_EVENTD_*` environment.
+pub struct Binary {
+    child: Child,
+    stdout: mpsc::UnboundedReceiver<String>,
+    stderr: mpsc::UnboundedReceiver<String>,
+    pub stderr_seen: Vec<String>,
+}
+
+impl Binary {
+    pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_with_env(args, &[])
+    }
+
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pc-eventd"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("PC_EVENTD_") || key == "RUST_LOG" {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run pc-eventd");
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        Self {
+            child,
+            stdout,
+            stderr,
+            stderr_seen: Vec::new(),
+        }
+    }
+
+    /// Runs to completion: (exit code, stdout, stderr).
+    pub async fn output(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+        let mut binary = Self::spawn_with_env(args, env);
+        let status = tokio::time::timeout(Duration::from_secs(20), binary.child.wait())
+            .await
+            .expect("pc-eventd ends within 20s")
+            .unwrap();
+        let mut stdout = String::new();
+        while let Some(line) = binary.stdout.recv().await {
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+        let mut stderr = String::new();
+        while let Some(line) = binary.stderr.recv().await {
+            stderr.push_str(&line);
+            stderr.push('\n');
+        }
+        (status.code(), stdout, stderr)
+    }
+
+    pub async fn stderr_line_containing(&mut self, needle: &str, timeout: Duration) -> String {
+        let found = tokio::time::timeout(timeout, async {
+            while let Some(line) = self.stderr.recv().await {
+                self.stderr_seen.push(line.clone());
+                if line.contains(needle) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            _ => panic!(
+                "no stderr line with {needle:?}; saw:\n{}",
+                self.stderr_seen.join("\n")
+            ),
+        }
+    }
+
+    /// Stdout lines until `done` holds for the lines so far; panics after `timeout`.
+    pub async fn stdout_until(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        let mut lines = Vec::new();
+        let result = tokio::time::timeout(timeout, async {
+            while !done(&lines) {
+                match self.stdout.recv().await {
+                    Some(line) => lines.push(line),
+                    None => return,
+                }
+            }
+        })
+        .await;
+        assert!(
+            result.is_ok() && done(&lines),
+            "stdout so far:\n{}",
+            lines.join("\n")
+        );
+        lines
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    pub async fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id().expect("still running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("exits within 10s of SIGTERM")
+            .unwrap()
+            .code()
+    }
+}
+
+fn lines(
+    pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::test]
+async fn config_check_prints_the_effective_config_with_secrets_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pc-eventd.toml");
+    std::fs::write(
+        &file,
+        "[process_compose]\ntoken = \"super-secret-token-value-123\"\n[nats]\nurl = \"nats://10.0.0.1:4222\"\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = Binary::output(
+        &["config", "check", "--config", file.to_str().unwrap()],
+        &[("PC_EVENTD_NATS__STREAM__REPLICAS", "3")],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("url = \"nats://10.0.0.1:4222\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("replicas = 3"), "{stdout}");
+    assert!(stdout.contains("token = \"<redacted>\""), "{stdout}");
+    assert!(!stdout.contains("super-secret") && !stderr.contains("super-secret"));
+}
+
+#[tokio::test]
+async fn config_errors_name_the_key_and_source_and_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.toml");
+    std::fs::write(&file, "[nats]\nurll = \"nats://x\"\n").unwrap();
+    let file = file.to_str().unwrap();
+
+    let (code, _, stderr) = Binary::output(&["config", "check", "--config", file], &[]).await;
+    assert_eq!(code, Some(78));
+    assert!(
+        stderr.contains("nats.urll") && stderr.contains(file),
+        "{stderr}"
+    );
+
+    // the daemon refuses the same file the same way
+    let (code, _, stderr) = Binary::output(&["run", "--config", file], &[]).await;
+    assert_eq!(code, Some(78));
+    assert!(stderr.contains("nats.urll"), "{stderr}");
+
+    let (code, _, stderr) = Binary::output(
+        &["config", "check"],
+        &[("PC_EVENTD_PROCESS_COMPOSE__POLL_INTERVAL", "whenever")],
+    )
+    .await;
+    assert_eq!(code, Some(78));
+    assert!(
+        stderr.contains("PC_EVENTD_PROCESS_COMPOSE__POLL_INTERVAL"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = Binary::output(&["watch", "--config", "/nonexistent.toml"], &[]).await;
+    assert_eq!(code, Some(78));
+    assert!(stderr.contains("/nonexistent.toml"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_takes_the_seed_flags_and_stops_cleanly_on_sigterm() {
+    let nats = NatsServer::start();
+    let pc = ProcessCompose::start("processes:\n  web:\n    command: \"sleep 1000\"\n").await;
+    let mut daemon = Binary::spawn(&[
+        "run",
+        "--compose-port",
+        &pc.port().to_string(),
+        "--nats-url",
+        &nats.url(),
+        "--poll-interval",
+        "200ms",
+    ]);
+    let mut log = EventLog::open(&nats.url()).await;
+    let started = log.wait_for("web", Started).await;
+    assert_eq!(started.source, pc.url(), "the source defaults to the URL");
+    assert_eq!(daemon.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_filters_by_process_type_and_namespace() {
+    let nats = NatsServer::start();
+    let pc = ProcessCompose::start(
+        r#"
+processes:
+  web:
+    command: "sleep 1000"
+  nats:
+    command: "sleep 1000"
+    namespace: infra
+  crasher:
+    command: "sleep 0.5; exit 3"
+    namespace: jobs
+"#,
+    )
+    .await;
+    let url = nats.url();
+    let mut by_name_json =
+        Binary::spawn(&["watch", "--nats-url", &url, "--process", "nats", "--json"]);
+    let mut by_type = Binary::spawn(&["watch", "--nats-url", &url, "--type", "crashed"]);
+    let mut by_ns_name = Binary::spawn(&["watch", "--nats-url", &url, "--process", "default/web"]);
+    let mut by_namespace = Binary::spawn(&["watch", "--nats-url", &url, "--namespace", "jobs"]);
+    for watcher in [
+        &mut by_name_json,
+        &mut by_type,
+        &mut by_ns_name,
+        &mut by_namespace,
+    ] {
+        watcher
+            .stderr_line_containing("Watching events", Duration::from_secs(10))
+            .await;
+    }
+    let daemon =
+        crate::support::daemon::Daemon::spawn(crate::support::daemon::config(&pc.url(), &url));
+    let long = Duration::from_secs(20);
+
+    // a bare name matches it in its namespace (infra), and --json prints whole events
+    let lines = by_name_json
+        .stdout_until(long, |l| {
+            l.iter().any(|l| l.contains(r#""type":"started""#))
+        })
+        .await;
+    for line in &lines {
+        let event: LifecycleEvent = serde_json::from_str(line).expect("one JSON event per line");
+        assert_eq!(
+            (event.process.as_str(), event.namespace.as_str()),
+            ("nats", "infra")
+        );
+    }
+
+    // a type matches every namespace
+    let lines = by_type.stdout_until(long, |l| !l.is_empty()).await;
+    assert!(
+        lines[0].ends_with("❌  jobs/crasher crashed (exit=3)"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[0].len(),
+        "09:53:31.123 ❌  jobs/crasher crashed (exit=3)".len()
+    );
+
+    // NS/NAME, in the seed's text format
+    let lines = by_ns_name
+        .stdout_until(long, |l| l.iter().any(|l| l.ends_with(" started")))
+        .await;
+    assert!(
+        lines.iter().all(|l| l.contains(" default/web ")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with(" ℹ️  default/web started")),
+        "{lines:?}"
+    );
+
+    let lines = by_namespace
+        .stdout_until(long, |l| l.iter().any(|l| l.contains("crashed")))
+        .await;
+    assert!(
+        lines.iter().all(|l| l.contains(" jobs/crasher ")),
+        "{lines:?}"
+    );
+
+    daemon.stop().await.unwrap();
+    for mut watcher in [by_name_json, by_type, by_ns_name, by_namespace] {
+        assert_eq!(
+            watcher.terminate().await,
+            Some(0),
+            "watch exits 0 on SIGTERM"
+        );
+    }
+}

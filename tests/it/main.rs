@@ -1,0 +1,7 @@
+//! Integration tests against real peers: a `nats-server -js` and process-compose per test (see
+//! support/), plus a fake process-compose only for faults the real one will not produce on demand.
+
+mod cli;
+mod faults;
+mod pipeline;
+mod support;

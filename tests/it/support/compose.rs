@@ -1,0 +1,187 @@
+//! process-compose per test (the pinned binary, or the emulator where the real one could not be
+//! installed: see scripts/install-peers.sh), with a temp project file, stopped on drop.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How to reach it.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Serve on a unix socket instead of a TCP port.
+    pub unix_socket: bool,
+    /// Require this API token.
+    pub token: Option<String>,
+}
+
+pub struct ProcessCompose {
+    child: Option<Child>,
+    dir: TempDir,
+    port: u16,
+    socket: Option<PathBuf>,
+    token: Option<String>,
+}
+
+impl ProcessCompose {
+    /// Starts `project` (process-compose YAML) on a free loopback port.
+    pub async fn start(project: &str) -> Self {
+        Self::start_with(project, Options::default()).await
+    }
+
+    pub async fn start_with(project: &str, options: Options) -> Self {
+        let binary = super::peer_binary("TEST_PROCESS_COMPOSE");
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Scripts in the project may use $WORK for their own files.
+        let project = project.replace("$WORK", &dir.path().display().to_string());
+        let file = dir.path().join("process-compose.yaml");
+        std::fs::write(&file, project).expect("write project");
+        let port = super::free_port();
+        let socket = options.unix_socket.then(|| dir.path().join("pc.sock"));
+        let mut command = Command::new(binary);
+        command
+            .arg("up")
+            .arg("-f")
+            .arg(&file)
+            .arg("-t=false")
+            .arg("--keep-project")
+            .arg("-L")
+            .arg(dir.path().join("process-compose.log"))
+            .current_dir(dir.path())
+            .env_remove("PC_API_TOKEN")
+            .env_remove("PC_SOCKET_PATH")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        match &socket {
+            Some(path) => command.arg("-U").arg("-u").arg(path),
+            None => command
+                .args(["--address", "127.0.0.1", "-p"])
+                .arg(port.to_string()),
+        };
+        if let Some(token) = &options.token {
+            command.env("PC_API_TOKEN", token);
+        }
+        let child = command.spawn().expect("start process-compose");
+        let pc = Self {
+            child: Some(child),
+            dir,
+            port,
+            socket,
+            token: options.token,
+        };
+        pc.wait_live().await;
+        pc
+    }
+
+    async fn wait_live(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self
+                .request("GET", "/live")
+                .await
+                .is_ok_and(|(status, _)| status == 200)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "process-compose did not answer /live within 20s; log:\n{}",
+            std::fs::read_to_string(self.dir.path().join("process-compose.log"))
+                .unwrap_or_default()
+        );
+    }
+
+    /// The base URL (TCP mode).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn socket(&self) -> Option<&std::path::Path> {
+        self.socket.as_deref()
+    }
+
+    /// The project's scratch directory (`$WORK` in project scripts).
+    pub fn work_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub async fn stop_process(&self, name: &str) {
+        self.expect_ok("PATCH", &format!("/process/stop/{name}"))
+            .await;
+    }
+
+    pub async fn start_process(&self, name: &str) {
+        self.expect_ok("POST", &format!("/process/start/{name}"))
+            .await;
+    }
+
+    async fn expect_ok(&self, method: &str, path: &str) {
+        let (status, body) = self.request(method, path).await.expect("request");
+        assert_eq!(status, 200, "{method} {path}: {body}");
+    }
+
+    /// One HTTP/1.1 request with `Connection: close`; returns the status and the body.
+    pub async fn request(&self, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+        let token = self
+            .token
+            .as_ref()
+            .map(|t| format!("X-PC-Token-Key: {t}\r\n"))
+            .unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{token}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let mut response = Vec::new();
+        match &self.socket {
+            Some(socket) => {
+                let mut stream = tokio::net::UnixStream::connect(socket).await?;
+                stream.write_all(head.as_bytes()).await?;
+                stream.read_to_end(&mut response).await?;
+            }
+            None => {
+                let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+                stream.write_all(head.as_bytes()).await?;
+                stream.read_to_end(&mut response).await?;
+            }
+        }
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+}
+
+impl Drop for ProcessCompose {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // A graceful stop lets it stop its own processes; a kill is the backstop.
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

@@ -1,0 +1,130 @@
+//! Reads what actually reached JetStream: every message of the stream, in stream order.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use pc_eventd::event::{EventType, LifecycleEvent};
+
+/// One stored message.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub event: LifecycleEvent,
+    pub subject: String,
+    pub msg_id: Option<String>,
+}
+
+pub struct EventLog {
+    messages: consumer::pull::Ordered,
+    pub received: Vec<Received>,
+}
+
+impl EventLog {
+    /// Opens stream `PROCESS_EVENTS` from the start, waiting up to 20 s for it to exist.
+    pub async fn open(nats_url: &str) -> Self {
+        Self::open_stream(nats_url, "PROCESS_EVENTS").await
+    }
+
+    pub async fn open_stream(nats_url: &str, name: &str) -> Self {
+        let client = async_nats::connect(nats_url)
+            .await
+            .expect("connect to NATS");
+        let js = jetstream::new(client);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let stream = loop {
+            match js.get_stream(name).await {
+                Ok(stream) => break stream,
+                Err(err) if Instant::now() < deadline => {
+                    let _ = err;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => panic!("stream {name} never appeared: {err}"),
+            }
+        };
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .expect("ordered consumer");
+        let messages = consumer.messages().await.expect("message stream");
+        Self {
+            messages,
+            received: Vec::new(),
+        }
+    }
+
+    /// Reads until `condition` holds over everything received so far, or panics after
+    /// `timeout` listing what did arrive.
+    pub async fn wait_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        condition: impl Fn(&[Received]) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        while !condition(&self.received) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; received:\n{}",
+                self.dump()
+            );
+            self.read_one(left).await;
+        }
+    }
+
+    /// Waits for the first `event_type` event of `process` and returns it.
+    pub async fn wait_for(&mut self, process: &str, event_type: EventType) -> LifecycleEvent {
+        let what = format!("{process} {event_type}");
+        self.wait_until(&what, Duration::from_secs(20), |r| {
+            r.iter()
+                .any(|r| r.event.process == process && r.event.event_type == event_type)
+        })
+        .await;
+        self.of(process, event_type)[0].clone()
+    }
+
+    /// Reads whatever else arrives until nothing has for `quiet`.
+    pub async fn settle(&mut self, quiet: Duration) {
+        while self.read_one(quiet).await {}
+    }
+
+    /// Reads one message if one arrives within `within`; returns whether one did.
+    async fn read_one(&mut self, within: Duration) -> bool {
+        let Ok(Some(message)) = tokio::time::timeout(within, self.messages.next()).await else {
+            return false;
+        };
+        let message = message.expect("stream message");
+        let event = serde_json::from_slice(&message.payload)
+            .unwrap_or_else(|e| panic!("undecodable event {:?}: {e}", message.payload));
+        self.received.push(Received {
+            event,
+            subject: message.subject.to_string(),
+            msg_id: message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.to_string()),
+        });
+        true
+    }
+
+    /// Every received event of `process` with `event_type`.
+    pub fn of(&self, process: &str, event_type: EventType) -> Vec<LifecycleEvent> {
+        self.received
+            .iter()
+            .filter(|r| r.event.process == process && r.event.event_type == event_type)
+            .map(|r| r.event.clone())
+            .collect()
+    }
+
+    pub fn dump(&self) -> String {
+        self.received
+            .iter()
+            .map(|r| format!("  {} {}", r.subject, r.event.summary()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}

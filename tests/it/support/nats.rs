@@ -1,0 +1,81 @@
+//! A real `nats-server -js` per test: its own port and store directory, stopped on drop.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub struct NatsServer {
+    child: Option<Child>,
+    dir: TempDir,
+    port: u16,
+}
+
+impl NatsServer {
+    /// Starts a server on a free loopback port.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Self {
+            child: None,
+            dir,
+            port: 0,
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let binary = super::peer_binary("TEST_NATS_SERVER");
+        let log = self.dir.path().join("nats.log");
+        let _ = std::fs::remove_file(&log);
+        let child = Command::new(binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+            .arg(self.dir.path().join("store"))
+            .arg("-l")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut text = String::new();
+            if let Ok(mut file) = std::fs::File::open(&log) {
+                let _ = file.read_to_string(&mut text);
+            }
+            let listening = text
+                .lines()
+                .find_map(|l| l.split("client connections on ").nth(1))
+                .and_then(|addr| addr.trim().rsplit(':').next()?.parse::<u16>().ok());
+            if let (Some(port), true) = (listening, text.contains("Server is ready")) {
+                self.port = port;
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start within 15s; log:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
