@@ -28,6 +28,11 @@ nats_url="nats://127.0.0.1:$nats_port"
 
 "$TEST_NATS_SERVER" -js -a 127.0.0.1 -p "$nats_port" -sd "$work/nats" -l "$work/nats.log" &
 pids+=($!)
+for _ in $(seq 150); do
+    grep -q "Server is ready" "$work/nats.log" 2>/dev/null && break
+    sleep 0.1
+done
+grep -q "Server is ready" "$work/nats.log" || { echo "demo: nats-server did not start" >&2; exit 1; }
 
 cat >"$work/process-compose.yaml" <<YAML
 version: "0.5"
