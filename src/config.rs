@@ -598,13 +598,17 @@ mod tests {
 
     #[test]
     fn the_shipped_example_is_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pc-eventd.toml");
-        let config = Config::load(&Sources {
-            file: Some(path),
-            ..Sources::default()
-        })
-        .unwrap();
-        assert_eq!(config, Config::default());
+        // In a Jail like every test that reads the environment: Jails run one at a time.
+        Jail::expect_with(|_| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pc-eventd.toml");
+            let config = Config::load(&Sources {
+                file: Some(path),
+                ..Sources::default()
+            })
+            .unwrap();
+            assert_eq!(config, Config::default());
+            Ok(())
+        });
     }
 
     #[test]
@@ -680,11 +684,14 @@ mod tests {
 
     #[test]
     fn a_missing_explicit_file_is_an_error() {
-        let text = error_text(Config::load(&Sources {
-            file: Some("/nonexistent/pc-eventd.toml".into()),
-            ..Sources::default()
-        }));
-        assert!(text.contains("/nonexistent/pc-eventd.toml"), "{text}");
+        Jail::expect_with(|_| {
+            let text = error_text(Config::load(&Sources {
+                file: Some("/nonexistent/pc-eventd.toml".into()),
+                ..Sources::default()
+            }));
+            assert!(text.contains("/nonexistent/pc-eventd.toml"), "{text}");
+            Ok(())
+        });
     }
 
     #[test]
