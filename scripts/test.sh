@@ -12,4 +12,11 @@ fi
 source "$(scripts/install-peers.sh)"
 echo "test: nats-server     $TEST_NATS_SERVER"
 echo "test: process-compose $TEST_PROCESS_COMPOSE_KIND"
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"
