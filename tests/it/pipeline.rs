@@ -11,15 +11,14 @@ use pc_eventd::publish::PublishError;
 use crate::support::compose::{Options, ProcessCompose};
 use crate::support::daemon::{Daemon, config};
 use crate::support::events::EventLog;
-use crate::support::eventually;
 use crate::support::nats::NatsServer;
+use crate::support::{Stack, eventually};
 
 const LONG: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_processes_are_announced_and_disabled_ones_are_not_started() {
-    let nats = NatsServer::start();
-    let pc = ProcessCompose::start(
+    let mut stack = Stack::start(
         r#"
 processes:
   web:
@@ -30,8 +29,7 @@ processes:
 "#,
     )
     .await;
-    let daemon = Daemon::spawn(config(&pc.url(), &nats.url()));
-    let mut log = EventLog::open(&nats.url()).await;
+    let log = &mut stack.log;
 
     let started = log.wait_for("web", Started).await;
     assert_eq!(started.subject, "core.process.default.web.started");
@@ -63,16 +61,15 @@ processes:
     })
     .await;
     assert!(log.of("docs", Started).is_empty(), "{}", log.dump());
-    daemon.stop().await.unwrap();
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_is_stopped_not_crashed_and_a_start_is_started() {
-    let nats = NatsServer::start();
     // A service that exits 0 on SIGTERM, as most do. (A poller rarely sees `Terminating`, so a
     // stop that kills the process by signal is indistinguishable from a crash in poll mode;
     // see README "Poll mode limits".)
-    let pc = ProcessCompose::start(
+    let mut stack = Stack::start(
         r#"
 processes:
   web:
@@ -80,11 +77,10 @@ processes:
 "#,
     )
     .await;
-    let daemon = Daemon::spawn(config(&pc.url(), &nats.url()));
-    let mut log = EventLog::open(&nats.url()).await;
+    let log = &mut stack.log;
     log.wait_for("web", Started).await;
 
-    pc.stop_process("web").await;
+    stack.pc.stop_process("web").await;
     let stopped = log.wait_for("web", Stopped).await;
     assert_eq!(stopped.exit_code, Some(0));
     assert_eq!(stopped.state.status, "Completed");
@@ -92,7 +88,7 @@ processes:
     log.settle(Duration::from_millis(600)).await;
     assert!(log.of("web", Crashed).is_empty(), "{}", log.dump());
 
-    pc.start_process("web").await;
+    stack.pc.start_process("web").await;
     log.wait_until("web started again", LONG, |r| {
         r.iter()
             .filter(|r| r.event.process == "web" && r.event.event_type == Started)
@@ -102,13 +98,12 @@ processes:
     .await;
     let again = log.of("web", Started).pop().unwrap();
     assert_eq!(again.previous_status.as_deref(), Some("Completed"));
-    daemon.stop().await.unwrap();
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_exit_is_crashed_with_its_code() {
-    let nats = NatsServer::start();
-    let pc = ProcessCompose::start(
+    let mut stack = Stack::start(
         r#"
 processes:
   job:
@@ -116,8 +111,7 @@ processes:
 "#,
     )
     .await;
-    let daemon = Daemon::spawn(config(&pc.url(), &nats.url()));
-    let mut log = EventLog::open(&nats.url()).await;
+    let log = &mut stack.log;
     let crashed = log.wait_for("job", Crashed).await;
     assert_eq!(crashed.exit_code, Some(3));
     assert_eq!(crashed.severity, Severity::Error);
@@ -125,13 +119,12 @@ processes:
     assert_eq!(crashed.subject, "core.process.default.job.crashed");
     log.settle(Duration::from_millis(600)).await;
     assert!(log.of("job", Stopped).is_empty(), "{}", log.dump());
-    daemon.stop().await.unwrap();
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_policy_yields_crashes_and_counted_restarts() {
-    let nats = NatsServer::start();
-    let pc = ProcessCompose::start(
+    let mut stack = Stack::start(
         r#"
 processes:
   flaky:
@@ -143,8 +136,7 @@ processes:
 "#,
     )
     .await;
-    let daemon = Daemon::spawn(config(&pc.url(), &nats.url()));
-    let mut log = EventLog::open(&nats.url()).await;
+    let log = &mut stack.log;
     log.wait_until("the final crash after 2 restarts", LONG, |r| {
         r.iter().any(|r| {
             r.event.process == "flaky"
@@ -188,13 +180,12 @@ processes:
         "a policy restart is not a start"
     );
     assert!(log.of("flaky", Stopped).is_empty(), "{}", log.dump());
-    daemon.stop().await.unwrap();
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_readiness_probe_yields_healthy_then_unhealthy() {
-    let nats = NatsServer::start();
-    let pc = ProcessCompose::start(
+    let mut stack = Stack::start(
         r#"
 processes:
   api:
@@ -207,23 +198,21 @@ processes:
 "#,
     )
     .await;
-    let daemon = Daemon::spawn(config(&pc.url(), &nats.url()));
-    let mut log = EventLog::open(&nats.url()).await;
+    let log = &mut stack.log;
     let healthy = log.wait_for("api", Healthy).await;
     assert_eq!(healthy.state.is_ready, "Ready");
     assert!(healthy.state.has_ready_probe);
 
-    std::fs::remove_file(pc.work_dir().join("ready")).unwrap();
+    std::fs::remove_file(stack.pc.work_dir().join("ready")).unwrap();
     let unhealthy = log.wait_for("api", Unhealthy).await;
     assert_eq!(unhealthy.severity, Severity::Warning);
     assert_eq!(unhealthy.state.is_ready, "Not Ready");
-    daemon.stop().await.unwrap();
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dotted_names_and_namespaces_shape_subjects() {
-    let nats = NatsServer::start();
-    let pc = ProcessCompose::start(
+    let mut stack = Stack::start(
         r#"
 processes:
   api.v2:
@@ -235,8 +224,7 @@ processes:
 "#,
     )
     .await;
-    let daemon = Daemon::spawn(config(&pc.url(), &nats.url()));
-    let mut log = EventLog::open(&nats.url()).await;
+    let log = &mut stack.log;
     let api = log.wait_for("api.v2", Started).await;
     let worker = log.wait_for("worker", Started).await;
     // the dot is encoded, so the subject keeps five tokens; the payload keeps the real name
@@ -245,7 +233,7 @@ processes:
     assert_eq!(api.namespace, "frontend");
     assert_eq!(worker.subject, "core.process.backend.worker.started");
     assert_eq!(worker.namespace, "backend");
-    daemon.stop().await.unwrap();
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,3 +39,34 @@ pub fn peer_binary(var: &str) -> std::path::PathBuf {
         ),
     }
 }
+
+/// The usual arrangement: a nats-server, process-compose running `project`, the daemon between
+/// them, and a reader of the stream.
+pub struct Stack {
+    pub log: events::EventLog,
+    pub daemon: Option<daemon::Daemon>,
+    pub pc: compose::ProcessCompose,
+    /// Held for its lifetime: dropping it stops the server.
+    _nats: nats::NatsServer,
+}
+
+impl Stack {
+    pub async fn start(project: &str) -> Self {
+        let nats = nats::NatsServer::start();
+        let pc = compose::ProcessCompose::start(project).await;
+        let daemon = daemon::Daemon::spawn(daemon::config(&pc.url(), &nats.url()));
+        let log = events::EventLog::open(&nats.url()).await;
+        Self {
+            log,
+            daemon: Some(daemon),
+            pc,
+            _nats: nats,
+        }
+    }
+
+    /// Stops the daemon and checks that it ended cleanly.
+    pub async fn stop(mut self) {
+        let daemon = self.daemon.take().expect("running");
+        daemon.stop().await.expect("the daemon ends without error");
+    }
+}
