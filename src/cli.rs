@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
-use signal_hook::consts::signal::{SIGINT, SIGTERM};
+use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, LogFormat, Overrides, Sources};
-use crate::daemon::{self, DaemonError, Stats};
+use crate::daemon::{ConfigLoader, Control, Daemon, DaemonError};
 use crate::event::{EventType, Severity};
+use crate::status::Status;
 use crate::watch::{self, Filter, Output};
 
 /// sysexits' EX_CONFIG: the configuration is wrong.
@@ -132,7 +134,14 @@ pub fn main() -> ExitCode {
                 nats_url: args.nats.nats_url,
                 poll_interval: args.poll_interval,
             };
-            with_config(cli.config, overrides, run)
+            let sources = Sources {
+                file: cli.config,
+                overrides,
+            };
+            match Config::load(&sources) {
+                Ok(config) => run(config, sources),
+                Err(err) => config_failure(&err),
+            }
         }
         Command::Watch(args) => {
             let overrides = Overrides {
@@ -177,19 +186,21 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("the tokio runtime starts")
 }
 
-fn run(config: Config) -> ExitCode {
-    crate::logging::init(&config.log.level, config.log.format);
+fn run(config: Config, sources: Sources) -> ExitCode {
+    let log = crate::logging::init(&config.log.level, config.log.format);
     runtime().block_on(async {
-        // Registered before anything slow: a signal's default action would kill us mid-publish.
-        let shutdown = match cancel_on_termination() {
-            Ok(shutdown) => shutdown,
+        // Registered before anything slow: SIGHUP's default action would kill the daemon, and
+        // an operator's `kill -HUP` can come at any time.
+        let (shutdown, reloads) = match daemon_signals() {
+            Ok(control) => control,
             Err(err) => {
                 tracing::error!(error = %err, "cannot install signal handlers");
                 return ExitCode::FAILURE;
             }
         };
-        let result = daemon::run(config, Arc::new(Stats::default()), shutdown).await;
-        match result {
+        let loader: ConfigLoader = Box::new(move || Config::load(&sources));
+        let daemon = Daemon::new(config, loader, Arc::new(Status::default())).with_log_handle(log);
+        match daemon.run(Control { shutdown, reloads }).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(DaemonError::Config(err)) => config_failure(&err),
             Err(err) => {
@@ -198,6 +209,27 @@ fn run(config: Config) -> ExitCode {
             }
         }
     })
+}
+
+/// SIGTERM and SIGINT cancel the token; each SIGHUP sends a reload request.
+fn daemon_signals() -> std::io::Result<(CancellationToken, mpsc::Receiver<()>)> {
+    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let shutdown = CancellationToken::new();
+    let (reload_tx, reloads) = mpsc::channel(4);
+    let cancel = shutdown.clone();
+    tokio::spawn(async move {
+        while let Some(signal) = signals.next().await {
+            if signal == SIGHUP {
+                tracing::info!("SIGHUP: reloading the configuration");
+                // A full queue already holds a reload that will read the newest files.
+                let _ = reload_tx.try_send(());
+            } else {
+                tracing::info!(signal, "shutting down");
+                cancel.cancel();
+            }
+        }
+    });
+    Ok((shutdown, reloads))
 }
 
 fn watch(config: Config, args: &WatchArgs) -> ExitCode {

@@ -42,6 +42,17 @@ pub enum ComposeError {
 }
 
 impl ComposeError {
+    /// Every value [`ComposeError::kind`] can take.
+    pub const KINDS: [&'static str; 7] = [
+        "connect",
+        "timeout",
+        "http",
+        "unauthorized",
+        "status",
+        "too_large",
+        "malformed",
+    ];
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Connect { .. } => "connect",

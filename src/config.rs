@@ -26,7 +26,42 @@ pub const ENV_PREFIX: &str = "PC_EVENTD_";
 pub struct Config {
     pub process_compose: ProcessComposeConfig,
     pub nats: NatsConfig,
+    pub health: HealthConfig,
+    pub daemon: DaemonConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Serve `/healthz`, `/readyz` and `/metrics`.
+    pub enabled: bool,
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9470)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// After SIGTERM, how long unacknowledged events may still be retried before exiting.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,7 +201,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             level: "info".into(),
-            format: LogFormat::Text,
+            format: LogFormat::Auto,
         }
     }
 }
@@ -174,8 +209,11 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// journald when systemd connected stderr to the journal (`JOURNAL_STREAM`), else text.
+    Auto,
     Text,
     Json,
+    Journald,
 }
 
 /// A secret value: never printed, never logged, redacted when serialized.

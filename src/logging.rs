@@ -1,20 +1,73 @@
-//! Logging setup: `tracing` to stderr as text or JSON, filtered by `log.level` or `RUST_LOG`.
+//! Logging: `tracing` to journald under systemd, else text or JSON on stderr. The level comes
+//! from `log.level` (and can be changed by a reload) unless `RUST_LOG` is set, which wins.
 
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, fmt, reload};
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. `RUST_LOG`, when set, wins over `level`.
-pub fn init(level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let installed = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+/// Changes the level of the installed subscriber.
+#[derive(Clone)]
+pub struct LogHandle {
+    filter: reload::Handle<EnvFilter, Registry>,
+    /// `RUST_LOG` was set: it keeps precedence over the configuration.
+    fixed: bool,
+}
+
+impl LogHandle {
+    pub fn set_level(&self, level: &str) {
+        if self.fixed {
+            return;
+        }
+        match EnvFilter::try_new(level) {
+            Ok(filter) => {
+                if let Err(err) = self.filter.reload(filter) {
+                    tracing::warn!(error = %err, "cannot change the log level");
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, level, "invalid log level"),
+        }
+    }
+}
+
+/// Where logs go for `format`: journald when asked for, or when `auto` and systemd connected
+/// stderr to the journal (`JOURNAL_STREAM`).
+fn resolve(format: LogFormat) -> LogFormat {
+    match format {
+        LogFormat::Auto if std::env::var_os("JOURNAL_STREAM").is_some() => LogFormat::Journald,
+        LogFormat::Auto => LogFormat::Text,
+        other => other,
+    }
+}
+
+/// Installs the global subscriber. Returns `None` if one was already installed (tests that
+/// run the CLI in-process keep the first).
+pub fn init(level: &str, format: LogFormat) -> Option<LogHandle> {
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let fixed = from_env.is_some();
+    let filter = from_env
+        .or_else(|| EnvFilter::try_new(level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let stderr = fmt::layer().with_writer(std::io::stderr);
+    let installed = match resolve(format) {
+        LogFormat::Journald => match tracing_journald::layer() {
+            Ok(journald) => registry
+                .with(journald.with_syslog_identifier("pc-eventd".into()))
+                .try_init(),
+            Err(err) => {
+                let installed = registry.with(stderr).try_init();
+                tracing::warn!(error = %err, "journald is not reachable, logging to stderr");
+                installed
+            }
+        },
+        LogFormat::Json => registry.with(stderr.json().flatten_event(true)).try_init(),
+        LogFormat::Text | LogFormat::Auto => registry.with(stderr).try_init(),
     };
-    // A second init (tests running the CLI in-process) keeps the first subscriber.
-    drop(installed);
+    installed.ok().map(|()| LogHandle {
+        filter: handle,
+        fixed,
+    })
 }

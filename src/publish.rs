@@ -72,12 +72,20 @@ pub struct Publisher {
 impl Publisher {
     /// Connects to NATS. The connection is made in the background and retried for ever, so this
     /// returns at once; [`Publisher::ensure_stream`] is the first call that needs the server.
-    pub async fn connect(config: &NatsConfig) -> Result<Self, PublishError> {
+    /// `on_event` hears every connection event (connected, disconnected, …).
+    pub async fn connect(
+        config: &NatsConfig,
+        on_event: impl Fn(&async_nats::Event) + Send + Sync + 'static,
+    ) -> Result<Self, PublishError> {
+        let on_event = std::sync::Arc::new(on_event);
         let client = ConnectOptions::new()
             .name("pc-eventd")
             .retry_on_initial_connect()
             .connection_timeout(config.connect_timeout)
-            .event_callback(|event| async move { info!(%event, "nats connection") })
+            .event_callback(move |event| {
+                on_event(&event);
+                async move { info!(%event, "nats connection") }
+            })
             .connect(config.url.as_str())
             .await
             .map_err(|source| PublishError::Connect {

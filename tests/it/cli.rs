@@ -32,6 +32,9 @@ impl Binary {
                 command.env_remove(key);
             }
         }
+        // Each daemon gets its own health port unless the test names one.
+        let health = format!("127.0.0.1:{}", crate::support::free_port());
+        command.env("PC_EVENTD_HEALTH__LISTEN", &health);
         let mut child = command
             .args(args)
             .envs(env.iter().copied())

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use pc_eventd::daemon::Stats;
 use pc_eventd::event::EventType::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -91,18 +90,18 @@ async fn bad_answers_are_counted_and_survived() {
     let started = log.wait_for("web", Started).await;
     assert_eq!(started.state.pid, 4242);
 
-    let stats = &daemon.stats;
+    let stats = &daemon.status;
     assert_eq!(
-        Stats::get(&stats.poll_errors),
+        stats.metrics.poll_errors_total(),
         6,
         "each bad answer counted once"
     );
     assert_eq!(
-        Stats::get(&stats.malformed_responses),
+        stats.metrics.malformed_responses.get(),
         2,
         "garbage and a wrong type"
     );
-    assert!(Stats::get(&stats.polls) >= 1);
+    assert!(stats.metrics.polls.get() >= 1);
     daemon.stop().await.unwrap();
 }
 
@@ -111,9 +110,11 @@ async fn a_refused_connection_is_retried_until_process_compose_appears() {
     let nats = NatsServer::start();
     let port = free_port();
     let daemon = Daemon::spawn(config(&format!("http://127.0.0.1:{port}"), &nats.url()));
-    let stats = daemon.stats.clone();
+    let stats = daemon.status.clone();
     assert!(
-        eventually(Duration::from_secs(20), || Stats::get(&stats.poll_errors)
+        eventually(Duration::from_secs(20), || stats
+            .metrics
+            .poll_errors_total()
             >= 2)
         .await
     );

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use pc_eventd::config::OnMismatch;
-use pc_eventd::daemon::{DaemonError, Stats};
+use pc_eventd::daemon::DaemonError;
 use pc_eventd::event::{EventType::*, Reason, Severity};
 use pc_eventd::publish::PublishError;
 
@@ -258,9 +258,9 @@ processes:
     let before = log.received.len();
 
     let second = Daemon::spawn(config(&pc.url(), &nats.url()));
-    let stats = second.stats.clone();
+    let stats = second.status.clone();
     assert!(
-        eventually(LONG, || Stats::get(&stats.polls) >= 3).await,
+        eventually(LONG, || stats.metrics.polls.get() >= 3).await,
         "the second daemon polls"
     );
     log.settle(Duration::from_millis(600)).await;
@@ -270,9 +270,9 @@ processes:
         "nothing new reached the stream:\n{}",
         log.dump()
     );
-    assert_eq!(Stats::get(&stats.events_published), 0);
+    assert_eq!(stats.metrics.published_total(), 0);
     assert!(
-        Stats::get(&stats.events_deduplicated) >= 2,
+        stats.metrics.events_deduplicated.get() >= 2,
         "the re-announcements were sent and dropped"
     );
     second.stop().await.unwrap();
@@ -297,9 +297,9 @@ async fn api_token_and_unix_socket() {
         "wrong-token-wrong-token-wrong",
     ));
     let refused = Daemon::spawn(wrong.clone());
-    let stats = refused.stats.clone();
-    assert!(eventually(LONG, || Stats::get(&stats.poll_errors) >= 2).await);
-    assert_eq!(Stats::get(&stats.polls), 0);
+    let stats = refused.status.clone();
+    assert!(eventually(LONG, || stats.metrics.poll_errors_total() >= 2).await);
+    assert_eq!(stats.metrics.polls.get(), 0);
     refused.stop().await.unwrap();
 
     let mut right = wrong;

@@ -1,14 +1,16 @@
-//! The daemon, run in-process through the library API so tests can read its counters.
+//! The daemon, run in-process through the library API so tests can read its status.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use pc_eventd::config::Config;
-use pc_eventd::daemon::{self, DaemonError, Stats};
+use pc_eventd::daemon::{Control, Daemon as PcEventd, DaemonError};
+use pc_eventd::status::Status;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// A configuration for one test: fast polls, everything on loopback.
+/// A configuration for one test: fast polls, everything on loopback, no health endpoint.
 pub fn config(compose_url: &str, nats_url: &str) -> Config {
     let mut config = Config::default();
     config.process_compose.url = compose_url.to_owned();
@@ -18,24 +20,32 @@ pub fn config(compose_url: &str, nats_url: &str) -> Config {
     config.process_compose.source = Some("test".into());
     config.nats.url = nats_url.to_owned();
     config.nats.ack_timeout = Duration::from_secs(2);
+    config.health.enabled = false;
     config
 }
 
 pub struct Daemon {
     shutdown: CancellationToken,
     handle: Option<JoinHandle<Result<(), DaemonError>>>,
-    pub stats: Arc<Stats>,
+    pub status: Arc<Status>,
 }
 
 impl Daemon {
     pub fn spawn(config: Config) -> Self {
         let shutdown = CancellationToken::new();
-        let stats = Arc::new(Stats::default());
-        let handle = tokio::spawn(daemon::run(config, stats.clone(), shutdown.clone()));
+        let status = Arc::new(Status::default());
+        let (_reload, reloads) = mpsc::channel(1);
+        let loaded = config.clone();
+        let daemon = PcEventd::new(config, Box::new(move || Ok(loaded.clone())), status.clone());
+        let control = Control {
+            shutdown: shutdown.clone(),
+            reloads,
+        };
+        let handle = tokio::spawn(daemon.run(control));
         Self {
             shutdown,
             handle: Some(handle),
-            stats,
+            status,
         }
     }
 
