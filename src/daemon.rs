@@ -108,7 +108,12 @@ impl Daemon {
                 stream_ready = self.ensure_stream(&publisher, &shutdown).await?;
                 continue;
             }
-            let wait = match self.poll(&compose).await {
+            // A poll changes nothing until it returns, so it can be abandoned at shutdown.
+            let polled = tokio::select! {
+                () = shutdown.cancelled() => break,
+                polled = self.poll(&compose) => polled,
+            };
+            let wait = match polled {
                 Ok(observed) => {
                     if failures > 0 {
                         info!(

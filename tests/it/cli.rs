@@ -118,14 +118,27 @@ impl Binary {
         lines
     }
 
-    /// Sends SIGTERM and returns the exit code.
-    pub async fn terminate(&mut self) -> Option<i32> {
+    pub fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("still running").to_string();
         let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{signal}"), &pid])
             .status()
             .unwrap();
         assert!(sent.success());
+    }
+
+    /// Everything it printed on stderr that no one has read yet, once it has exited.
+    pub async fn rest_of_stderr(&mut self) -> Vec<String> {
+        let mut rest = Vec::new();
+        while let Some(line) = self.stderr.recv().await {
+            rest.push(line);
+        }
+        rest
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    pub async fn terminate(&mut self) -> Option<i32> {
+        self.signal("TERM");
         tokio::time::timeout(Duration::from_secs(10), self.child.wait())
             .await
             .expect("exits within 10s of SIGTERM")

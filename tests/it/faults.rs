@@ -1,70 +1,16 @@
 //! What the real process-compose will not do on demand: 5xx, garbage, truncation, resets,
 //! stalls, refusals. A fake answers with a script; the daemon must log, count and carry on.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pc_eventd::event::EventType::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::support::daemon::{Daemon, config};
 use crate::support::events::EventLog;
+use crate::support::fake_compose::{HEALTHY_BODY, Reply, serve};
 use crate::support::nats::NatsServer;
 use crate::support::{eventually, free_port};
-
-const HEALTHY_BODY: &str = r#"{"data":[{"name":"web","namespace":"default","status":"Running","is_ready":"-","restarts":0,"exit_code":0,"pid":4242,"is_running":true}]}"#;
-
-/// One scripted answer.
-#[derive(Clone)]
-enum Reply {
-    Json(u16, &'static str),
-    /// Promise more bytes than are sent, then close.
-    Truncated(&'static str),
-    /// Close without answering.
-    Reset,
-    /// Never answer.
-    Stall,
-}
-
-/// Serves `script` in order, then repeats its last reply for ever.
-async fn serve(listener: TcpListener, script: Vec<Reply>) {
-    let served = Arc::new(AtomicUsize::new(0));
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            return;
-        };
-        let n = served.fetch_add(1, Ordering::SeqCst);
-        let reply = script[n.min(script.len() - 1)].clone();
-        tokio::spawn(answer(stream, reply));
-    }
-}
-
-async fn answer(mut stream: TcpStream, reply: Reply) {
-    let mut request = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => request.extend_from_slice(&buf[..n]),
-        }
-    }
-    let (status, body, length) = match reply {
-        Reply::Json(status, body) => (status, body, body.len()),
-        Reply::Truncated(body) => (200, body, body.len() + 100),
-        Reply::Reset => return,
-        Reply::Stall => {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            return;
-        }
-    };
-    let head = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
-    );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body.as_bytes()).await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_answers_are_counted_and_survived() {

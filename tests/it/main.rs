@@ -3,5 +3,6 @@
 
 mod cli;
 mod faults;
+mod lifecycle;
 mod pipeline;
 mod support;

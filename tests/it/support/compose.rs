@@ -151,17 +151,7 @@ impl ProcessCompose {
                 stream.read_to_end(&mut response).await?;
             }
         }
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Ok((status, body))
+        Ok(super::parse_response(&response))
     }
 }
 

@@ -3,7 +3,9 @@
 pub mod compose;
 pub mod daemon;
 pub mod events;
+pub mod fake_compose;
 pub mod nats;
+pub mod notify_socket;
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +40,32 @@ pub fn peer_binary(var: &str) -> std::path::PathBuf {
              `source \"$(scripts/install-peers.sh)\"` first"
         ),
     }
+}
+
+/// Splits a raw HTTP/1.1 response (read to its end) into status code and body.
+pub fn parse_response(response: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `GET path` on 127.0.0.1:`port` with `Connection: close`.
+pub async fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let head = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    Ok(parse_response(&response))
 }
 
 /// The usual arrangement: a nats-server, process-compose running `project`, the daemon between

@@ -21,16 +21,16 @@ impl NatsServer {
             dir,
             port: 0,
         };
-        server.launch();
+        server.launch("-1");
         server
     }
 
-    fn launch(&mut self) {
+    fn launch(&mut self, port: &str) {
         let binary = super::peer_binary("TEST_NATS_SERVER");
         let log = self.dir.path().join("nats.log");
         let _ = std::fs::remove_file(&log);
         let child = Command::new(binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+            .args(["-js", "-a", "127.0.0.1", "-p", port, "-sd"])
             .arg(self.dir.path().join("store"))
             .arg("-l")
             .arg(&log)
@@ -66,11 +66,19 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    fn stop(&mut self) {
+    /// Stops the server (its store stays, as after a crash).
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Starts it again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = self.port.to_string();
+        self.launch(&port);
     }
 }
 

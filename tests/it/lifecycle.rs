@@ -1,0 +1,305 @@
+//! Running as a real daemon: systemd notifications, the watchdog, truthful readiness, metrics,
+//! SIGHUP reloads, and secrets kept out of logs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use pc_eventd::event::EventType::*;
+use tokio::net::TcpListener;
+
+use crate::cli::Binary;
+use crate::support::compose::{Options, ProcessCompose};
+use crate::support::daemon::{Daemon, config};
+use crate::support::events::EventLog;
+use crate::support::fake_compose::{HEALTHY_BODY, Reply, serve_counting};
+use crate::support::nats::NatsServer;
+use crate::support::notify_socket::NotifySocket;
+use crate::support::{eventually, free_port, http_get};
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// Polls `GET path` until it answers `code`; returns the body.
+async fn wait_for_http(port: u16, path: &str, code: u16) -> String {
+    let deadline = Instant::now() + LONG;
+    let mut last = None;
+    while Instant::now() < deadline {
+        match http_get(port, path).await {
+            Ok((status, body)) if status == code => return body,
+            other => last = Some(other),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("GET {path} never answered {code}; last: {last:?}");
+}
+
+/// One sample from `/metrics`, read with a Prometheus text parser.
+async fn metric(port: u16, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let (status, body) = http_get(port, "/metrics").await.expect("GET /metrics");
+    assert_eq!(status, 200);
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("{name} is not a plain number"),
+        })
+        .unwrap_or(0.0)
+}
+
+fn run_args<'a>(pc_port: &'a str, nats_url: &'a str) -> Vec<&'a str> {
+    vec![
+        "run",
+        "--compose-port",
+        pc_port,
+        "--nats-url",
+        nats_url,
+        "--poll-interval",
+        "200ms",
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_then_reloading_ready_then_stopping() {
+    let nats = NatsServer::start();
+    let pc = ProcessCompose::start("processes:\n  web:\n    command: \"sleep 1000\"\n").await;
+    let mut notify = NotifySocket::bind();
+    let socket = notify.path().display().to_string();
+    let port = pc.port().to_string();
+    let url = nats.url();
+    let mut daemon = Binary::spawn_with_env(&run_args(&port, &url), &[("NOTIFY_SOCKET", &socket)]);
+
+    let ready = notify.next_containing("READY=1", LONG).await;
+    assert!(ready.contains("STATUS=1 processes, 0 unhealthy"), "{ready}");
+    // READY=1 came only once the stream existed and process-compose had answered
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.get_stream("PROCESS_EVENTS")
+        .await
+        .expect("the stream exists at READY");
+
+    daemon.signal("HUP");
+    let reloading = notify.next_containing("RELOADING=1", LONG).await;
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    notify.next_containing("READY=1", LONG).await;
+
+    assert_eq!(daemon.terminate().await, Some(0));
+    notify.next_containing("STOPPING=1", LONG).await;
+    assert_eq!(
+        notify.lifecycle(),
+        ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_is_petted_only_while_the_loop_moves() {
+    let nats = NatsServer::start();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let served = Arc::new(AtomicUsize::new(0));
+    let mut script = vec![Reply::Json(200, HEALTHY_BODY); 10];
+    script.push(Reply::Stall);
+    tokio::spawn(serve_counting(listener, script, served.clone()));
+
+    let mut notify = NotifySocket::bind();
+    let socket = notify.path().display().to_string();
+    let url = nats.url();
+    let mut daemon = Binary::spawn_with_env(
+        &run_args(&port, &url),
+        &[
+            ("NOTIFY_SOCKET", &socket),
+            ("WATCHDOG_USEC", "400000"),
+            // the stall must wedge the loop, not time out
+            ("PC_EVENTD_PROCESS_COMPOSE__REQUEST_TIMEOUT", "1h"),
+        ],
+    );
+    for _ in 0..3 {
+        notify.next_containing("WATCHDOG=1", LONG).await;
+    }
+    assert!(
+        eventually(LONG, || served.load(Ordering::SeqCst) > 10).await,
+        "the stall began"
+    );
+    // a ping already on its way may still land; after that, silence
+    notify.collect_for(Duration::from_millis(500)).await;
+    let later = notify.collect_for(Duration::from_millis(1500)).await;
+    assert!(!later.iter().any(|m| m.contains("WATCHDOG=1")), "{later:?}");
+    // and the wedged loop still stops promptly on SIGTERM
+    assert_eq!(daemon.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_nats_and_metrics_follow_events() {
+    let mut nats = NatsServer::start();
+    let pc = ProcessCompose::start(
+        "processes:\n  web:\n    command: \"sleep 1000\"\n  job:\n    command: \"sleep 1; exit 3\"\n",
+    )
+    .await;
+    let health = free_port();
+    let mut config = config(&pc.url(), &nats.url());
+    config.health.enabled = true;
+    config.health.listen = ([127, 0, 0, 1], health).into();
+    let daemon = Daemon::spawn(config);
+
+    wait_for_http(health, "/readyz", 200).await;
+    assert_eq!(wait_for_http(health, "/healthz", 200).await, "ok\n");
+    nats.stop();
+    let body = wait_for_http(health, "/readyz", 503).await;
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["ready"], false);
+    assert!(body["failing"]["nats"].is_string(), "{body}");
+    nats.restart();
+    wait_for_http(health, "/readyz", 200).await;
+
+    let mut log = EventLog::open(&nats.url()).await;
+    log.wait_for("job", Crashed).await;
+    assert!(
+        metric(
+            health,
+            "pc_eventd_events_published_total",
+            &[("type", "started")]
+        )
+        .await
+            >= 2.0
+    );
+    assert_eq!(
+        metric(
+            health,
+            "pc_eventd_events_published_total",
+            &[("type", "crashed")]
+        )
+        .await,
+        1.0
+    );
+    assert!(metric(health, "pc_eventd_polls_total", &[]).await >= 1.0);
+    assert!(metric(health, "pc_eventd_nats_reconnects_total", &[]).await >= 1.0);
+    assert_eq!(metric(health, "pc_eventd_nats_connected", &[]).await, 1.0);
+    assert_eq!(metric(health, "pc_eventd_processes", &[]).await, 2.0);
+    let since = metric(health, "pc_eventd_seconds_since_last_good_poll", &[]).await;
+    assert!((0.0..5.0).contains(&since), "{since}");
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_new_poll_interval_and_keeps_the_old_config_on_a_broken_file() {
+    let nats = NatsServer::start();
+    let pc = ProcessCompose::start(
+        "processes:\n  web:\n    command: \"trap 'exit 0' TERM; while true; do sleep 0.1; done\"\n",
+    )
+    .await;
+    let health = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pc-eventd.toml");
+    let write_config = |poll_interval: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "[process_compose]\nurl = \"{}\"\npoll_interval = \"{poll_interval}\"\n\
+                 [nats]\nurl = \"{}\"\n[health]\nlisten = \"127.0.0.1:{health}\"\n",
+                pc.url(),
+                nats.url()
+            ),
+        )
+        .unwrap();
+    };
+    write_config("5s");
+    let mut notify = NotifySocket::bind();
+    let socket = notify.path().display().to_string();
+    let mut daemon = Binary::spawn_with_env(
+        &["run", "--config", file.to_str().unwrap()],
+        &[
+            ("NOTIFY_SOCKET", &socket),
+            ("PC_EVENTD_HEALTH__LISTEN", &format!("127.0.0.1:{health}")),
+        ],
+    );
+    notify.next_containing("READY=1", LONG).await;
+    let mut log = EventLog::open(&nats.url()).await;
+    log.wait_for("web", Started).await;
+
+    write_config("100ms");
+    daemon.signal("HUP");
+    notify.next_containing("RELOADING=1", LONG).await;
+    notify.next_containing("READY=1", LONG).await;
+    let before = metric(health, "pc_eventd_polls_total", &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while metric(health, "pc_eventd_polls_total", &[]).await < before + 10.0 {
+        assert!(
+            Instant::now() < deadline,
+            "10 polls in 3 s: the 100ms interval took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        metric(health, "pc_eventd_reloads_total", &[("result", "ok")]).await,
+        1.0
+    );
+
+    std::fs::write(&file, "[nats]\nurll = \"nats://nowhere:4222\"\n").unwrap();
+    daemon.signal("HUP");
+    notify.next_containing("RELOADING=1", LONG).await;
+    let ready = notify.next_containing("READY=1", LONG).await;
+    assert!(
+        ready.contains("reload failed, old config kept: nats.urll"),
+        "{ready}"
+    );
+    assert_eq!(
+        metric(health, "pc_eventd_reloads_total", &[("result", "failed")]).await,
+        1.0
+    );
+    let line = daemon.stderr_line_containing("reload failed", LONG).await;
+    assert!(
+        line.contains("nats.urll") && line.contains("pc-eventd.toml"),
+        "{line}"
+    );
+
+    // the old configuration is still running: events flow, polls stay fast
+    pc.stop_process("web").await;
+    log.wait_for("web", Stopped).await;
+    let before = metric(health, "pc_eventd_polls_total", &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while metric(health, "pc_eventd_polls_total", &[]).await < before + 10.0 {
+        assert!(Instant::now() < deadline, "still polling every 100ms");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(daemon.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_never_reach_the_logs() {
+    let real = "the-real-token-0123456789abcdef";
+    let wrong = "a-wrong-token-9876543210fedcba";
+    let nats = NatsServer::start();
+    let pc = ProcessCompose::start_with(
+        "processes:\n  web:\n    command: \"sleep 1000\"\n",
+        Options {
+            token: Some(real.into()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let port = pc.port().to_string();
+    let url = nats.url();
+    let mut daemon = Binary::spawn_with_env(
+        &run_args(&port, &url),
+        &[
+            ("PC_EVENTD_PROCESS_COMPOSE__TOKEN", wrong),
+            ("RUST_LOG", "trace"),
+        ],
+    );
+    let line = daemon.stderr_line_containing("poll failed", LONG).await;
+    assert!(line.contains("unauthorized"), "{line}");
+    assert_eq!(daemon.terminate().await, Some(0));
+    let mut all = daemon.stderr_seen.clone();
+    all.extend(daemon.rest_of_stderr().await);
+    let all = all.join("\n");
+    assert!(all.lines().count() > 20, "trace logging was on");
+    assert!(
+        !all.contains(wrong) && !all.contains(real),
+        "a token leaked into the logs"
+    );
+}
