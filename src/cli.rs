@@ -37,13 +37,28 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Watch process-compose and publish lifecycle events (the daemon)
-    #[command(alias = "adapter")]
+    #[command(
+        alias = "adapter",
+        long_about = "Watch process-compose and publish lifecycle events (the daemon).\n\n\
+            Configuration layers, lowest first: built-in defaults, /etc/pc-eventd.toml (or \
+            --config FILE), PC_EVENTD_* environment variables (nested keys joined with __, e.g. \
+            PC_EVENTD_NATS__URL), then these flags. A bad configuration exits 78.\n\n\
+            Signals: SIGHUP reloads the configuration (a bad one keeps the old), SIGTERM and \
+            SIGINT stop after publishing what is pending. Under systemd it reports READY=1, \
+            STATUS=, RELOADING=1, STOPPING=1 and pets the watchdog. /healthz, /readyz and \
+            /metrics are served on 127.0.0.1:9470 unless [health] says otherwise."
+    )]
     Run(RunArgs),
     /// Print live events from NATS
     Watch(WatchArgs),
     /// Inspect the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script, e.g. `pc-eventd completions bash > /etc/bash_completion.d/pc-eventd`
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +164,11 @@ pub fn main() -> ExitCode {
                 ..Overrides::default()
             };
             with_config(cli.config, overrides, |config| watch(config, &args))
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "pc-eventd", &mut std::io::stdout());
+            ExitCode::SUCCESS
         }
         Command::Config(ConfigCommand::Check) => {
             with_config(cli.config, Overrides::default(), |config| {

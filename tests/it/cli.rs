@@ -334,3 +334,32 @@ processes:
         );
     }
 }
+
+#[tokio::test]
+async fn help_and_completions() {
+    let (code, stdout, _) = Binary::output(&["--help"], &[]).await;
+    assert_eq!(code, Some(0));
+    for command in ["run", "watch", "config", "completions"] {
+        assert!(
+            stdout.contains(&format!("  {command} ")),
+            "{command} missing:\n{stdout}"
+        );
+    }
+    let (code, stdout, _) = Binary::output(&["run", "--help"], &[]).await;
+    assert_eq!(code, Some(0));
+    for flag in [
+        "--compose-port",
+        "--nats-url",
+        "--poll-interval",
+        "--config",
+        "SIGHUP",
+    ] {
+        assert!(stdout.contains(flag), "{flag} missing:\n{stdout}");
+    }
+    let (code, stdout, _) = Binary::output(&["completions", "bash"], &[]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("complete -F") && stdout.contains("pc-eventd"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Builds the Debian package with cargo-deb (installed if missing) and checks what it holds:
+# the binary, the systemd unit, and /etc/pc-eventd.toml as a conffile.
+#   PROFILE=dev packaging/build-deb.sh   builds from the debug profile (quicker, for CI)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! cargo deb --version >/dev/null 2>&1; then
+    echo "build-deb: installing cargo-deb" >&2
+    cargo install cargo-deb --locked --version 3.8.0 --quiet
+fi
+profile=${PROFILE:-release}
+out=$(mktemp -d)
+cargo deb --locked -p pc-eventd --profile "$profile" --fast --output "$out" >&2
+deb=$(ls "$out"/*.deb)
+
+contents=$(dpkg-deb -c "$deb")
+conffiles=$(dpkg-deb -I "$deb" conffiles)
+missing=0
+for path in ./usr/bin/pc-eventd ./lib/systemd/system/pc-eventd.service ./etc/pc-eventd.toml \
+    ./usr/share/doc/pc-eventd/README.md ./usr/share/doc/pc-eventd/lifecycle-event.schema.json; do
+    if ! grep -q " $path\$" <<<"$contents"; then
+        echo "build-deb: $path is missing from the package" >&2
+        missing=1
+    fi
+done
+if ! grep -qx "/etc/pc-eventd.toml" <<<"$conffiles"; then
+    echo "build-deb: /etc/pc-eventd.toml is not a conffile" >&2
+    missing=1
+fi
+[ "$missing" = 0 ] || exit 1
+echo "build-deb: $deb holds the binary, the unit and the conffile" >&2
+echo "$deb"
