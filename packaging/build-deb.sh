@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! cargo deb --version >/dev/null 2>&1; then
-    echo "build-deb: installing cargo-deb" >&2
-    cargo install cargo-deb --locked --version 3.8.0 --quiet
+# Pinned: later versions may refuse the dev profile that CI uses for speed.
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb 3.8.0" ]; then
+    echo "build-deb: installing cargo-deb 3.8.0" >&2
+    cargo install cargo-deb --locked --version 3.8.0 --quiet --force
 fi
 profile=${PROFILE:-release}
 out=$(mktemp -d)

@@ -149,14 +149,10 @@ pub fn main() -> ExitCode {
                 nats_url: args.nats.nats_url,
                 poll_interval: args.poll_interval,
             };
-            let sources = Sources {
+            run(Sources {
                 file: cli.config,
                 overrides,
-            };
-            match Config::load(&sources) {
-                Ok(config) => run(config, sources),
-                Err(err) => config_failure(&err),
-            }
+            })
         }
         Command::Watch(args) => {
             let overrides = Overrides {
@@ -206,18 +202,22 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("the tokio runtime starts")
 }
 
-fn run(config: Config, sources: Sources) -> ExitCode {
-    let log = crate::logging::init(&config.log.level, config.log.format);
+fn run(sources: Sources) -> ExitCode {
     runtime().block_on(async {
-        // Registered before anything slow: SIGHUP's default action would kill the daemon, and
-        // an operator's `kill -HUP` can come at any time.
+        // First thing: SIGHUP's default action would kill the daemon, and an operator's
+        // `kill -HUP` can come at any time, even before the configuration is read.
         let (shutdown, reloads) = match daemon_signals() {
             Ok(control) => control,
             Err(err) => {
-                tracing::error!(error = %err, "cannot install signal handlers");
+                eprintln!("pc-eventd: cannot install signal handlers: {err}");
                 return ExitCode::FAILURE;
             }
         };
+        let config = match Config::load(&sources) {
+            Ok(config) => config,
+            Err(err) => return config_failure(&err),
+        };
+        let log = crate::logging::init(&config.log.level, config.log.format);
         let loader: ConfigLoader = Box::new(move || Config::load(&sources));
         let daemon = Daemon::new(config, loader, Arc::new(Status::default())).with_log_handle(log);
         match daemon.run(Control { shutdown, reloads }).await {

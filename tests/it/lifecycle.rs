@@ -97,6 +97,25 @@ async fn systemd_hears_ready_then_reloading_ready_then_stopping() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_before_ready_does_not_kill_it() {
+    // NATS is not there yet: the daemon waits for it, and a reload request waits too.
+    let nats_port = free_port().to_string();
+    let nats_url = format!("nats://127.0.0.1:{nats_port}");
+    let mut daemon = Binary::spawn(&run_args("1", &nats_url));
+    daemon
+        .stderr_line_containing("waiting for NATS JetStream", LONG)
+        .await;
+    daemon.signal("HUP");
+    daemon
+        .stderr_line_containing("SIGHUP: reloading", LONG)
+        .await;
+    daemon
+        .stderr_line_containing("waiting for NATS JetStream", LONG)
+        .await;
+    assert_eq!(daemon.terminate().await, Some(0), "alive until SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watchdog_is_petted_only_while_the_loop_moves() {
     let nats = NatsServer::start();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
