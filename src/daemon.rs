@@ -179,6 +179,8 @@ impl Daemon {
 
     /// Connects to NATS with the current settings, reporting the connection state.
     async fn connect(&self) -> Result<Publisher, PublishError> {
+        // A reload replaces the connection: the old one's last words must not count.
+        let generation = self.status.new_nats_connection();
         let status = self.status.clone();
         let connected_before = std::sync::atomic::AtomicBool::new(false);
         Publisher::connect(&self.config.nats, move |event| match event {
@@ -186,10 +188,14 @@ impl Daemon {
                 if connected_before.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     status.metrics.nats_reconnects.inc();
                 }
-                status.set_nats(Ok(()));
+                status.set_nats(generation, Ok(()));
             }
-            async_nats::Event::Disconnected => status.set_nats(Err("disconnected".into())),
-            async_nats::Event::Closed => status.set_nats(Err("connection closed".into())),
+            async_nats::Event::Disconnected => {
+                status.set_nats(generation, Err("disconnected".into()));
+            }
+            async_nats::Event::Closed => {
+                status.set_nats(generation, Err("connection closed".into()));
+            }
             _ => {}
         })
         .await
@@ -363,11 +369,9 @@ impl Daemon {
             } else {
                 None
             };
+            // The new endpoint binds while the old one still serves (a changed address, or
+            // one of them disabled, so the two never want the same port).
             let new_health = if changed.health {
-                if let Some(running) = health.take() {
-                    running.stop.cancel();
-                    let _ = running.task.await;
-                }
                 Some(start_health(&new.health, &self.status).await?)
             } else {
                 None
@@ -377,7 +381,10 @@ impl Daemon {
                 *publisher = new_publisher;
             }
             if let Some(new_health) = new_health {
-                *health = new_health;
+                if let Some(old_health) = std::mem::replace(health, new_health) {
+                    old_health.stop.cancel();
+                    let _ = old_health.task.await;
+                }
             }
             if changed.log_level
                 && let Some(log) = &self.log

@@ -235,6 +235,8 @@ pub struct Status {
     reload_error: Mutex<Option<String>>,
     /// When the event loop said it would be back at the latest (see [`Status::expect_within`]).
     loop_deadline: Mutex<Option<Instant>>,
+    /// Which NATS connection's events count (see [`Status::new_nats_connection`]).
+    nats_generation: std::sync::atomic::AtomicU64,
 }
 
 /// Grace on top of the loop's own promise before it is called stuck.
@@ -259,6 +261,7 @@ impl Default for Status {
             unhealthy: Mutex::new(0),
             reload_error: Mutex::new(None),
             loop_deadline: Mutex::new(None),
+            nats_generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -281,9 +284,29 @@ impl Status {
         lock(&self.readiness).process_compose = part;
     }
 
-    pub fn set_nats(&self, part: Part) {
+    /// Starts reporting on a new NATS connection; returns its generation for [`Status::set_nats`].
+    pub fn new_nats_connection(&self) -> u64 {
+        let generation = self
+            .nats_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        self.metrics.nats_connected.set(0);
+        lock(&self.readiness).nats = Err("connecting".into());
+        generation
+    }
+
+    /// Records the state of NATS connection `generation`, unless a newer one replaced it.
+    pub fn set_nats(&self, generation: u64, part: Part) {
+        let mut readiness = lock(&self.readiness);
+        if generation
+            != self
+                .nats_generation
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
         self.metrics.nats_connected.set(i64::from(part.is_ok()));
-        lock(&self.readiness).nats = part;
+        readiness.nats = part;
     }
 
     pub fn set_stream(&self, part: Part) {
@@ -373,13 +396,25 @@ mod tests {
         let status = Status::default();
         assert!(!status.readiness().is_ready());
         status.set_process_compose(Ok(()));
-        status.set_nats(Ok(()));
+        let first = status.new_nats_connection();
+        status.set_nats(first, Ok(()));
         status.set_stream(Ok(()));
         assert!(status.readiness().is_ready());
-        status.set_nats(Err("disconnected".into()));
+        status.set_nats(first, Err("disconnected".into()));
         let failing = status.readiness().failing();
         assert_eq!(failing.keys().copied().collect::<Vec<_>>(), ["nats"]);
         assert_eq!(status.metrics.nats_connected.get(), 0);
+    }
+
+    #[test]
+    fn a_replaced_nats_connection_no_longer_counts() {
+        let status = Status::default();
+        let old = status.new_nats_connection();
+        status.set_nats(old, Ok(()));
+        let new = status.new_nats_connection();
+        status.set_nats(new, Ok(()));
+        status.set_nats(old, Err("connection closed".into()));
+        assert!(status.readiness().nats.is_ok());
     }
 
     #[test]
@@ -408,7 +443,8 @@ mod tests {
     fn the_summary_is_short_and_says_what_fails() {
         let status = Status::default();
         status.set_processes(42, 3);
-        status.set_nats(Ok(()));
+        let connection = status.new_nats_connection();
+        status.set_nats(connection, Ok(()));
         status.set_process_compose(Ok(()));
         assert_eq!(
             status.summary(),

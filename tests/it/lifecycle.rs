@@ -322,3 +322,54 @@ async fn tokens_never_reach_the_logs() {
         "a token leaked into the logs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_new_nats_settings_moves_to_the_new_server() {
+    let first = NatsServer::start();
+    let second = NatsServer::start();
+    let pc = ProcessCompose::start(
+        "processes:\n  web:\n    command: \"trap 'exit 0' TERM; while true; do sleep 0.1; done\"\n",
+    )
+    .await;
+    let health = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pc-eventd.toml");
+    let write_config = |nats_url: &str| {
+        let text = format!(
+            "[process_compose]\nurl = \"{}\"\npoll_interval = \"200ms\"\n[nats]\nurl = \"{nats_url}\"\n",
+            pc.url()
+        );
+        std::fs::write(&file, text).unwrap();
+    };
+    write_config(&first.url());
+    let mut notify = NotifySocket::bind();
+    let socket = notify.path().display().to_string();
+    let mut daemon = Binary::spawn_with_env(
+        &["run", "--config", file.to_str().unwrap()],
+        &[
+            ("NOTIFY_SOCKET", &socket),
+            ("PC_EVENTD_HEALTH__LISTEN", &format!("127.0.0.1:{health}")),
+        ],
+    );
+    notify.next_containing("READY=1", LONG).await;
+    EventLog::open(&first.url())
+        .await
+        .wait_for("web", Started)
+        .await;
+
+    write_config(&second.url());
+    daemon.signal("HUP");
+    notify.next_containing("RELOADING=1", LONG).await;
+    notify.next_containing("READY=1", LONG).await;
+    pc.stop_process("web").await;
+    let mut log = EventLog::open(&second.url()).await;
+    log.wait_for("web", Stopped).await;
+    assert!(
+        log.of("web", Started).is_empty(),
+        "no re-announcement after a reload: {}",
+        log.dump()
+    );
+    // the replaced connection's closing does not make the daemon look unready
+    wait_for_http(health, "/readyz", 200).await;
+    assert_eq!(daemon.terminate().await, Some(0));
+}
