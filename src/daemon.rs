@@ -380,11 +380,11 @@ impl Daemon {
             if let Some(new_publisher) = new_publisher {
                 *publisher = new_publisher;
             }
-            if let Some(new_health) = new_health {
-                if let Some(old_health) = std::mem::replace(health, new_health) {
-                    old_health.stop.cancel();
-                    let _ = old_health.task.await;
-                }
+            if let Some(new_health) = new_health
+                && let Some(old_health) = std::mem::replace(health, new_health)
+            {
+                old_health.stop.cancel();
+                let _ = old_health.task.await;
             }
             if changed.log_level
                 && let Some(log) = &self.log
