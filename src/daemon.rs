@@ -128,6 +128,7 @@ impl Daemon {
                         source: &source,
                         subjects: &subjects,
                         observed_at: SystemTime::now(),
+                        synthetic: true,
                     };
                     let (next, events) = diff(&snapshot, &observed, &ctx);
                     if !self.publish_all(&publisher, &events, &shutdown).await {

@@ -11,7 +11,7 @@
 //! the same id and JetStream drops the copy.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
@@ -47,6 +47,8 @@ struct Tracked {
     stop_requested: bool,
     /// `stopped` or `crashed` was already published for the current run.
     end_reported: bool,
+    /// When the last run ended after a stop request, to recognise a manual restart.
+    stopped_at: Option<SystemTime>,
     /// How often each (run, type, detail) key produced an event, so that a readiness flap
     /// inside one run gets a fresh id each time. Only the current run's keys are kept.
     ordinals: BTreeMap<String, u32>,
@@ -58,6 +60,7 @@ impl Tracked {
             state,
             stop_requested: false,
             end_reported: false,
+            stopped_at: None,
             ordinals: BTreeMap::new(),
         }
     }
@@ -68,13 +71,20 @@ impl Tracked {
     }
 }
 
-/// Where and when an observation was made.
+/// Where, when and how an observation was made.
 #[derive(Debug, Clone)]
 pub struct DiffContext<'a> {
     pub source: &'a str,
     pub subjects: &'a SubjectScheme,
     pub observed_at: SystemTime,
+    /// The observation is a snapshot (a poll, or the state sent on a stream (re)connect), so
+    /// its events are inferred by comparison rather than seen as they happened.
+    pub synthetic: bool,
 }
+
+/// A stop followed by a new incarnation within this long is read as a manual restart
+/// (process-compose sleeps the process's backoff, 1 s by default, between the two).
+pub const MANUAL_RESTART_WINDOW: Duration = Duration::from_secs(5);
 
 /// One derived change, before it becomes an event.
 #[derive(Debug)]
@@ -137,19 +147,8 @@ pub fn diff(
 
     for now in observed {
         let before = prev.processes.get(&now.name);
-        let (mut tracked, transitions) = step(before, now);
-        let previous_status = before.map(|t| t.state.status.to_string());
-        for transition in transitions {
-            let previous_status = previous_status.clone();
-            events.push(make_event(
-                &mut tracked,
-                &mut next.seqs,
-                transition,
-                previous_status,
-                ctx,
-            ));
-        }
-        prune_ordinals(&mut tracked);
+        let (tracked, mut made) = observe(before, now, &mut next.seqs, ctx);
+        events.append(&mut made);
         next.processes.insert(now.name.clone(), tracked);
     }
 
@@ -175,9 +174,65 @@ pub fn diff(
     (next, events)
 }
 
+/// What one observed process changes in a [`Snapshot`]; see [`Snapshot::apply`].
+#[derive(Debug, Clone)]
+pub struct ProcessUpdate {
+    tracked: Tracked,
+    seq: Option<u64>,
+}
+
+impl Snapshot {
+    /// Records what [`diff_one`] observed, once its events are published.
+    pub fn apply(&mut self, update: ProcessUpdate) {
+        let name = update.tracked.state.name.clone();
+        if let Some(seq) = update.seq {
+            self.seqs.insert(name.clone(), seq);
+        }
+        self.processes.insert(name, update.tracked);
+    }
+}
+
+/// Like [`diff`] for one process only (a stream frame): the other processes are untouched.
+pub fn diff_one(
+    prev: &Snapshot,
+    now: &ProcessState,
+    ctx: &DiffContext<'_>,
+) -> (ProcessUpdate, Vec<LifecycleEvent>) {
+    let mut seqs: BTreeMap<String, u64> = prev
+        .seqs
+        .get_key_value(&now.name)
+        .map(|(k, v)| (k.clone(), *v))
+        .into_iter()
+        .collect();
+    let (tracked, events) = observe(prev.processes.get(&now.name), now, &mut seqs, ctx);
+    let seq = seqs.get(&now.name).copied();
+    (ProcessUpdate { tracked, seq }, events)
+}
+
+/// Applies the lifecycle rules to one process and turns the transitions into events.
+fn observe(
+    before: Option<&Tracked>,
+    now: &ProcessState,
+    seqs: &mut BTreeMap<String, u64>,
+    ctx: &DiffContext<'_>,
+) -> (Tracked, Vec<LifecycleEvent>) {
+    let (mut tracked, transitions) = step(before, now, ctx.observed_at);
+    let previous_status = before.map(|t| t.state.status.to_string());
+    let events = transitions
+        .into_iter()
+        .map(|transition| make_event(&mut tracked, seqs, transition, previous_status.clone(), ctx))
+        .collect();
+    prune_ordinals(&mut tracked);
+    (tracked, events)
+}
+
 /// The lifecycle rules for one process: first what ended between the two observations, then
 /// what began.
-fn step(before: Option<&Tracked>, now: &ProcessState) -> (Tracked, Vec<Transition>) {
+fn step(
+    before: Option<&Tracked>,
+    now: &ProcessState,
+    at: SystemTime,
+) -> (Tracked, Vec<Transition>) {
     let mut tracked = match before {
         Some(t) => Tracked {
             state: now.clone(),
@@ -192,7 +247,10 @@ fn step(before: Option<&Tracked>, now: &ProcessState) -> (Tracked, Vec<Transitio
     let old_status = old_state.map_or(ProcessStatus::Pending, |s| s.status.normalized());
     let new_status = now.status.normalized();
     let current_run = run_of(now);
-    let new_incarnation = old_state.is_some_and(|old| is_new_incarnation(old, now));
+    // Nothing restarts a run that ended for good: whatever runs next is a new incarnation,
+    // even when the frame that shows it carries no start time or pid yet.
+    let new_incarnation = old_state.is_some_and(|old| is_new_incarnation(old, now))
+        || (old_status.is_ended() && new_status.is_running());
     let restarts_rose = old_state.map_or(0, |old| now.restarts.saturating_sub(old.restarts));
     let run_changed = new_incarnation || restarts_rose > 0;
 
@@ -216,6 +274,24 @@ fn step(before: Option<&Tracked>, now: &ProcessState) -> (Tracked, Vec<Transitio
             );
         }
         tracked.begin_run();
+    }
+
+    // A stop seen to its end, then a new incarnation soon after: a manual restart whose gap was
+    // observed (a stream sees every step; a poll sometimes does).
+    let restarted_after_stop = new_incarnation
+        && new_status.is_running()
+        && old_status.is_ended()
+        && before.and_then(|b| b.stopped_at).is_some_and(|stopped| {
+            at.duration_since(stopped).unwrap_or_default() <= MANUAL_RESTART_WINDOW
+        });
+    if restarted_after_stop {
+        out.push(
+            Transition::new(EventType::Restarted, current_run.clone()).restart(
+                now.restarts,
+                0,
+                Reason::ManualRestart,
+            ),
+        );
     }
 
     // The restart policy restarted it, perhaps several times between two polls. Over REST the
@@ -269,6 +345,9 @@ fn step(before: Option<&Tracked>, now: &ProcessState) -> (Tracked, Vec<Transitio
             _ => Some((EventType::Crashed, Reason::ExitedWithFailure)),
         };
         if let Some((event_type, reason)) = end {
+            if reason == Reason::StopRequested {
+                tracked.stopped_at = Some(at);
+            }
             out.push(Transition::new(event_type, current_run.clone()).exit(now.exit_code, reason));
         }
         tracked.end_reported = true;
@@ -382,6 +461,7 @@ fn make_event(
         restarts: transition.restarts,
         restarts_delta: transition.restarts_delta,
         reason: transition.reason,
+        synthetic: ctx.synthetic,
         state: EventState::from(state),
     }
 }
@@ -420,6 +500,8 @@ mod tests {
     struct Harness {
         snapshot: Snapshot,
         scheme: SubjectScheme,
+        /// Each observation is one second after the previous one.
+        clock: SystemTime,
     }
 
     impl Harness {
@@ -427,6 +509,7 @@ mod tests {
             Self {
                 snapshot: Snapshot::default(),
                 scheme: SubjectScheme::default(),
+                clock: std::time::UNIX_EPOCH,
             }
         }
 
@@ -434,8 +517,10 @@ mod tests {
             let ctx = DiffContext {
                 source: "test",
                 subjects: &self.scheme,
-                observed_at: std::time::UNIX_EPOCH,
+                observed_at: self.clock,
+                synthetic: false,
             };
+            self.clock += Duration::from_secs(1);
             let (next, events) = diff(&self.snapshot, observed, &ctx);
             self.snapshot = next;
             events
@@ -718,11 +803,50 @@ mod tests {
         h.observe(&[ps("api", S::Running)]);
         h.observe(&[ps("api", S::Terminating)]);
         h.observe(&[with(ps("api", S::Completed), |p| p.exit_code = -1)]);
+        h.clock += MANUAL_RESTART_WINDOW;
         let events = h.observe(&[with(ps("api", S::Running), |p| {
             p.pid = 200;
             p.process_start_time = Some(T1.into());
         })]);
         assert_eq!(types(&events), [Started]);
+    }
+
+    #[test]
+    fn one_frame_touches_one_process() {
+        let mut h = Harness::new();
+        h.observe(&[ps("a", S::Running), ps("b", S::Running)]);
+        let ctx = DiffContext {
+            source: "test",
+            subjects: &h.scheme,
+            observed_at: h.clock,
+            synthetic: false,
+        };
+        let frame = with(ps("a", S::Completed), |p| p.exit_code = 3);
+        let (update, events) = diff_one(&h.snapshot, &frame, &ctx);
+        assert_eq!(types(&events), [Crashed]);
+        assert!(events.iter().all(|e| e.process == "a" && !e.synthetic));
+        assert_eq!(events[0].seq, 3, "a's sequence continues");
+        h.snapshot.apply(update);
+        // b is still known, and a's new state is what the next diff starts from
+        assert_eq!(h.lifecycle(&[frame, ps("b", S::Running)]), []);
+    }
+
+    #[test]
+    fn manual_restart_seen_step_by_step() {
+        // What the stream shows: Terminating, Completed, then a Running frame of the new
+        // incarnation with no pid and no start time yet.
+        let mut h = Harness::new();
+        h.observe(&[ps("api", S::Running)]);
+        h.observe(&[ps("api", S::Terminating)]);
+        let events = h.observe(&[with(ps("api", S::Completed), |p| p.exit_code = -1)]);
+        assert_eq!(types(&events), [Stopped]);
+        assert_eq!(find(&events, Stopped).reason, Some(Reason::StopRequested));
+        let events = h.observe(&[with(ps("api", S::Running), |p| {
+            p.pid = 0;
+            p.process_start_time = None;
+        })]);
+        assert_eq!(types(&events), [Restarted, Started]);
+        assert_eq!(find(&events, Restarted).reason, Some(Reason::ManualRestart));
     }
 
     #[test]

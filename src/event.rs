@@ -179,6 +179,10 @@ pub struct LifecycleEvent {
     pub restarts_delta: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
+    /// Inferred by comparing snapshots (a poll, or the state sent on a stream reconnect) rather
+    /// than seen as it happened: steps between the two snapshots may be merged or missing.
+    #[serde(default)]
+    pub synthetic: bool,
     pub state: EventState,
 }
 
@@ -350,6 +354,7 @@ mod tests {
             restarts: Some(3),
             restarts_delta: Some(1),
             reason: Some(Reason::RestartPolicy),
+            synthetic: true,
             state: EventState {
                 name: "web".into(),
                 namespace: "default".into(),
