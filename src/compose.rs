@@ -10,6 +10,11 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
 use crate::config::{Config, ConfigError, Secret};
 use crate::process::{ProcessState, ProcessesResponse};
 
@@ -39,11 +44,15 @@ pub enum ComposeError {
     TooLarge,
     #[error("process-compose sent a malformed response: {0}")]
     Malformed(#[from] serde_json::Error),
+    #[error("process-compose has no state stream (it predates v1.110.0)")]
+    StreamUnsupported,
+    #[error("state stream failed: {0}")]
+    WebSocket(#[source] WsError),
 }
 
 impl ComposeError {
     /// Every value [`ComposeError::kind`] can take.
-    pub const KINDS: [&'static str; 7] = [
+    pub const KINDS: [&'static str; 9] = [
         "connect",
         "timeout",
         "http",
@@ -51,6 +60,8 @@ impl ComposeError {
         "status",
         "too_large",
         "malformed",
+        "stream_unsupported",
+        "websocket",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -62,6 +73,8 @@ impl ComposeError {
             Self::Status { .. } => "status",
             Self::TooLarge => "too_large",
             Self::Malformed(_) => "malformed",
+            Self::StreamUnsupported => "stream_unsupported",
+            Self::WebSocket(_) => "websocket",
         }
     }
 }
@@ -125,44 +138,109 @@ impl ComposeClient {
         Ok(parsed.data)
     }
 
+    /// `GET /process/{name}`.
+    pub async fn process(&self, name: &str) -> Result<ProcessState, ComposeError> {
+        let body = self
+            .get(&format!("/process/{}", percent_encode(name)))
+            .await?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// Subscribes to the state stream (`GET /process/states/ws`, process-compose v1.110.0+),
+    /// for the named processes only or, with `None`, for all. A server without the stream
+    /// answers [`ComposeError::StreamUnsupported`].
+    pub async fn subscribe(&self, names: Option<&[String]>) -> Result<StateStream, ComposeError> {
+        let mut path = "/process/states/ws".to_owned();
+        if let Some(names) = names {
+            let names: Vec<String> = names.iter().map(|n| percent_encode(n)).collect();
+            path = format!("{path}?name={}", names.join(","));
+        }
+        let handshake = async {
+            let (host, path) = self.target(&path);
+            let mut request = Request::get(format!("ws://{host}{path}"))
+                .header(http::header::HOST, host)
+                .header("Connection", "Upgrade")
+                .header("Upgrade", "websocket")
+                .header("Sec-WebSocket-Version", "13")
+                .header(
+                    "Sec-WebSocket-Key",
+                    tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+                );
+            if let Some(token) = &self.token {
+                request = request.header(TOKEN_HEADER, token.expose());
+            }
+            let request = request.body(()).expect("a valid upgrade request");
+            let stream = self.connect().await?;
+            tokio_tungstenite::client_async(request, stream)
+                .await
+                .map_err(|err| match err {
+                    WsError::Http(response) => match response.status() {
+                        StatusCode::NOT_FOUND => ComposeError::StreamUnsupported,
+                        StatusCode::UNAUTHORIZED => ComposeError::Unauthorized,
+                        status => ComposeError::Status {
+                            status,
+                            body: String::from_utf8_lossy(
+                                response.body().as_deref().unwrap_or_default(),
+                            )
+                            .chars()
+                            .take(200)
+                            .collect(),
+                        },
+                    },
+                    other => ComposeError::WebSocket(other),
+                })
+        };
+        let (socket, _) = tokio::time::timeout(self.timeout, handshake)
+            .await
+            .map_err(|_| ComposeError::Timeout(self.timeout))??;
+        Ok(StateStream { socket })
+    }
+
     async fn get(&self, path: &str) -> Result<Bytes, ComposeError> {
         tokio::time::timeout(self.timeout, self.exchange(path))
             .await
             .map_err(|_| ComposeError::Timeout(self.timeout))?
     }
 
-    async fn exchange(&self, path: &str) -> Result<Bytes, ComposeError> {
-        let connect_error = |source| ComposeError::Connect {
-            endpoint: self.endpoint.to_string(),
-            source,
-        };
-        let (host, full_path) = match &self.endpoint {
+    /// The Host header and the request path for `path`.
+    fn target<'a>(&'a self, path: &str) -> (&'a str, String) {
+        match &self.endpoint {
             Endpoint::Tcp {
                 authority,
                 base_path,
             } => (authority.as_str(), format!("{base_path}{path}")),
             // Over a unix socket the Host header is arbitrary.
             Endpoint::Unix(_) => ("localhost", path.to_owned()),
+        }
+    }
+
+    async fn connect(&self) -> Result<Box<dyn Connection>, ComposeError> {
+        let connect_error = |source| ComposeError::Connect {
+            endpoint: self.endpoint.to_string(),
+            source,
         };
-        let mut request = Request::get(full_path).header(http::header::HOST, host);
+        Ok(match &self.endpoint {
+            Endpoint::Tcp { authority, .. } => Box::new(
+                TcpStream::connect(authority.as_str())
+                    .await
+                    .map_err(connect_error)?,
+            ),
+            Endpoint::Unix(path) => {
+                Box::new(UnixStream::connect(path).await.map_err(connect_error)?)
+            }
+        })
+    }
+
+    async fn exchange(&self, path: &str) -> Result<Bytes, ComposeError> {
+        let (host, path) = self.target(path);
+        let mut request = Request::get(path).header(http::header::HOST, host);
         if let Some(token) = &self.token {
             request = request.header(TOKEN_HEADER, token.expose());
         }
         let request = request
             .body(Empty::<Bytes>::new())
             .expect("a GET with valid headers always builds");
-        let response = match &self.endpoint {
-            Endpoint::Tcp { authority, .. } => {
-                let stream = TcpStream::connect(authority.as_str())
-                    .await
-                    .map_err(connect_error)?;
-                send(stream, request).await?
-            }
-            Endpoint::Unix(path) => {
-                let stream = UnixStream::connect(path).await.map_err(connect_error)?;
-                send(stream, request).await?
-            }
-        };
+        let response = send(self.connect().await?, request).await?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
             .collect()
@@ -181,6 +259,60 @@ impl ComposeClient {
             }),
         }
     }
+}
+
+/// A byte stream to process-compose: TCP or a unix socket.
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Connection for T {}
+
+/// One frame of the state stream: `{"snapshot":true,"state":{…}}` on connect, then
+/// `{"state":{…}}` for every change.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StateFrame {
+    #[serde(default)]
+    pub snapshot: bool,
+    pub state: ProcessState,
+}
+
+/// An open state-stream subscription.
+pub struct StateStream {
+    socket: WebSocketStream<Box<dyn Connection>>,
+}
+
+impl StateStream {
+    /// The next frame; `None` once the server closed the stream.
+    pub async fn next(&mut self) -> Option<Result<StateFrame, ComposeError>> {
+        loop {
+            let message = match self.socket.next().await? {
+                Ok(message) => message,
+                Err(err) => return Some(Err(ComposeError::WebSocket(err))),
+            };
+            match message {
+                Message::Text(text) => {
+                    return Some(serde_json::from_str(text.as_str()).map_err(ComposeError::from));
+                }
+                Message::Binary(bytes) => {
+                    return Some(serde_json::from_slice(&bytes).map_err(ComposeError::from));
+                }
+                Message::Close(_) => return None,
+                // tungstenite answers pings itself
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+        }
+    }
+}
+
+/// Percent-encodes everything but unreserved characters, for a path segment or query value.
+fn percent_encode(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 async fn send<S>(

@@ -82,6 +82,12 @@ pub struct ProcessComposeConfig {
     /// Longest wait between polls while process-compose keeps failing.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// Where states come from: the push stream, polling, or the stream when the server has it.
+    pub mode: SourceMode,
+    /// In stream mode, how often `GET /processes` checks for processes added or removed (the
+    /// stream sends no frames for those).
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
     /// Names this process-compose instance in events; defaults to the URL or socket path.
     /// Event ids include it, so keep it stable.
     pub source: Option<String>,
@@ -97,6 +103,8 @@ impl Default for ProcessComposeConfig {
             poll_interval: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(30),
+            mode: SourceMode::Auto,
+            reconcile_interval: Duration::from_secs(30),
             source: None,
         }
     }
@@ -109,6 +117,28 @@ impl ProcessComposeConfig {
             (Some(source), _) => source.clone(),
             (None, Some(socket)) => format!("unix:{}", socket.display()),
             (None, None) => self.url.clone(),
+        }
+    }
+}
+
+/// How pc-eventd learns about state changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceMode {
+    /// The stream when the server has it (v1.110.0+), else polling.
+    Auto,
+    /// process-compose's WebSocket state stream: every step, as it happens.
+    Stream,
+    /// `GET /processes` every `poll_interval`: steps between two polls are merged.
+    Poll,
+}
+
+impl SourceMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Stream => "stream",
+            Self::Poll => "poll",
         }
     }
 }
@@ -431,6 +461,11 @@ impl Config {
             "process_compose.max_backoff",
             pc.max_backoff >= pc.poll_interval,
             "must be at least poll_interval",
+        );
+        check(
+            "process_compose.reconcile_interval",
+            !pc.reconcile_interval.is_zero(),
+            "must be greater than zero",
         );
         check(
             "process_compose.token_file",

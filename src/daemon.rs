@@ -15,13 +15,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::compose::{ComposeClient, ComposeError};
-use crate::config::{Config, ConfigError, HealthConfig};
-use crate::diff::{DiffContext, Snapshot, diff};
+use std::collections::BTreeSet;
+
+use crate::compose::{ComposeClient, ComposeError, StateFrame, StateStream};
+use crate::config::{Config, ConfigError, HealthConfig, SourceMode};
+use crate::diff::{DiffContext, Snapshot, diff, diff_one};
 use crate::event::LifecycleEvent;
+use crate::event::SubjectScheme;
 use crate::logging::LogHandle;
 use crate::notify::{self, Watchdog};
-use crate::process::{ProcessState, Readiness};
+use crate::process::ProcessState;
 use crate::publish::{PublishError, Publisher};
 use crate::status::Status;
 
@@ -42,6 +45,52 @@ pub enum DaemonError {
     },
 }
 
+/// Most names in one state-stream subscription: below the server's 256-frame buffer, which
+/// the connect snapshot must fit in.
+const STREAM_CHUNK: usize = 200;
+/// Frames waiting to be diffed and published.
+const STREAM_QUEUE: usize = 4096;
+
+/// How a stream session ended.
+enum SessionEnd {
+    Shutdown,
+    Reload,
+    Failed(ComposeError),
+}
+
+/// Forwards a subscription's frames; an error or the end of the stream ends the session.
+async fn read_frames(
+    mut stream: StateStream,
+    frames: mpsc::Sender<Result<StateFrame, ComposeError>>,
+) {
+    loop {
+        let next = stream.next().await;
+        let end = !matches!(next, Some(Ok(_)));
+        let item = next.unwrap_or_else(|| {
+            Err(ComposeError::WebSocket(
+                tokio_tungstenite::tungstenite::Error::ConnectionClosed,
+            ))
+        });
+        if frames.send(item).await.is_err() || end {
+            return;
+        }
+    }
+}
+
+/// The processes of `observed`, with the state `snapshot` already has for those it knows: a
+/// diff against it reports only processes that appeared or disappeared.
+fn membership(snapshot: &Snapshot, observed: &[ProcessState]) -> Vec<ProcessState> {
+    observed
+        .iter()
+        .map(|p| {
+            snapshot
+                .state_of(&p.name)
+                .cloned()
+                .unwrap_or_else(|| p.clone())
+        })
+        .collect()
+}
+
 /// Reads the configuration again, from the same sources, for a reload.
 pub type ConfigLoader = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
 
@@ -59,6 +108,8 @@ pub struct Daemon {
     status: Arc<Status>,
     watchdog: Watchdog,
     log: Option<LogHandle>,
+    /// `READY=1` went out (after the first observation was published).
+    ready_sent: std::sync::atomic::AtomicBool,
 }
 
 /// The running health endpoint.
@@ -75,6 +126,7 @@ impl Daemon {
             status,
             watchdog: Watchdog::from_env(),
             log: None,
+            ready_sent: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -101,60 +153,79 @@ impl Daemon {
 
         let mut snapshot = Snapshot::default();
         let mut stream_ready = false;
-        let mut ready_sent = false;
         let mut failures: u32 = 0;
+        // In `auto` mode: whether the server has the state stream (None: not known yet).
+        let mut stream_supported: Option<bool> = None;
         while !shutdown.is_cancelled() {
             if !stream_ready {
                 stream_ready = self.ensure_stream(&publisher, &shutdown).await?;
                 continue;
             }
-            // A poll changes nothing until it returns, so it can be abandoned at shutdown.
-            let polled = tokio::select! {
-                () = shutdown.cancelled() => break,
-                polled = self.poll(&compose) => polled,
+            let use_stream = match self.config.process_compose.mode {
+                SourceMode::Poll => false,
+                SourceMode::Stream => true,
+                SourceMode::Auto => stream_supported != Some(false),
             };
-            let wait = match polled {
-                Ok(observed) => {
-                    if failures > 0 {
-                        info!(
-                            after_failures = failures,
-                            "process-compose is answering again"
-                        );
+            let wait = if use_stream {
+                let session = self
+                    .stream_session(
+                        &compose,
+                        &publisher,
+                        &mut snapshot,
+                        &shutdown,
+                        &mut control.reloads,
+                    )
+                    .await;
+                match session {
+                    SessionEnd::Shutdown => break,
+                    SessionEnd::Reload => {
+                        let changed = self.reload(&mut compose, &mut publisher, &mut health).await;
+                        stream_ready &= !changed.stream;
+                        continue;
                     }
-                    failures = 0;
-                    let source = self.config.process_compose.source();
-                    let subjects = self.config.nats.subjects();
-                    let ctx = DiffContext {
-                        source: &source,
-                        subjects: &subjects,
-                        observed_at: SystemTime::now(),
-                        synthetic: true,
-                    };
-                    let (next, events) = diff(&snapshot, &observed, &ctx);
-                    if !self.publish_all(&publisher, &events, &shutdown).await {
-                        break;
+                    SessionEnd::Failed(ComposeError::StreamUnsupported)
+                        if self.config.process_compose.mode == SourceMode::Auto =>
+                    {
+                        info!("process-compose has no state stream (before v1.110.0): polling");
+                        stream_supported = Some(false);
+                        continue;
                     }
-                    snapshot = next;
-                    let unhealthy = observed
-                        .iter()
-                        .filter(|p| p.is_ready == Readiness::NotReady)
-                        .count();
-                    self.status.set_processes(observed.len(), unhealthy);
-                    if ready_sent {
-                        notify::status(&self.status.summary());
-                    } else {
-                        notify::ready(&self.status.summary());
-                        ready_sent = true;
+                    SessionEnd::Failed(err) => {
+                        stream_supported = None;
+                        failures = failures.saturating_add(1);
+                        self.source_failed(&err, failures)
                     }
-                    self.config.process_compose.poll_interval
                 }
-                Err(err) => {
-                    failures = failures.saturating_add(1);
-                    let pc = &self.config.process_compose;
-                    let wait = backoff(failures, pc.poll_interval, pc.max_backoff);
-                    warn!(error = %err, kind = err.kind(), consecutive = failures, retry_in = ?wait, "poll failed");
-                    notify::status(&self.status.summary());
-                    wait
+            } else {
+                // A poll changes nothing until it returns, so it can be abandoned at shutdown.
+                let polled = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    polled = self.poll(&compose) => polled,
+                };
+                match polled {
+                    Ok(observed) => {
+                        self.status.set_mode(SourceMode::Poll);
+                        if failures > 0 {
+                            info!(
+                                after_failures = failures,
+                                "process-compose is answering again"
+                            );
+                        }
+                        failures = 0;
+                        if !self
+                            .publish_observation(&publisher, &mut snapshot, &observed, &shutdown)
+                            .await
+                        {
+                            break;
+                        }
+                        self.config.process_compose.poll_interval
+                    }
+                    Err(err) => {
+                        // It may come back upgraded: look for the stream again.
+                        stream_supported = None;
+                        failures = failures.saturating_add(1);
+                        self.source_failed(&err, failures)
+                    }
                 }
             };
             self.watchdog.pet();
@@ -226,6 +297,209 @@ impl Daemon {
             }
         }
         result
+    }
+
+    /// Logs a failure to reach process-compose and returns how long to wait.
+    fn source_failed(&self, err: &ComposeError, failures: u32) -> Duration {
+        let pc = &self.config.process_compose;
+        let wait = backoff(failures, pc.poll_interval, pc.max_backoff);
+        warn!(error = %err, kind = err.kind(), consecutive = failures, retry_in = ?wait, "process-compose unavailable");
+        notify::status(&self.status.summary());
+        wait
+    }
+
+    fn diff_context<'a>(
+        &self,
+        source: &'a str,
+        subjects: &'a SubjectScheme,
+        synthetic: bool,
+    ) -> DiffContext<'a> {
+        DiffContext {
+            source,
+            subjects,
+            observed_at: SystemTime::now(),
+            synthetic,
+        }
+    }
+
+    /// Diffs a full observation (a poll, a reconnect) against `snapshot`, publishes the events
+    /// and only then advances the snapshot. False if shutdown left events unpublished.
+    async fn publish_observation(
+        &self,
+        publisher: &Publisher,
+        snapshot: &mut Snapshot,
+        observed: &[ProcessState],
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let source = self.config.process_compose.source();
+        let subjects = self.config.nats.subjects();
+        let ctx = self.diff_context(&source, &subjects, true);
+        let (next, events) = diff(snapshot, observed, &ctx);
+        if !self.publish_all(publisher, &events, shutdown).await {
+            return false;
+        }
+        *snapshot = next;
+        self.observed(snapshot);
+        true
+    }
+
+    /// Like [`Daemon::publish_observation`] for one stream frame.
+    async fn publish_frame(
+        &self,
+        publisher: &Publisher,
+        snapshot: &mut Snapshot,
+        frame: &StateFrame,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let source = self.config.process_compose.source();
+        let subjects = self.config.nats.subjects();
+        let ctx = self.diff_context(&source, &subjects, frame.snapshot);
+        let (update, events) = diff_one(snapshot, &frame.state, &ctx);
+        if !self.publish_all(publisher, &events, shutdown).await {
+            return false;
+        }
+        snapshot.apply(update);
+        self.observed(snapshot);
+        true
+    }
+
+    /// Reports a new observation to systemd: `READY=1` the first time, `STATUS=` after.
+    fn observed(&self, snapshot: &Snapshot) {
+        self.status
+            .set_processes(snapshot.len(), snapshot.unhealthy());
+        if self
+            .ready_sent
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            notify::status(&self.status.summary());
+        } else {
+            notify::ready(&self.status.summary());
+        }
+    }
+
+    /// One connection to the state stream: catch up through `GET /processes`, subscribe, then
+    /// diff every frame until the stream ends, shutdown, or a reload request.
+    async fn stream_session(
+        &self,
+        compose: &ComposeClient,
+        publisher: &Publisher,
+        snapshot: &mut Snapshot,
+        shutdown: &CancellationToken,
+        reloads: &mut mpsc::Receiver<()>,
+    ) -> SessionEnd {
+        // What changed while we were away, and who is there.
+        let observed = match self.poll(compose).await {
+            Ok(observed) => observed,
+            Err(err) => return SessionEnd::Failed(err),
+        };
+        let (frames_tx, mut frames) = mpsc::channel(STREAM_QUEUE);
+        let mut readers = tokio::task::JoinSet::new();
+        // The server closes a subscriber whose 256-frame buffer overflows, and the connect
+        // snapshot alone overflows it past 256 processes: large projects subscribe by name.
+        let chunked = observed.len() > STREAM_CHUNK;
+        let mut covered: BTreeSet<String> = BTreeSet::new();
+        let names: Vec<String> = observed.iter().map(|p| p.name.clone()).collect();
+        let groups: Vec<Option<&[String]>> = if chunked {
+            names.chunks(STREAM_CHUNK).map(Some).collect()
+        } else {
+            vec![None]
+        };
+        for group in groups {
+            match compose.subscribe(group).await {
+                Ok(stream) => {
+                    readers.spawn(read_frames(stream, frames_tx.clone()));
+                    covered.extend(group.unwrap_or_default().iter().cloned());
+                }
+                Err(err) => return SessionEnd::Failed(err),
+            }
+        }
+        self.status.set_mode(SourceMode::Stream);
+        info!(
+            subscriptions = readers.len(),
+            processes = observed.len(),
+            "streaming process states"
+        );
+        if !self
+            .publish_observation(publisher, snapshot, &observed, shutdown)
+            .await
+        {
+            return SessionEnd::Shutdown;
+        }
+
+        let reconcile_every = self.config.process_compose.reconcile_interval;
+        let mut reconcile = tokio::time::interval_at(
+            tokio::time::Instant::now() + reconcile_every,
+            reconcile_every,
+        );
+        let pet_every = self.watchdog.interval().unwrap_or(Duration::from_secs(1));
+        let mut pet = tokio::time::interval(pet_every);
+        loop {
+            self.status.expect_within(
+                reconcile_every.max(pet_every) + self.config.process_compose.request_timeout,
+            );
+            tokio::select! {
+                () = shutdown.cancelled() => return SessionEnd::Shutdown,
+                Some(()) = reloads.recv() => return SessionEnd::Reload,
+                _ = pet.tick() => self.watchdog.pet(),
+                _ = reconcile.tick() => {
+                    let observed = match self.poll(compose).await {
+                        Ok(observed) => observed,
+                        Err(err) => return SessionEnd::Failed(err),
+                    };
+                    // The stream is the authority on known processes (a poll could be older
+                    // than frames still queued); the poll adds and removes members.
+                    let members = membership(snapshot, &observed);
+                    if !self.publish_observation(publisher, snapshot, &members, shutdown).await {
+                        return SessionEnd::Shutdown;
+                    }
+                    if chunked {
+                        let new: Vec<String> = observed
+                            .iter()
+                            .map(|p| p.name.clone())
+                            .filter(|name| !covered.contains(name))
+                            .collect();
+                        for group in new.chunks(STREAM_CHUNK) {
+                            match compose.subscribe(Some(group)).await {
+                                Ok(stream) => {
+                                    readers.spawn(read_frames(stream, frames_tx.clone()));
+                                    covered.extend(group.iter().cloned());
+                                }
+                                Err(err) => return SessionEnd::Failed(err),
+                            }
+                        }
+                    }
+                }
+                message = frames.recv() => match message {
+                    Some(Ok(frame)) => {
+                        let frame = self.complete_frame(compose, frame).await;
+                        if !self.publish_frame(publisher, snapshot, &frame, shutdown).await {
+                            return SessionEnd::Shutdown;
+                        }
+                        self.watchdog.pet();
+                    }
+                    Some(Err(err)) => return SessionEnd::Failed(err),
+                    None => unreachable!("the session holds a sender"),
+                },
+            }
+        }
+    }
+
+    /// The `Running` frame of a new incarnation carries no pid and no start time (they are
+    /// read before the exec); fetch them, so event ids rest on the real incarnation.
+    async fn complete_frame(&self, compose: &ComposeClient, mut frame: StateFrame) -> StateFrame {
+        let state = &frame.state;
+        if !state.status.is_running() || (state.pid > 0 && state.process_start_time.is_some()) {
+            return frame;
+        }
+        match compose.process(&state.name).await {
+            Ok(current) if current.status.is_running() => {
+                frame.state.pid = current.pid;
+                frame.state.process_start_time = current.process_start_time;
+            }
+            Ok(_) => {}
+            Err(err) => debug!(error = %err, process = %state.name, "cannot complete a frame"),
+        }
+        frame
     }
 
     /// Tries once to make the stream right. `Ok(false)`: not yet (NATS unreachable), retry after

@@ -37,6 +37,23 @@ impl Snapshot {
     pub fn is_empty(&self) -> bool {
         self.processes.is_empty()
     }
+
+    pub fn len(&self) -> usize {
+        self.processes.len()
+    }
+
+    /// Processes whose readiness probe currently fails.
+    pub fn unhealthy(&self) -> usize {
+        self.processes
+            .values()
+            .filter(|t| t.state.is_ready == Readiness::NotReady)
+            .count()
+    }
+
+    /// The last known state of `name`.
+    pub fn state_of(&self, name: &str) -> Option<&ProcessState> {
+        self.processes.get(name).map(|t| &t.state)
+    }
 }
 
 /// What pc-eventd knows about one process.

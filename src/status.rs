@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
+use crate::config::SourceMode;
 use crate::event::EventType;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,6 +48,12 @@ pub struct Metrics {
     pub nats_reconnects: Counter,
     pub reloads: Family<ResultLabel, Counter>,
     pub processes: Gauge,
+    pub source_mode: Family<ModeLabel, Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabel {
+    pub mode: String,
 }
 
 impl Metrics {
@@ -66,6 +73,7 @@ impl Metrics {
             nats_reconnects: Counter::default(),
             reloads: Family::default(),
             processes: Gauge::default(),
+            source_mode: Family::default(),
         }
     }
 
@@ -129,6 +137,11 @@ impl Metrics {
             "reloads",
             "Configuration reloads, by result (ok, failed)",
             self.reloads.clone(),
+        );
+        registry.register(
+            "source_mode",
+            "1 for the way states currently arrive (stream or poll)",
+            self.source_mode.clone(),
         );
         registry.register(
             "processes",
@@ -233,6 +246,8 @@ pub struct Status {
     unhealthy: Mutex<usize>,
     /// A reload that failed, until the next one succeeds.
     reload_error: Mutex<Option<String>>,
+    /// How states arrive now (stream or poll); unset until the first observation.
+    mode: Mutex<Option<SourceMode>>,
     /// When the event loop said it would be back at the latest (see [`Status::expect_within`]).
     loop_deadline: Mutex<Option<Instant>>,
     /// Which NATS connection's events count (see [`Status::new_nats_connection`]).
@@ -260,6 +275,7 @@ impl Default for Status {
             last_event: Mutex::new(None),
             unhealthy: Mutex::new(0),
             reload_error: Mutex::new(None),
+            mode: Mutex::new(None),
             loop_deadline: Mutex::new(None),
             nats_generation: std::sync::atomic::AtomicU64::new(0),
         }
@@ -338,6 +354,24 @@ impl Status {
         lock(&self.loop_deadline).is_none_or(|deadline| Instant::now() <= deadline + LOOP_SLACK)
     }
 
+    pub fn set_mode(&self, mode: SourceMode) {
+        let mut current = lock(&self.mode);
+        if *current == Some(mode) {
+            return;
+        }
+        for other in [SourceMode::Stream, SourceMode::Poll] {
+            let label = ModeLabel {
+                mode: other.as_str().to_owned(),
+            };
+            self.metrics
+                .source_mode
+                .get_or_create(&label)
+                .set(i64::from(other == mode));
+        }
+        tracing::info!(mode = mode.as_str(), "state source");
+        *current = Some(mode);
+    }
+
     pub fn set_reload_error(&self, error: Option<String>) {
         *lock(&self.reload_error) = error;
     }
@@ -355,8 +389,10 @@ impl Status {
     /// The `STATUS=` line: `42 processes, 3 unhealthy, last event 2s ago, NATS connected`.
     pub fn summary(&self) -> String {
         let readiness = self.readiness();
+        let mode = lock(&self.mode).map_or("", |m| m.as_str());
         let mut parts = vec![format!(
-            "{} processes, {} unhealthy",
+            "{mode}{}{} processes, {} unhealthy",
+            if mode.is_empty() { "" } else { ": " },
             self.metrics.processes.get(),
             *lock(&self.unhealthy)
         )];

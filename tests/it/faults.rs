@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use pc_eventd::config::SourceMode;
 use pc_eventd::event::EventType::*;
 use tokio::net::TcpListener;
 
@@ -31,6 +32,7 @@ async fn bad_answers_are_counted_and_survived() {
     ));
     let mut config = config(&url, &nats.url());
     config.process_compose.request_timeout = Duration::from_millis(500);
+    config.process_compose.mode = SourceMode::Poll;
     let daemon = Daemon::spawn(config);
     let mut log = EventLog::open(&nats.url()).await;
     let started = log.wait_for("web", Started).await;
@@ -55,7 +57,9 @@ async fn bad_answers_are_counted_and_survived() {
 async fn a_refused_connection_is_retried_until_process_compose_appears() {
     let nats = NatsServer::start();
     let port = free_port();
-    let daemon = Daemon::spawn(config(&format!("http://127.0.0.1:{port}"), &nats.url()));
+    let mut config = config(&format!("http://127.0.0.1:{port}"), &nats.url());
+    config.process_compose.mode = SourceMode::Poll;
+    let daemon = Daemon::spawn(config);
     let stats = daemon.status.clone();
     assert!(
         eventually(Duration::from_secs(20), || stats
@@ -78,17 +82,20 @@ async fn the_binary_logs_what_went_wrong() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(serve(listener, vec![Reply::Json(200, "<html>oops</html>")]));
-    let mut daemon = crate::cli::Binary::spawn(&[
-        "run",
-        "--compose-port",
-        &port.to_string(),
-        "--nats-url",
-        &nats.url(),
-        "--poll-interval",
-        "100ms",
-    ]);
+    let mut daemon = crate::cli::Binary::spawn_with_env(
+        &[
+            "run",
+            "--compose-port",
+            &port.to_string(),
+            "--nats-url",
+            &nats.url(),
+            "--poll-interval",
+            "100ms",
+        ],
+        &[("PC_EVENTD_PROCESS_COMPOSE__MODE", "poll")],
+    );
     let line = daemon
-        .stderr_line_containing("poll failed", Duration::from_secs(20))
+        .stderr_line_containing("process-compose unavailable", Duration::from_secs(20))
         .await;
     assert!(line.contains("malformed"), "{line}");
     assert_eq!(daemon.terminate().await, Some(0));

@@ -76,7 +76,7 @@ async fn systemd_hears_ready_then_reloading_ready_then_stopping() {
     let mut daemon = Binary::spawn_with_env(&run_args(&port, &url), &[("NOTIFY_SOCKET", &socket)]);
 
     let ready = notify.next_containing("READY=1", LONG).await;
-    assert!(ready.contains("STATUS=1 processes, 0 unhealthy"), "{ready}");
+    assert!(ready.contains("1 processes, 0 unhealthy"), "{ready}");
     // READY=1 came only once the stream existed and process-compose had answered
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     js.get_stream("PROCESS_EVENTS")
@@ -135,6 +135,7 @@ async fn the_watchdog_is_petted_only_while_the_loop_moves() {
             ("WATCHDOG_USEC", "400000"),
             // the stall must wedge the loop, not time out
             ("PC_EVENTD_PROCESS_COMPOSE__REQUEST_TIMEOUT", "1h"),
+            ("PC_EVENTD_PROCESS_COMPOSE__MODE", "poll"),
         ],
     );
     for _ in 0..3 {
@@ -310,7 +311,9 @@ async fn tokens_never_reach_the_logs() {
             ("RUST_LOG", "trace"),
         ],
     );
-    let line = daemon.stderr_line_containing("poll failed", LONG).await;
+    let line = daemon
+        .stderr_line_containing("process-compose unavailable", LONG)
+        .await;
     assert!(line.contains("unauthorized"), "{line}");
     assert_eq!(daemon.terminate().await, Some(0));
     let mut all = daemon.stderr_seen.clone();
