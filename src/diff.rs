@@ -266,7 +266,9 @@ fn step(
     let current_run = run_of(now);
     // Nothing restarts a run that ended for good: whatever runs next is a new incarnation,
     // even when the frame that shows it carries no start time or pid yet.
-    let new_incarnation = old_state.is_some_and(|old| is_new_incarnation(old, now))
+    // Leaving `Restarting` is the policy's restart, inside the incarnation, whatever the pid.
+    let new_incarnation = (old_status != ProcessStatus::Restarting
+        && old_state.is_some_and(|old| is_new_incarnation(old, now)))
         || (old_status.is_ended() && new_status.is_running());
     let restarts_rose = old_state.map_or(0, |old| now.restarts.saturating_sub(old.restarts));
     let run_changed = new_incarnation || restarts_rose > 0;
@@ -724,6 +726,26 @@ mod tests {
         assert_eq!(h.lifecycle(&[w(S::Restarting, 2)]), [Crashed, Restarted]);
         assert_eq!(h.lifecycle(&[w(S::Running, 2)]), []);
         assert_eq!(h.lifecycle(&[w(S::Completed, 2)]), [Crashed]);
+    }
+
+    #[test]
+    fn policy_restart_without_start_times_is_not_a_manual_one() {
+        // Servers before v1.110.0: no start time, and the pid changes with every run.
+        let mut h = Harness::new();
+        let w = |status, restarts, pid| {
+            with(ps("w", status), |p| {
+                p.process_start_time = None;
+                p.exit_code = 2;
+                p.restarts = restarts;
+                p.pid = pid;
+            })
+        };
+        h.observe(&[w(S::Running, 0, 100)]);
+        assert_eq!(
+            h.lifecycle(&[w(S::Restarting, 1, 100)]),
+            [Crashed, Restarted]
+        );
+        assert_eq!(h.lifecycle(&[w(S::Running, 1, 200)]), []);
     }
 
     #[test]

@@ -219,7 +219,7 @@ async fn sighup_applies_a_new_poll_interval_and_keeps_the_old_config_on_a_broken
         std::fs::write(
             &file,
             format!(
-                "[process_compose]\nurl = \"{}\"\npoll_interval = \"{poll_interval}\"\n\
+                "[process_compose]\nmode = \"poll\"\nurl = \"{}\"\npoll_interval = \"{poll_interval}\"\n\
                  [nats]\nurl = \"{}\"\n[health]\nlisten = \"127.0.0.1:{health}\"\n",
                 pc.url(),
                 nats.url()

@@ -5,4 +5,5 @@ mod cli;
 mod faults;
 mod lifecycle;
 mod pipeline;
+mod stream;
 mod support;

@@ -14,54 +14,61 @@ use crate::support::events::EventLog;
 use crate::support::nats::NatsServer;
 use crate::support::{Stack, eventually};
 
+/// Every core scenario runs against both kinds of server, with `mode = "auto"`: a current one
+/// (the state stream) and one from before v1.110.0 (polling).
+const SERVERS: [Option<&str>; 2] = [None, Some("v1.103.0")];
+
 const LONG: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_processes_are_announced_and_disabled_ones_are_not_started() {
-    let mut stack = Stack::start(
-        r#"
+    for server in SERVERS {
+        let mut stack = Stack::start_on(
+            server,
+            r#"
 processes:
   web:
     command: "sleep 1000"
   docs:
     command: "sleep 1000"
     disabled: true
-"#,
-    )
-    .await;
-    let log = &mut stack.log;
+    "#,
+        )
+        .await;
+        let log = &mut stack.log;
 
-    let started = log.wait_for("web", Started).await;
-    assert_eq!(started.subject, "core.process.default.web.started");
-    assert_eq!(started.namespace, "default");
-    assert_eq!(started.severity, Severity::Info);
-    assert_eq!(started.source, "test");
-    assert_eq!(started.state.status, "Running");
-    assert!(started.state.is_running);
-    assert!(started.state.pid > 0);
-    assert!(
-        started.timestamp.ends_with('Z') && started.timestamp.len() == 24,
-        "{}",
-        started.timestamp
-    );
-    let stored = log
-        .received
-        .iter()
-        .find(|r| r.event.id == started.id)
-        .unwrap();
-    assert_eq!(
-        stored.msg_id.as_deref(),
-        Some(started.id.as_str()),
-        "id is the Nats-Msg-Id"
-    );
+        let started = log.wait_for("web", Started).await;
+        assert_eq!(started.subject, "core.process.default.web.started");
+        assert_eq!(started.namespace, "default");
+        assert_eq!(started.severity, Severity::Info);
+        assert_eq!(started.source, "test");
+        assert_eq!(started.state.status, "Running");
+        assert!(started.state.is_running);
+        assert!(started.state.pid > 0);
+        assert!(
+            started.timestamp.ends_with('Z') && started.timestamp.len() == 24,
+            "{}",
+            started.timestamp
+        );
+        let stored = log
+            .received
+            .iter()
+            .find(|r| r.event.id == started.id)
+            .unwrap();
+        assert_eq!(
+            stored.msg_id.as_deref(),
+            Some(started.id.as_str()),
+            "id is the Nats-Msg-Id"
+        );
 
-    log.wait_until("docs announced as Disabled", LONG, |r| {
-        r.iter()
-            .any(|r| r.event.process == "docs" && r.event.state.status == "Disabled")
-    })
-    .await;
-    assert!(log.of("docs", Started).is_empty(), "{}", log.dump());
-    stack.stop().await;
+        log.wait_until("docs announced as Disabled", LONG, |r| {
+            r.iter()
+                .any(|r| r.event.process == "docs" && r.event.state.status == "Disabled")
+        })
+        .await;
+        assert!(log.of("docs", Started).is_empty(), "{}", log.dump());
+        stack.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,63 +76,71 @@ async fn a_stop_is_stopped_not_crashed_and_a_start_is_started() {
     // A service that exits 0 on SIGTERM, as most do. (A poller rarely sees `Terminating`, so a
     // stop that kills the process by signal is indistinguishable from a crash in poll mode;
     // see README "Poll mode limits".)
-    let mut stack = Stack::start(
-        r#"
+    for server in SERVERS {
+        let mut stack = Stack::start_on(
+            server,
+            r#"
 processes:
   web:
     command: "trap 'exit 0' TERM; while true; do sleep 0.1; done"
-"#,
-    )
-    .await;
-    let log = &mut stack.log;
-    log.wait_for("web", Started).await;
+    "#,
+        )
+        .await;
+        let log = &mut stack.log;
+        log.wait_for("web", Started).await;
 
-    stack.pc.stop_process("web").await;
-    let stopped = log.wait_for("web", Stopped).await;
-    assert_eq!(stopped.exit_code, Some(0));
-    assert_eq!(stopped.state.status, "Completed");
-    assert!(!stopped.state.is_running);
-    log.settle(Duration::from_millis(600)).await;
-    assert!(log.of("web", Crashed).is_empty(), "{}", log.dump());
+        stack.pc.stop_process("web").await;
+        let stopped = log.wait_for("web", Stopped).await;
+        assert_eq!(stopped.exit_code, Some(0));
+        assert_eq!(stopped.state.status, "Completed");
+        assert!(!stopped.state.is_running);
+        log.settle(Duration::from_millis(600)).await;
+        assert!(log.of("web", Crashed).is_empty(), "{}", log.dump());
 
-    stack.pc.start_process("web").await;
-    log.wait_until("web started again", LONG, |r| {
-        r.iter()
-            .filter(|r| r.event.process == "web" && r.event.event_type == Started)
-            .count()
-            == 2
-    })
-    .await;
-    let again = log.of("web", Started).pop().unwrap();
-    assert_eq!(again.previous_status.as_deref(), Some("Completed"));
-    stack.stop().await;
+        stack.pc.start_process("web").await;
+        log.wait_until("web started again", LONG, |r| {
+            r.iter()
+                .filter(|r| r.event.process == "web" && r.event.event_type == Started)
+                .count()
+                == 2
+        })
+        .await;
+        let again = log.of("web", Started).pop().unwrap();
+        assert_eq!(again.previous_status.as_deref(), Some("Completed"));
+        stack.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_exit_is_crashed_with_its_code() {
-    let mut stack = Stack::start(
-        r#"
+    for server in SERVERS {
+        let mut stack = Stack::start_on(
+            server,
+            r#"
 processes:
   job:
     command: "sleep 0.5; exit 3"
-"#,
-    )
-    .await;
-    let log = &mut stack.log;
-    let crashed = log.wait_for("job", Crashed).await;
-    assert_eq!(crashed.exit_code, Some(3));
-    assert_eq!(crashed.severity, Severity::Error);
-    assert_eq!(crashed.reason, Some(Reason::ExitedWithFailure));
-    assert_eq!(crashed.subject, "core.process.default.job.crashed");
-    log.settle(Duration::from_millis(600)).await;
-    assert!(log.of("job", Stopped).is_empty(), "{}", log.dump());
-    stack.stop().await;
+    "#,
+        )
+        .await;
+        let log = &mut stack.log;
+        let crashed = log.wait_for("job", Crashed).await;
+        assert_eq!(crashed.exit_code, Some(3));
+        assert_eq!(crashed.severity, Severity::Error);
+        assert_eq!(crashed.reason, Some(Reason::ExitedWithFailure));
+        assert_eq!(crashed.subject, "core.process.default.job.crashed");
+        log.settle(Duration::from_millis(600)).await;
+        assert!(log.of("job", Stopped).is_empty(), "{}", log.dump());
+        stack.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_policy_yields_crashes_and_counted_restarts() {
-    let mut stack = Stack::start(
-        r#"
+    for server in SERVERS {
+        let mut stack = Stack::start_on(
+            server,
+            r#"
 processes:
   flaky:
     command: "sleep 0.3; exit 2"
@@ -133,60 +148,63 @@ processes:
       restart: on_failure
       max_restarts: 2
       backoff_seconds: 1
-"#,
-    )
-    .await;
-    let log = &mut stack.log;
-    log.wait_until("the final crash after 2 restarts", LONG, |r| {
-        r.iter().any(|r| {
-            r.event.process == "flaky"
-                && r.event.event_type == Crashed
-                && r.event.state.status == "Completed"
-                && r.event.state.restarts == 2
+    "#,
+        )
+        .await;
+        let log = &mut stack.log;
+        log.wait_until("the final crash after 2 restarts", LONG, |r| {
+            r.iter().any(|r| {
+                r.event.process == "flaky"
+                    && r.event.event_type == Crashed
+                    && r.event.state.status == "Completed"
+                    && r.event.state.restarts == 2
+            })
         })
-    })
-    .await;
-    log.settle(Duration::from_millis(600)).await;
+        .await;
+        log.settle(Duration::from_millis(600)).await;
 
-    let crashed = log.of("flaky", Crashed);
-    assert!(crashed.len() >= 2, "{}", log.dump());
-    assert!(
-        crashed.iter().all(|e| e.exit_code == Some(2)),
-        "{}",
-        log.dump()
-    );
-    let restarted = log.of("flaky", Restarted);
-    assert_eq!(
-        restarted.last().and_then(|e| e.restarts),
-        Some(2),
-        "{}",
-        log.dump()
-    );
-    let counted: u32 = restarted.iter().filter_map(|e| e.restarts_delta).sum();
-    assert_eq!(
-        counted,
-        2,
-        "every policy restart is counted once: {}",
-        log.dump()
-    );
-    assert!(
-        restarted
-            .iter()
-            .all(|e| e.reason == Some(Reason::RestartPolicy))
-    );
-    assert_eq!(
-        log.of("flaky", Started).len(),
-        1,
-        "a policy restart is not a start"
-    );
-    assert!(log.of("flaky", Stopped).is_empty(), "{}", log.dump());
-    stack.stop().await;
+        let crashed = log.of("flaky", Crashed);
+        assert!(crashed.len() >= 2, "{}", log.dump());
+        assert!(
+            crashed.iter().all(|e| e.exit_code == Some(2)),
+            "{}",
+            log.dump()
+        );
+        let restarted = log.of("flaky", Restarted);
+        assert_eq!(
+            restarted.last().and_then(|e| e.restarts),
+            Some(2),
+            "{}",
+            log.dump()
+        );
+        let counted: u32 = restarted.iter().filter_map(|e| e.restarts_delta).sum();
+        assert_eq!(
+            counted,
+            2,
+            "every policy restart is counted once: {}",
+            log.dump()
+        );
+        assert!(
+            restarted
+                .iter()
+                .all(|e| e.reason == Some(Reason::RestartPolicy))
+        );
+        assert_eq!(
+            log.of("flaky", Started).len(),
+            1,
+            "a policy restart is not a start"
+        );
+        assert!(log.of("flaky", Stopped).is_empty(), "{}", log.dump());
+        stack.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_readiness_probe_yields_healthy_then_unhealthy() {
-    let mut stack = Stack::start(
-        r#"
+    for server in SERVERS {
+        let mut stack = Stack::start_on(
+            server,
+            r#"
 processes:
   api:
     command: "touch $WORK/ready; sleep 1000"
@@ -195,25 +213,28 @@ processes:
         command: "test -f $WORK/ready"
       period_seconds: 1
       failure_threshold: 1000
-"#,
-    )
-    .await;
-    let log = &mut stack.log;
-    let healthy = log.wait_for("api", Healthy).await;
-    assert_eq!(healthy.state.is_ready, "Ready");
-    assert!(healthy.state.has_ready_probe);
+    "#,
+        )
+        .await;
+        let log = &mut stack.log;
+        let healthy = log.wait_for("api", Healthy).await;
+        assert_eq!(healthy.state.is_ready, "Ready");
+        assert!(healthy.state.has_ready_probe);
 
-    std::fs::remove_file(stack.pc.work_dir().join("ready")).unwrap();
-    let unhealthy = log.wait_for("api", Unhealthy).await;
-    assert_eq!(unhealthy.severity, Severity::Warning);
-    assert_eq!(unhealthy.state.is_ready, "Not Ready");
-    stack.stop().await;
+        std::fs::remove_file(stack.pc.work_dir().join("ready")).unwrap();
+        let unhealthy = log.wait_for("api", Unhealthy).await;
+        assert_eq!(unhealthy.severity, Severity::Warning);
+        assert_eq!(unhealthy.state.is_ready, "Not Ready");
+        stack.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dotted_names_and_namespaces_shape_subjects() {
-    let mut stack = Stack::start(
-        r#"
+    for server in SERVERS {
+        let mut stack = Stack::start_on(
+            server,
+            r#"
 processes:
   api.v2:
     command: "sleep 1000"
@@ -221,19 +242,20 @@ processes:
   worker:
     command: "sleep 1000"
     namespace: backend
-"#,
-    )
-    .await;
-    let log = &mut stack.log;
-    let api = log.wait_for("api.v2", Started).await;
-    let worker = log.wait_for("worker", Started).await;
-    // the dot is encoded, so the subject keeps five tokens; the payload keeps the real name
-    assert_eq!(api.subject, "core.process.frontend.api%2Ev2.started");
-    assert_eq!(api.process, "api.v2");
-    assert_eq!(api.namespace, "frontend");
-    assert_eq!(worker.subject, "core.process.backend.worker.started");
-    assert_eq!(worker.namespace, "backend");
-    stack.stop().await;
+    "#,
+        )
+        .await;
+        let log = &mut stack.log;
+        let api = log.wait_for("api.v2", Started).await;
+        let worker = log.wait_for("worker", Started).await;
+        // the dot is encoded, so the subject keeps five tokens; the payload keeps the real name
+        assert_eq!(api.subject, "core.process.frontend.api%2Ev2.started");
+        assert_eq!(api.process, "api.v2");
+        assert_eq!(api.namespace, "frontend");
+        assert_eq!(worker.subject, "core.process.backend.worker.started");
+        assert_eq!(worker.namespace, "backend");
+        stack.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,9 +281,10 @@ processes:
 
     let second = Daemon::spawn(config(&pc.url(), &nats.url()));
     let stats = second.status.clone();
+    // the re-announcement of web (started, status) and docs (status) goes out and is dropped
     assert!(
-        eventually(LONG, || stats.metrics.polls.get() >= 3).await,
-        "the second daemon polls"
+        eventually(LONG, || stats.metrics.events_deduplicated.get() >= 3).await,
+        "the second daemon re-announced what it found"
     );
     log.settle(Duration::from_millis(600)).await;
     assert_eq!(
@@ -287,6 +310,7 @@ async fn api_token_and_unix_socket() {
         Options {
             unix_socket: true,
             token: Some(token.into()),
+            ..Options::default()
         },
     )
     .await;

@@ -15,6 +15,9 @@ pub struct Options {
     pub unix_socket: bool,
     /// Require this API token.
     pub token: Option<String>,
+    /// Behave like this release (the emulator's `PC_EMULATOR_VERSION`), e.g. `v1.103.0`, a
+    /// release from before the state stream.
+    pub version: Option<String>,
 }
 
 pub struct ProcessCompose {
@@ -22,7 +25,7 @@ pub struct ProcessCompose {
     dir: TempDir,
     port: u16,
     socket: Option<PathBuf>,
-    token: Option<String>,
+    options: Options,
 }
 
 impl ProcessCompose {
@@ -32,48 +35,60 @@ impl ProcessCompose {
     }
 
     pub async fn start_with(project: &str, options: Options) -> Self {
-        let binary = super::peer_binary("TEST_PROCESS_COMPOSE");
         let dir = tempfile::tempdir().expect("temp dir");
         // Scripts in the project may use $WORK for their own files.
         let project = project.replace("$WORK", &dir.path().display().to_string());
-        let file = dir.path().join("process-compose.yaml");
-        std::fs::write(&file, project).expect("write project");
-        let port = super::free_port();
+        std::fs::write(dir.path().join("process-compose.yaml"), project).expect("write project");
         let socket = options.unix_socket.then(|| dir.path().join("pc.sock"));
+        let mut pc = Self {
+            child: None,
+            dir,
+            port: super::free_port(),
+            socket,
+            options,
+        };
+        pc.launch().await;
+        pc
+    }
+
+    async fn launch(&mut self) {
+        let binary = super::peer_binary("TEST_PROCESS_COMPOSE");
+        let dir = self.dir.path();
         let mut command = Command::new(binary);
         command
             .arg("up")
             .arg("-f")
-            .arg(&file)
+            .arg(dir.join("process-compose.yaml"))
             .arg("-t=false")
             .arg("--keep-project")
             .arg("-L")
-            .arg(dir.path().join("process-compose.log"))
-            .current_dir(dir.path())
+            .arg(dir.join("process-compose.log"))
+            .current_dir(dir)
             .env_remove("PC_API_TOKEN")
             .env_remove("PC_SOCKET_PATH")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        match &socket {
+        match &self.socket {
             Some(path) => command.arg("-U").arg("-u").arg(path),
             None => command
                 .args(["--address", "127.0.0.1", "-p"])
-                .arg(port.to_string()),
+                .arg(self.port.to_string()),
         };
-        if let Some(token) = &options.token {
+        if let Some(token) = &self.options.token {
             command.env("PC_API_TOKEN", token);
         }
-        let child = command.spawn().expect("start process-compose");
-        let pc = Self {
-            child: Some(child),
-            dir,
-            port,
-            socket,
-            token: options.token,
-        };
-        pc.wait_live().await;
-        pc
+        if let Some(version) = &self.options.version {
+            command.env("PC_EMULATOR_VERSION", version);
+        }
+        self.child = Some(command.spawn().expect("start process-compose"));
+        self.wait_live().await;
+    }
+
+    /// Shuts it down (its processes stop) and starts it again on the same address.
+    pub async fn restart(&mut self) {
+        self.shut_down();
+        self.launch().await;
     }
 
     async fn wait_live(&self) {
@@ -113,6 +128,11 @@ impl ProcessCompose {
         self.dir.path()
     }
 
+    pub async fn restart_process(&self, name: &str) {
+        self.expect_ok("POST", &format!("/process/restart/{name}"))
+            .await;
+    }
+
     pub async fn stop_process(&self, name: &str) {
         self.expect_ok("PATCH", &format!("/process/stop/{name}"))
             .await;
@@ -131,6 +151,7 @@ impl ProcessCompose {
     /// One HTTP/1.1 request with `Connection: close`; returns the status and the body.
     pub async fn request(&self, method: &str, path: &str) -> std::io::Result<(u16, String)> {
         let token = self
+            .options
             .token
             .as_ref()
             .map(|t| format!("X-PC-Token-Key: {t}\r\n"))
@@ -155,8 +176,8 @@ impl ProcessCompose {
     }
 }
 
-impl Drop for ProcessCompose {
-    fn drop(&mut self) {
+impl ProcessCompose {
+    fn shut_down(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -173,5 +194,11 @@ impl Drop for ProcessCompose {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+impl Drop for ProcessCompose {
+    fn drop(&mut self) {
+        self.shut_down();
     }
 }

@@ -79,9 +79,14 @@ pub struct Stack {
 }
 
 impl Stack {
-    pub async fn start(project: &str) -> Self {
+    /// The arrangement against a server of release `version` (`None`: the current one).
+    pub async fn start_on(version: Option<&str>, project: &str) -> Self {
         let nats = nats::NatsServer::start();
-        let pc = compose::ProcessCompose::start(project).await;
+        let options = compose::Options {
+            version: version.map(str::to_owned),
+            ..compose::Options::default()
+        };
+        let pc = compose::ProcessCompose::start_with(project, options).await;
         let daemon = daemon::Daemon::spawn(daemon::config(&pc.url(), &nats.url()));
         let log = events::EventLog::open(&nats.url()).await;
         Self {

@@ -5,16 +5,20 @@ use std::path::PathBuf;
 use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand};
 
+use crate::version::Version;
+
 const ABOUT: &str = "pc-emulator: an EMULATOR of process-compose's REST API (not process-compose)";
 
 const LONG_ABOUT: &str = "\
 pc-emulator: an EMULATOR of process-compose's REST API. It is NOT process-compose.
 
 It reads a process-compose project file (a subset of its YAML), runs every process \
-as a real child with `bash -c`, and serves the REST API of process-compose v1.122.0 \
-(same routes, JSON shapes, errors and state-machine timing) so that tests can run \
-where the real binary cannot be installed. There is no TUI, no WebSocket stream, \
-no depends_on, no replicas and no daemons. See tools/pc-emulator/README.md.";
+as a real child with `bash -c`, and serves the REST API and the /process/states/ws \
+WebSocket state stream of process-compose v1.122.0 (same routes, JSON shapes, frames, \
+errors and state-machine timing) so that tests can run where the real binary cannot \
+be installed. --emulate-version makes it look like an older release (e.g. v1.103.0, \
+which has no state stream). There is no TUI, no log stream, no depends_on, no \
+replicas and no daemons. See tools/pc-emulator/README.md.";
 
 #[derive(Debug, Parser)]
 #[command(name = "pc-emulator", version, about = ABOUT, long_about = LONG_ABOUT)]
@@ -96,6 +100,20 @@ pub struct Cli {
         value_name = "FILE"
     )]
     pub token_file: Option<PathBuf>,
+
+    /// Behave like this process-compose release. Below v1.110.0 there is no
+    /// /process/states/ws route (404) and ProcessState has no
+    /// process_*_time / last_activity_time keys; below v1.116.0 no
+    /// success_exit_codes
+    #[arg(
+        long = "emulate-version",
+        global = true,
+        env = "PC_EMULATOR_VERSION",
+        default_value_t = Version::DEFAULT,
+        value_parser = clap::value_parser!(Version),
+        value_name = "vX.Y.Z"
+    )]
+    pub emulate_version: Version,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,5 +190,13 @@ mod tests {
 
         let cli = parse(&["up", "-f", "p.yaml", "-U"]);
         assert!(cli.socket_path().is_some());
+        assert_eq!(cli.emulate_version, Version::DEFAULT);
+
+        let cli = parse(&["up", "-f", "p.yaml", "--emulate-version", "v1.103.0"]);
+        assert_eq!(cli.emulate_version, Version::new(1, 103, 0));
+        assert!(
+            Cli::try_parse_from(["pc-emulator", "--emulate-version", "latest"]).is_err(),
+            "a bad version is a usage error"
+        );
     }
 }

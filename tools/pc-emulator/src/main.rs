@@ -2,17 +2,21 @@
 //!
 //! It accepts process-compose's command line and (a subset of) its project
 //! YAML, runs every process as a real `bash -c` child in its own process group,
-//! and serves the v1.122.0 REST API with the same JSON and state machine, for
-//! tests on machines where the real binary cannot be installed.
+//! and serves the v1.122.0 REST API and WebSocket state stream with the same
+//! JSON and state machine, for tests on machines where the real binary cannot
+//! be installed. `--emulate-version` makes it look like an older release.
 #![forbid(unsafe_code)]
 
 mod api;
+mod broadcast;
 mod cli;
 mod logging;
 mod probe;
 mod project;
 mod state;
 mod supervisor;
+mod version;
+mod ws;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -24,7 +28,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{Api, Listener};
+use crate::api::{Api, Listener, ProjectInfo};
 use crate::cli::Cli;
 use crate::supervisor::{Runner, Trigger};
 
@@ -65,6 +69,7 @@ fn main() {
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     let token = api_token(&cli)?;
     let project = project::load(&cli.config)?;
+    let info = project_info(&project);
     for (name, proc) in &project.processes {
         if let Some(probe) = &proc.readiness_probe
             && probe.exec.is_none()
@@ -80,15 +85,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 
     let (listener, listening_on) = bind(&cli).await?;
     let (trigger_tx, mut triggers) = mpsc::unbounded_channel();
-    let runner = Runner::start(project, cli.only(), trigger_tx)?;
+    let version = cli.emulate_version;
+    let runner = Runner::start(project, cli.only(), version, trigger_tx)?;
 
     eprintln!(
         "pc-emulator: listening on {listening_on} \
-         (an emulator of process-compose's REST API, not process-compose)"
+         (an emulator of process-compose {version}'s REST API, not process-compose)"
     );
     if logging::to_file() {
         info!(
-            "pc-emulator (an emulator of process-compose's REST API, not process-compose) \
+            "pc-emulator (an emulator of process-compose {version}'s REST API, not process-compose) \
              listening on {listening_on}"
         );
     }
@@ -97,6 +103,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     let api = Arc::new(Api {
         runner: runner.clone(),
         token,
+        version,
+        project: info,
+        streams: tokio_util::task::TaskTracker::new(),
     });
     let server = tokio::spawn(api::serve(listener, api, async {
         let _ = server_stopped.await;
@@ -139,6 +148,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
     }
 
+    // The state streams send their last frames (Terminating → Completed),
+    // then their connections drop.
+    runner.close_streams();
     let _ = stop_server.send(());
     let _ = server.await;
     info!("project stopped");
@@ -148,6 +160,37 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 fn force_kill(runner: &Runner) {
     warn!("second signal: killing every process group");
     runner.kill_all();
+}
+
+/// What `GET /project/state` reports about the project itself.
+fn project_info(project: &project::Project) -> ProjectInfo {
+    let project_name = project.name.clone().unwrap_or_else(|| {
+        std::env::current_dir()
+            .ok()
+            .and_then(|dir| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default()
+    });
+    let user_name = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|user| user.name)
+        })
+        .unwrap_or_default();
+    ProjectInfo {
+        file_names: project
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect(),
+        project_name,
+        user_name,
+        started: chrono::Local::now(),
+        started_at: std::time::Instant::now(),
+    }
 }
 
 /// `PC_API_TOKEN`, else the trimmed contents of `--token-file` / `PC_API_TOKEN_PATH`.

@@ -15,11 +15,16 @@ pub struct Project {
     pub environment: Vec<String>,
     /// Processes by name (sorted; process-compose's own order is random).
     pub processes: BTreeMap<String, ProcessConfig>,
+    /// The project files read, in order (`fileNames` of `GET /project/state`).
+    pub files: Vec<PathBuf>,
+    /// The top-level `name:` of the last file that has one.
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 struct ProjectFile {
+    name: Option<String>,
     environment: Vec<String>,
     processes: BTreeMap<String, ProcessConfig>,
 }
@@ -184,7 +189,11 @@ pub fn load(files: &[PathBuf]) -> anyhow::Result<Project> {
         let parsed = read_file(file)?;
         project.environment.extend(parsed.environment);
         project.processes.extend(parsed.processes);
+        if parsed.name.is_some() {
+            project.name = parsed.name;
+        }
     }
+    project.files = files;
     validate(&project)?;
     Ok(project)
 }

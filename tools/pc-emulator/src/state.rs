@@ -1,12 +1,16 @@
-//! A process's mutable state and its JSON form (`ProcessState` of
-//! process-compose v1.122.0, keys in the same order).
+//! A process's mutable state and its JSON forms: `ProcessState` of
+//! process-compose v1.122.0 (keys in the same order) for REST and snapshots,
+//! and the same struct with process-compose's stale fields for live
+//! WebSocket frames (`ProcessStateEvent`).
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::{DateTime, Local, Timelike};
 use serde::Serialize;
 
 use crate::project::ProcessConfig;
+use crate::version::Version;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Status {
@@ -54,6 +58,31 @@ pub struct State {
     pub start_time: Option<DateTime<Local>>,
     pub ready_time: Option<DateTime<Local>>,
     pub end_time: Option<DateTime<Local>>,
+    /// When the child last wrote a line of output (`last_activity_time`).
+    pub last_activity: Option<DateTime<Local>>,
+    /// What the last REST poll or snapshot computed (see [`Polled`]).
+    pub polled: Polled,
+}
+
+/// The fields process-compose refreshes only when the state is polled
+/// (`updateProcState`, run by `GET /processes`, `GET /process/{name}` and
+/// the stream's snapshot). Live frames carry these last computed values, so
+/// they are stale; `mem` and `cpu` are always 0 in the emulator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Polled {
+    pub is_running: bool,
+    pub age: i64,
+    pub system_time: String,
+}
+
+impl Default for Polled {
+    fn default() -> Self {
+        Self {
+            is_running: false,
+            age: 0,
+            system_time: "-".to_owned(),
+        }
+    }
 }
 
 impl State {
@@ -74,6 +103,8 @@ impl State {
             start_time: None,
             ready_time: None,
             end_time: None,
+            last_activity: None,
+            polled: Polled::default(),
         }
     }
 
@@ -87,32 +118,78 @@ impl State {
         }
     }
 
-    pub fn to_json(&self, name: &str, cfg: &ProcessConfig) -> ProcessStateJson {
+    /// The REST (and snapshot) form, with `is_running`, `age` and
+    /// `system_time` computed now; remembers them for later live frames.
+    pub fn poll_json(
+        &mut self,
+        name: &str,
+        cfg: &ProcessConfig,
+        version: Version,
+    ) -> ProcessStateJson {
         let age = self.age();
+        let json = self.json_with(
+            name,
+            cfg,
+            version,
+            Polled {
+                is_running: self.status.is_running(),
+                age: i64::try_from(age.as_nanos()).unwrap_or(i64::MAX),
+                system_time: if self.run_started.is_some() {
+                    human_duration(age)
+                } else {
+                    "-".to_owned()
+                },
+            },
+        );
+        self.polled = Polled {
+            is_running: json.is_running,
+            age: json.age,
+            system_time: json.system_time.clone(),
+        };
+        json
+    }
+
+    /// The form of a live WebSocket frame: the current status, health,
+    /// counters and times, but `is_running`, `age` and `system_time` as last
+    /// polled (process-compose publishes its stored struct without refreshing it).
+    pub fn live_json(&self, name: &str, cfg: &ProcessConfig, version: Version) -> ProcessStateJson {
+        self.json_with(name, cfg, version, self.polled.clone())
+    }
+
+    fn json_with(
+        &self,
+        name: &str,
+        cfg: &ProcessConfig,
+        version: Version,
+        polled: Polled,
+    ) -> ProcessStateJson {
+        let times = version.has_process_times();
+        let time = |t: &Option<DateTime<Local>>| t.as_ref().filter(|_| times).map(rfc3339_nano);
         ProcessStateJson {
             name: name.to_owned(),
             namespace: cfg.namespace().to_owned(),
             status: self.status,
-            system_time: if self.run_started.is_some() {
-                human_duration(age)
-            } else {
-                "-".to_owned()
-            },
-            age: i64::try_from(age.as_nanos()).unwrap_or(i64::MAX),
+            system_time: polled.system_time,
+            age: polled.age,
             is_ready: self.health,
             has_ready_probe: cfg.has_ready_probe(),
             restarts: self.restarts,
             exit_code: self.exit_code,
-            success_exit_codes: cfg.success_exit_codes.clone(),
+            success_exit_codes: if version.has_success_exit_codes() {
+                cfg.success_exit_codes.clone()
+            } else {
+                Vec::new()
+            },
             pid: self.pid,
             is_elevated: false,
             password_provided: false,
             mem: 0,
             cpu: 0,
-            is_running: self.status.is_running(),
-            process_start_time: self.start_time.as_ref().map(rfc3339_nano),
-            process_ready_time: self.ready_time.as_ref().map(rfc3339_nano),
-            process_end_time: self.end_time.as_ref().map(rfc3339_nano),
+            is_running: polled.is_running,
+            last_activity_time: time(&self.last_activity),
+            process_start_time: time(&self.start_time),
+            process_ready_time: time(&self.ready_time),
+            process_end_time: time(&self.end_time),
         }
     }
 }
@@ -139,11 +216,29 @@ pub struct ProcessStateJson {
     pub cpu: i64,
     pub is_running: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_activity_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub process_start_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process_ready_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process_end_time: Option<String>,
+}
+
+/// One WebSocket frame of `/process/states/ws` (process-compose's
+/// `ProcessStateEvent`, written by Go's `json.Encoder`: the object and `\n`).
+/// `snapshot` is `omitempty`, so live frames have no such key.
+pub fn encode_event(snapshot: bool, state: &ProcessStateJson) -> Bytes {
+    #[derive(Serialize)]
+    struct ProcessStateEvent<'a> {
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        snapshot: bool,
+        state: &'a ProcessStateJson,
+    }
+    let mut out = serde_json::to_vec(&ProcessStateEvent { snapshot, state })
+        .expect("a ProcessState always serializes");
+    out.push(b'\n');
+    Bytes::from(out)
 }
 
 /// Go's `time.RFC3339Nano`: trailing zeros of the fraction trimmed, `Z` for UTC.
@@ -261,10 +356,61 @@ mod tests {
             command: "true".into(),
             ..Default::default()
         };
-        let json = serde_json::to_string(&State::new(true).to_json("docs", &cfg)).unwrap();
+        let json =
+            serde_json::to_string(&State::new(true).poll_json("docs", &cfg, Version::DEFAULT))
+                .unwrap();
         assert_eq!(
             json,
             r#"{"name":"docs","namespace":"default","status":"Disabled","system_time":"-","age":0,"is_ready":"-","has_ready_probe":false,"restarts":0,"exit_code":0,"pid":0,"is_elevated":false,"password_provided":false,"mem":0,"cpu":0,"is_running":false}"#
         );
+    }
+
+    #[test]
+    fn live_frames_carry_the_last_polled_values() {
+        let cfg = ProcessConfig {
+            command: "true".into(),
+            ..Default::default()
+        };
+        let mut st = State::new(false);
+        st.status = Status::Running;
+        st.pid = 42;
+        st.run_started = Some(Instant::now() - Duration::from_secs(5));
+        st.start_time = Some(Local::now());
+        st.last_activity = st.start_time;
+
+        // Never polled: process-compose's fresh struct (not running, no age).
+        let live = st.live_json("web", &cfg, Version::DEFAULT);
+        assert_eq!(
+            (live.is_running, live.age, live.system_time.as_str()),
+            (false, 0, "-")
+        );
+
+        let rest = st.poll_json("web", &cfg, Version::DEFAULT);
+        assert!(rest.is_running && rest.age >= 5_000_000_000);
+        assert_eq!(rest.system_time, "5s");
+
+        st.status = Status::Terminating;
+        let live = st.live_json("web", &cfg, Version::DEFAULT);
+        assert_eq!(live.status, Status::Terminating);
+        assert_eq!(
+            (live.is_running, live.age, live.system_time.as_str()),
+            (true, rest.age, "5s"),
+            "stale, as last polled"
+        );
+
+        let json = serde_json::to_string(&live).unwrap();
+        let order = [
+            "\"is_running\"",
+            "\"last_activity_time\"",
+            "\"process_start_time\"",
+        ];
+        let at: Vec<usize> = order.iter().map(|k| json.find(k).unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{json}");
+
+        let event = encode_event(false, &live);
+        assert!(event.starts_with(b"{\"state\":{\"name\":\"web\""));
+        assert!(event.ends_with(b"}}\n"));
+        let event = encode_event(true, &live);
+        assert!(event.starts_with(b"{\"snapshot\":true,\"state\":{"));
     }
 }

@@ -4,6 +4,10 @@
 //! writer of the status; the API talks to it through [`Cmd`] messages and reads
 //! the state under the process's mutex. The readiness probe task only writes
 //! `is_ready`, and asks the supervisor to stop the child when it gives up.
+//!
+//! Every change that process-compose publishes on its state stream (a status,
+//! an `is_ready` change, the final exit) goes through [`Proc::publish`], which
+//! makes the change and queues the live frame under the broadcast hub's lock.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -20,8 +24,10 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 
+use crate::broadcast::{Hub, NameFilter, Subscription};
 use crate::project::{ProcessConfig, Project, RestartPolicy};
-use crate::state::{Health, ProcessStateJson, State, Status};
+use crate::state::{Health, Polled, ProcessStateJson, State, Status};
+use crate::version::Version;
 use crate::{info, probe, warn};
 
 /// How long a project shutdown waits for a process that ignores its shutdown
@@ -67,6 +73,8 @@ pub struct Proc {
     env: Vec<String>,
     state: Mutex<State>,
     tx: mpsc::UnboundedSender<Cmd>,
+    hub: Arc<Hub>,
+    version: Version,
 }
 
 impl Proc {
@@ -74,8 +82,24 @@ impl Proc {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The REST form (`GET /processes`, the stream's snapshot): refreshes the
+    /// polled fields, as process-compose's `getState` does.
     pub fn snapshot(&self) -> ProcessStateJson {
-        self.lock().to_json(&self.name, &self.cfg)
+        self.lock().poll_json(&self.name, &self.cfg, self.version)
+    }
+
+    /// Changes the state with `change` and, if it returns true, publishes the
+    /// resulting live frame to the state stream, all under the hub's lock
+    /// (then the state's: the one lock order), so that no subscriber's
+    /// snapshot can fall between the change and its frame.
+    pub fn publish(&self, change: impl FnOnce(&mut State) -> bool) {
+        let mut hub = self.hub.lock();
+        let mut st = self.lock();
+        if change(&mut st) && hub.has_subscribers() {
+            let frame = st.live_json(&self.name, &self.cfg, self.version);
+            drop(st);
+            hub.publish(&frame);
+        }
     }
 
     /// Sends a request to the supervisor and waits for its answer.
@@ -91,16 +115,21 @@ impl Proc {
     /// Called by the probe task. Ignored unless `run_id` is still the current
     /// run and the process is Running.
     pub fn set_health(&self, run_id: u64, health: Health) {
-        let mut st = self.lock();
-        if st.run_id != run_id || st.status != Status::Running || st.health == health {
-            return;
+        let mut changed = false;
+        self.publish(|st| {
+            if st.run_id != run_id || st.status != Status::Running || st.health == health {
+                return false;
+            }
+            st.health = health;
+            if health == Health::Ready && st.ready_time.is_none() {
+                st.ready_time = Some(Local::now());
+            }
+            changed = true;
+            true
+        });
+        if changed {
+            info!("[{}] readiness: {:?}", self.name, health);
         }
-        st.health = health;
-        if health == Health::Ready && st.ready_time.is_none() {
-            st.ready_time = Some(Local::now());
-        }
-        drop(st);
-        info!("[{}] readiness: {:?}", self.name, health);
     }
 
     /// A `bash -c` command with the process's environment, in its own process group.
@@ -126,6 +155,7 @@ impl Proc {
 pub struct Runner {
     procs: BTreeMap<String, Arc<Proc>>,
     ctx: Arc<Ctx>,
+    hub: Arc<Hub>,
 }
 
 impl Runner {
@@ -135,6 +165,7 @@ impl Runner {
     pub fn start(
         project: Project,
         only: &[String],
+        version: Version,
         triggers: mpsc::UnboundedSender<Trigger>,
     ) -> anyhow::Result<Arc<Runner>> {
         for name in only {
@@ -156,6 +187,7 @@ impl Runner {
             exit_code: Mutex::new(None),
             triggers,
         });
+        let hub = Hub::new();
         let mut procs = BTreeMap::new();
         for (name, cfg) in project.processes {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -168,6 +200,8 @@ impl Runner {
                 cfg,
                 env,
                 tx,
+                hub: hub.clone(),
+                version,
             });
             let supervisor = Supervisor {
                 proc: proc.clone(),
@@ -180,7 +214,21 @@ impl Runner {
             tokio::spawn(supervisor.run(start_now));
             procs.insert(name, proc);
         }
-        Ok(Arc::new(Runner { procs, ctx }))
+        Ok(Arc::new(Runner { procs, ctx, hub }))
+    }
+
+    /// A state-stream subscriber: one snapshot frame per (wanted) process,
+    /// taken and registered under the hub's lock, then live frames.
+    pub fn subscribe(&self, filter: NameFilter) -> Subscription {
+        let mut hub = self.hub.lock();
+        let snapshot = self.procs.values().map(|p| p.snapshot());
+        hub.subscribe(&self.hub, filter, snapshot)
+    }
+
+    /// Project shutdown, once every process is stopped: the state streams
+    /// send what they have queued, then drop their connections.
+    pub fn close_streams(&self) {
+        self.hub.close();
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Proc>> {
@@ -358,16 +406,27 @@ impl Supervisor {
         st.start_time = None;
         st.ready_time = None;
         st.end_time = None;
+        st.polled = Polled::default();
     }
 
-    /// Status Completed (end of an incarnation).
+    /// Status Completed (end of an incarnation), published with the final
+    /// exit code, `is_running: false` and `process_end_time`.
     fn complete(&mut self) {
-        let mut st = self.proc.lock();
-        st.status = Status::Completed;
-        st.end_time = Some(Local::now());
-        if st.run_ended.is_none() {
-            st.run_ended = Some(std::time::Instant::now());
-        }
+        self.end_with(Status::Completed);
+    }
+
+    /// process-compose's `onProcessEnd`: the terminal status, refreshed
+    /// `is_running`, and one frame.
+    fn end_with(&self, status: Status) {
+        self.proc.publish(|st| {
+            st.status = status;
+            st.end_time = Some(Local::now());
+            if st.run_ended.is_none() {
+                st.run_ended = Some(std::time::Instant::now());
+            }
+            st.polled.is_running = false;
+            true
+        });
     }
 
     /// `exit_on_failure` with a failure, or `exit_on_end`: shut the project down.
@@ -404,10 +463,10 @@ impl Supervisor {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn()?;
         if let Some(out) = child.stdout.take() {
-            forward_output(self.name().to_owned(), out);
+            forward_output(self.proc.clone(), out);
         }
         if let Some(err) = child.stderr.take() {
-            forward_output(self.name().to_owned(), err);
+            forward_output(self.proc.clone(), err);
         }
         Ok(child)
     }
@@ -418,11 +477,7 @@ impl Supervisor {
             Ok(child) => child,
             Err(err) => {
                 warn!("[{}] cannot start: {err}", self.name());
-                {
-                    let mut st = self.proc.lock();
-                    st.status = Status::Error;
-                    st.end_time = Some(Local::now());
-                }
+                self.end_with(Status::Error);
                 // process-compose answers start/restart before the exec happens.
                 for reply in self.on_running.drain(..) {
                     let _ = reply.send(Ok(()));
@@ -431,9 +486,15 @@ impl Supervisor {
             }
         };
         let pid = child.id().unwrap_or(0);
+        // process-compose publishes Running before the exec: the frame has
+        // the previous pid (0 in a new incarnation) and, in a new
+        // incarnation, no process_start_time yet.
+        self.proc.publish(|st| {
+            st.status = Status::Running;
+            true
+        });
         let run_id = {
             let mut st = self.proc.lock();
-            st.status = Status::Running;
             st.pid = pid;
             st.run_id += 1;
             st.run_started = Some(std::time::Instant::now());
@@ -564,11 +625,11 @@ impl Supervisor {
 
     /// Status Terminating, then the shutdown signal to the process group.
     fn begin_terminate(&self, pid: u32, kill_at: &mut Option<Instant>) {
-        {
-            let mut st = self.proc.lock();
+        self.proc.publish(|st| {
             st.status = Status::Terminating;
             st.health = Health::Unknown;
-        }
+            true
+        });
         let shutdown = &self.cfg().shutdown;
         let signal = Signal::try_from(shutdown.signal).unwrap_or(Signal::SIGTERM);
         info!("[{}] terminating: {signal} to group {pid}", self.name());
@@ -586,24 +647,28 @@ impl Supervisor {
             RestartPolicy::Always => true,
             RestartPolicy::OnFailure => !self.proc.cfg.is_success(code),
         };
-        {
-            let mut st = self.proc.lock();
-            if wants_restart
-                && (availability.max_restarts == 0 || st.restarts < availability.max_restarts)
-            {
+        let mut restarting = false;
+        self.proc.publish(|st| {
+            restarting = wants_restart
+                && (availability.max_restarts == 0 || st.restarts < availability.max_restarts);
+            if restarting {
                 st.status = Status::Restarting;
                 st.health = Health::Unknown;
-                // process-compose publishes Restarting with the old counter and
-                // increments it right after, before the backoff sleep.
-                st.restarts += 1;
-                info!(
-                    "[{}] restarting in {:?}, restarts: {}",
-                    self.proc.name,
-                    self.proc.cfg.backoff(),
-                    st.restarts
-                );
-                return Next::PolicyBackoff;
             }
+            restarting
+        });
+        if restarting {
+            // process-compose publishes Restarting with the old counter and
+            // increments it right after, before the backoff sleep.
+            let mut st = self.proc.lock();
+            st.restarts += 1;
+            info!(
+                "[{}] restarting in {:?}, restarts: {}",
+                self.proc.name,
+                self.proc.cfg.backoff(),
+                st.restarts
+            );
+            return Next::PolicyBackoff;
         }
         self.complete();
         self.exit_triggers(code);
@@ -683,9 +748,11 @@ pub fn signal_group(pid: u32, signal: Signal) {
     }
 }
 
-/// Prints a child's output like process-compose without a TUI: `[name\t] line`.
-fn forward_output(name: String, stream: impl AsyncRead + Unpin + Send + 'static) {
+/// Prints a child's output like process-compose without a TUI: `[name\t] line`,
+/// and records the time of the last line (`last_activity_time`).
+fn forward_output(proc: Arc<Proc>, stream: impl AsyncRead + Unpin + Send + 'static) {
     tokio::spawn(async move {
+        let name = &proc.name;
         let mut reader = BufReader::new(stream);
         let mut buf = Vec::new();
         loop {
@@ -693,6 +760,7 @@ fn forward_output(name: String, stream: impl AsyncRead + Unpin + Send + 'static)
             match reader.read_until(b'\n', &mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
+                    proc.lock().last_activity = Some(Local::now());
                     let line = String::from_utf8_lossy(&buf);
                     let line = line.trim_end_matches(['\n', '\r']);
                     let _ = writeln!(std::io::stdout().lock(), "[{name}\t] {line}");
@@ -710,9 +778,39 @@ mod tests {
     /// A project from the YAML of its `processes:` map.
     fn project(processes: &str) -> Project {
         Project {
-            environment: Vec::new(),
             processes: serde_yaml::from_str(processes).expect("valid yaml"),
+            ..Default::default()
         }
+    }
+
+    /// The next frame of a state stream, parsed.
+    async fn next_frame(sub: &mut Subscription) -> serde_json::Value {
+        let frame = tokio::time::timeout(Duration::from_secs(5), sub.frames.recv())
+            .await
+            .expect("a frame within 5 s")
+            .expect("the stream is open");
+        assert_eq!(frame.last(), Some(&b'\n'));
+        serde_json::from_slice(&frame).unwrap()
+    }
+
+    /// `(status, restarts, exit_code, pid, has process_start_time)` of a frame.
+    fn summary(frame: &serde_json::Value) -> (String, u64, i64, u64, bool) {
+        let st = &frame["state"];
+        (
+            st["status"].as_str().unwrap().to_owned(),
+            st["restarts"].as_u64().unwrap(),
+            st["exit_code"].as_i64().unwrap(),
+            st["pid"].as_u64().unwrap(),
+            st.get("process_start_time").is_some(),
+        )
+    }
+
+    fn live(frame: &serde_json::Value) -> &serde_json::Value {
+        assert!(
+            frame.get("snapshot").is_none(),
+            "live frames have no snapshot key: {frame}"
+        );
+        &frame["state"]
     }
 
     async fn wait_for(proc: &Proc, what: &str, pred: impl Fn(&State) -> bool) -> State {
@@ -742,6 +840,7 @@ crasher:
 "#,
             ),
             &[],
+            Version::DEFAULT,
             tx,
         )
         .unwrap();
@@ -779,6 +878,7 @@ off:
 "#,
             ),
             &[],
+            Version::DEFAULT,
             tx,
         )
         .unwrap();
@@ -846,6 +946,7 @@ job:
 "#,
             ),
             &[],
+            Version::DEFAULT,
             tx,
         )
         .unwrap();
@@ -857,5 +958,194 @@ job:
         }
         assert_eq!(runner.exit_code(), Some(7));
         assert_eq!(runner.get("job").unwrap().lock().status, Status::Completed);
+    }
+
+    #[tokio::test]
+    async fn crash_loop_frames_carry_the_old_restarts_and_a_stale_pid() {
+        let (tx, _triggers) = mpsc::unbounded_channel();
+        let runner = Runner::start(
+            project(
+                r#"
+crasher:
+  command: "sleep 0.2; exit 3"
+  availability: { restart: on_failure, max_restarts: 2 }
+keeper:
+  command: "sleep 100"
+"#,
+            ),
+            &[],
+            Version::DEFAULT,
+            tx,
+        )
+        .unwrap();
+        let crasher = runner.get("crasher").unwrap();
+        wait_for(crasher, "Running", |s| {
+            s.status == Status::Running && s.pid != 0
+        })
+        .await;
+        let first_pid = u64::from(crasher.lock().pid);
+        let mut sub = runner.subscribe(crate::broadcast::parse_name_filter(Some("crasher")));
+        let snap = next_frame(&mut sub).await;
+        assert_eq!(snap["snapshot"], true);
+        assert_eq!(summary(&snap), ("Running".into(), 0, 0, first_pid, true));
+        assert_eq!(snap["state"]["is_running"], true, "the snapshot is fresh");
+
+        let f = next_frame(&mut sub).await;
+        assert_eq!(summary(&f), ("Restarting".into(), 0, 3, first_pid, true));
+        assert_eq!(live(&f)["is_ready"], "-");
+        let f = next_frame(&mut sub).await;
+        assert_eq!(
+            summary(&f),
+            ("Running".into(), 1, 3, first_pid, true),
+            "stale pid"
+        );
+        let second_pid = u64::from(crasher.lock().pid);
+        assert_ne!(second_pid, first_pid);
+        let f = next_frame(&mut sub).await;
+        assert_eq!(summary(&f), ("Restarting".into(), 1, 3, second_pid, true));
+        assert_eq!(
+            crasher.snapshot().restarts,
+            2,
+            "REST already has the new count"
+        );
+        let f = next_frame(&mut sub).await;
+        assert_eq!(summary(&f), ("Running".into(), 2, 3, second_pid, true));
+        let f = next_frame(&mut sub).await;
+        let third_pid = u64::from(crasher.lock().pid);
+        assert_eq!(summary(&f), ("Completed".into(), 2, 3, third_pid, true));
+        let st = live(&f);
+        assert_eq!(st["is_running"], false);
+        assert!(st.get("process_end_time").is_some());
+        assert!(sub.frames.try_recv().is_err(), "nothing else");
+        runner.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn stop_restart_and_readiness_frames() {
+        let dir = std::env::temp_dir().join(format!("pc-emulator-ready-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let (tx, _triggers) = mpsc::unbounded_channel();
+        let runner = Runner::start(
+            project(&format!(
+                r#"
+svc:
+  command: "sleep 100"
+probed:
+  command: "sleep 100"
+  readiness_probe:
+    exec: {{ command: "test -e {flag}" }}
+    period_seconds: 1
+    failure_threshold: 100
+"#,
+                flag = dir.display()
+            )),
+            &[],
+            Version::DEFAULT,
+            tx,
+        )
+        .unwrap();
+        let svc = runner.get("svc").unwrap();
+        wait_for(svc, "Running", |s| s.status == Status::Running).await;
+        let mut sub = runner.subscribe(crate::broadcast::parse_name_filter(Some("svc")));
+        assert_eq!(next_frame(&mut sub).await["snapshot"], true);
+
+        // Stop: Terminating, then Completed with -1.
+        assert_eq!(svc.request(Cmd::Stop).await, Ok(()));
+        let pid = u64::from(svc.lock().pid);
+        let f = next_frame(&mut sub).await;
+        assert_eq!(summary(&f), ("Terminating".into(), 0, 0, pid, true));
+        let f = next_frame(&mut sub).await;
+        assert_eq!(summary(&f), ("Completed".into(), 0, -1, pid, true));
+
+        // Start: a new incarnation's Running frame has pid 0 and no start time.
+        assert_eq!(svc.request(Cmd::Start).await, Ok(()));
+        let f = next_frame(&mut sub).await;
+        assert_eq!(summary(&f), ("Running".into(), 0, 0, 0, false));
+        assert!(live(&f).get("process_end_time").is_none());
+
+        // Manual restart: Terminating → Completed → Running (pid 0, no start time).
+        let pid = u64::from(svc.lock().pid);
+        assert_eq!(svc.request(Cmd::Restart).await, Ok(()));
+        let seq: Vec<_> = [
+            next_frame(&mut sub).await,
+            next_frame(&mut sub).await,
+            next_frame(&mut sub).await,
+        ]
+        .iter()
+        .map(summary)
+        .collect();
+        assert_eq!(
+            seq,
+            [
+                ("Terminating".into(), 0, 0, pid, true),
+                ("Completed".into(), 0, -1, pid, true),
+                ("Running".into(), 0, 0, 0, false),
+            ]
+        );
+        assert!(sub.frames.try_recv().is_err());
+
+        // Readiness: "Not Ready" once, then "Ready" once the flag file exists.
+        let probed = runner.get("probed").unwrap();
+        wait_for(probed, "Not Ready", |s| s.health == Health::NotReady).await;
+        let mut sub = runner.subscribe(crate::broadcast::parse_name_filter(Some("probed")));
+        assert_eq!(next_frame(&mut sub).await["state"]["is_ready"], "Not Ready");
+        std::fs::write(&dir, b"").unwrap();
+        let f = next_frame(&mut sub).await;
+        let st = live(&f);
+        assert_eq!(
+            (st["status"].as_str(), st["is_ready"].as_str()),
+            (Some("Running"), Some("Ready"))
+        );
+        assert!(st.get("process_ready_time").is_some());
+        let _ = std::fs::remove_file(&dir);
+
+        // Project shutdown: Terminating → Completed, then the stream ends.
+        runner.shutdown().await;
+        runner.close_streams();
+        let a = next_frame(&mut sub).await;
+        let b = next_frame(&mut sub).await;
+        assert_eq!(live(&a)["status"], "Terminating");
+        assert_eq!(live(&a)["is_ready"], "-");
+        assert_eq!(
+            (live(&b)["status"].as_str(), live(&b)["exit_code"].as_i64()),
+            (Some("Completed"), Some(-1))
+        );
+        assert!(
+            sub.frames.recv().await.is_none(),
+            "closed after the last frame"
+        );
+    }
+
+    #[tokio::test]
+    async fn old_versions_omit_newer_keys() {
+        let (tx, _triggers) = mpsc::unbounded_channel();
+        let yaml = r#"
+svc:
+  command: "echo hi; sleep 100"
+  success_exit_codes: [0, 3]
+"#;
+        for (version, times, codes) in [
+            (Version::new(1, 103, 0), false, false),
+            (Version::new(1, 110, 0), true, false),
+            (Version::DEFAULT, true, true),
+        ] {
+            let runner = Runner::start(project(yaml), &[], version, tx.clone()).unwrap();
+            let svc = runner.get("svc").unwrap();
+            wait_for(svc, "output", |s| s.last_activity.is_some()).await;
+            let json = serde_json::to_value(svc.snapshot()).unwrap();
+            for key in [
+                "last_activity_time",
+                "process_start_time",
+                "process_ready_time",
+            ] {
+                assert_eq!(json.get(key).is_some(), times, "{version} {key}: {json}");
+            }
+            assert_eq!(
+                json.get("success_exit_codes").is_some(),
+                codes,
+                "{version}: {json}"
+            );
+            runner.shutdown().await;
+        }
     }
 }

@@ -1,0 +1,203 @@
+//! Stream mode: process-compose's WebSocket state stream, every step as it happens.
+
+use std::time::Duration;
+
+use pc_eventd::config::SourceMode;
+use pc_eventd::event::EventType::*;
+use pc_eventd::event::Reason;
+
+use crate::support::compose::{Options, ProcessCompose};
+use crate::support::daemon::{Daemon, config};
+use crate::support::events::EventLog;
+use crate::support::eventually;
+use crate::support::nats::NatsServer;
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// nats-server, process-compose running `project`, and a daemon in `mode`.
+async fn start(project: &str, mode: SourceMode) -> (NatsServer, ProcessCompose, Daemon, EventLog) {
+    let nats = NatsServer::start();
+    let pc = ProcessCompose::start(project).await;
+    let mut config = config(&pc.url(), &nats.url());
+    config.process_compose.mode = mode;
+    let daemon = Daemon::spawn(config);
+    let log = EventLog::open(&nats.url()).await;
+    (nats, pc, daemon, log)
+}
+
+fn mode_is(daemon: &Daemon, mode: &str) -> bool {
+    let label = pc_eventd::status::ModeLabel { mode: mode.into() };
+    daemon
+        .status
+        .metrics
+        .source_mode
+        .get_or_create(&label)
+        .get()
+        == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_kills_the_process_is_stopped_not_crashed() {
+    // `sleep` dies from the stop signal (exit -1): only the Terminating step, which the stream
+    // shows and a poller misses, tells this stop from a crash.
+    let (_nats, pc, daemon, mut log) = start(
+        "processes:\n  web:\n    command: \"sleep 1000\"\n",
+        SourceMode::Stream,
+    )
+    .await;
+    log.wait_for("web", Started).await;
+    pc.stop_process("web").await;
+    let stopped = log.wait_for("web", Stopped).await;
+    assert_eq!(stopped.exit_code, Some(-1));
+    assert_eq!(stopped.reason, Some(Reason::StopRequested));
+    assert!(!stopped.synthetic, "seen live");
+    log.settle(Duration::from_millis(500)).await;
+    assert!(log.of("web", Crashed).is_empty(), "{}", log.dump());
+    assert!(mode_is(&daemon, "stream"));
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_is_every_crash_and_every_restart() {
+    let (_nats, _pc, daemon, mut log) = start(
+        r#"
+processes:
+  flaky:
+    command: "sleep 0.2; exit 4"
+    availability:
+      restart: on_failure
+      max_restarts: 3
+      backoff_seconds: 1
+"#,
+        SourceMode::Stream,
+    )
+    .await;
+    log.wait_until("the final crash", LONG, |r| {
+        r.iter()
+            .any(|r| r.event.event_type == Crashed && r.event.state.status == "Completed")
+    })
+    .await;
+    log.settle(Duration::from_millis(500)).await;
+    let crashed = log.of("flaky", Crashed);
+    assert_eq!(
+        crashed.len(),
+        4,
+        "max_restarts 3: 4 runs, 4 crashes\n{}",
+        log.dump()
+    );
+    assert!(crashed.iter().all(|e| e.exit_code == Some(4)));
+    let restarted = log.of("flaky", Restarted);
+    assert_eq!(restarted.len(), 3, "{}", log.dump());
+    let counts: Vec<_> = restarted.iter().map(|e| e.restarts).collect();
+    assert_eq!(counts, [Some(1), Some(2), Some(3)]);
+    assert!(restarted.iter().all(|e| e.restarts_delta == Some(1)));
+    let ids: std::collections::HashSet<_> = log.received.iter().map(|r| &r.event.id).collect();
+    assert_eq!(ids.len(), log.received.len(), "every event has its own id");
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_restart_is_stopped_started_and_restarted() {
+    let (_nats, pc, daemon, mut log) = start(
+        "processes:\n  api:\n    command: \"sleep 1000\"\n",
+        SourceMode::Stream,
+    )
+    .await;
+    let first = log.wait_for("api", Started).await;
+    pc.restart_process("api").await;
+    log.wait_for("api", Restarted).await;
+    log.wait_until("the second start", LONG, |r| {
+        r.iter()
+            .filter(|r| r.event.process == "api" && r.event.event_type == Started)
+            .count()
+            == 2
+    })
+    .await;
+    let stopped = log.wait_for("api", Stopped).await;
+    assert_eq!(stopped.reason, Some(Reason::StopRequested));
+    let restarted = log.of("api", Restarted).remove(0);
+    assert_eq!(restarted.reason, Some(Reason::ManualRestart));
+    let second = log.of("api", Started).pop().unwrap();
+    assert_ne!(
+        second.state.pid, first.state.pid,
+        "the new incarnation's pid was fetched"
+    );
+    assert!(second.state.pid > 0);
+    assert!(log.of("api", Crashed).is_empty(), "{}", log.dump());
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_streams_from_new_servers_and_polls_old_ones() {
+    let project = "processes:\n  web:\n    command: \"sleep 1000\"\n  job:\n    command: \"sleep 0.5; exit 3\"\n";
+    let (_nats, _pc, daemon, mut log) = start(project, SourceMode::Auto).await;
+    log.wait_for("job", Crashed).await;
+    assert!(mode_is(&daemon, "stream"));
+    daemon.stop().await.unwrap();
+
+    let nats = NatsServer::start();
+    let old = ProcessCompose::start_with(
+        project,
+        Options {
+            version: Some("v1.103.0".into()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let daemon = Daemon::spawn(config(&old.url(), &nats.url()));
+    let mut log = EventLog::open(&nats.url()).await;
+    log.wait_for("web", Started).await;
+    log.wait_for("job", Crashed).await;
+    assert!(mode_is(&daemon, "poll"));
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_process_compose_is_caught_up_from_its_snapshot() {
+    let project = "processes:\n  web:\n    command: \"sleep 1000\"\n";
+    let (_nats, mut pc, daemon, mut log) = start(project, SourceMode::Stream).await;
+    let first = log.wait_for("web", Started).await;
+    // the socket drops with the server; the new server runs a new incarnation
+    pc.restart().await;
+    log.wait_until("web started again", LONG, |r| {
+        r.iter()
+            .filter(|r| r.event.process == "web" && r.event.event_type == Started)
+            .count()
+            == 2
+    })
+    .await;
+    let again = log.of("web", Started).pop().unwrap();
+    assert_ne!(again.id, first.id);
+    let stopped = log.of("web", Stopped);
+    assert_eq!(
+        stopped.len(),
+        1,
+        "the shutdown was seen live: {}",
+        log.dump()
+    );
+    assert!(mode_is(&daemon, "stream"));
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_hundred_processes_are_all_tracked_without_a_disconnect_loop() {
+    let mut project = String::from("processes:\n");
+    for i in 0..600 {
+        project.push_str(&format!("  p{i:03}:\n    command: \"sleep 1000\"\n"));
+    }
+    let (_nats, _pc, daemon, mut log) = start(&project, SourceMode::Stream).await;
+    log.wait_until("600 started", Duration::from_secs(60), |r| {
+        r.iter().filter(|r| r.event.event_type == Started).count() == 600
+    })
+    .await;
+    let status = daemon.status.clone();
+    assert!(eventually(LONG, || mode_is(&daemon, "stream")).await);
+    log.settle(Duration::from_secs(1)).await;
+    assert_eq!(
+        status.metrics.poll_errors_total(),
+        0,
+        "no subscription was dropped"
+    );
+    assert_eq!(status.metrics.processes.get(), 600);
+    daemon.stop().await.unwrap();
+}
