@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{debug, error, info, warn};
 
 use std::collections::BTreeSet;
 
@@ -44,6 +44,10 @@ pub enum DaemonError {
         source: std::io::Error,
     },
 }
+
+/// Publishes in flight at once: enough to keep a burst (a reconnect's catch-up, a project
+/// start) far from the round-trip bound, few enough to bound what a failure re-sends.
+const PUBLISH_WINDOW: usize = 256;
 
 /// Most names in one state-stream subscription: below the server's 256-frame buffer, which
 /// the connect snapshot must fit in.
@@ -548,49 +552,48 @@ impl Daemon {
     ) -> bool {
         let metrics = &self.status.metrics;
         let mut give_up_at: Option<tokio::time::Instant> = None;
-        for (done, event) in events.iter().enumerate() {
-            let span = info_span!("publish", subject = %event.subject, id = %event.id);
-            let mut attempt = 0;
-            loop {
-                self.status.expect_within(self.config.nats.ack_timeout);
-                match publisher.publish(event).instrument(span.clone()).await {
-                    Ok(published) => {
-                        self.status.set_publish(Ok(()));
-                        if published.duplicate {
-                            metrics.events_deduplicated.inc();
-                            debug!(parent: &span, seq = published.stream_sequence, "already in the stream");
-                        } else {
-                            metrics.published(event.event_type);
-                            debug!(parent: &span, seq = published.stream_sequence, summary = %event.summary(), "published");
-                        }
-                        break;
-                    }
-                    Err(err) => {
-                        metrics.publish_errors.inc();
-                        self.status.set_publish(Err(err.to_string()));
-                        attempt += 1;
-                        let wait = backoff(attempt, NATS_RETRY_MIN, NATS_RETRY_MAX);
-                        warn!(parent: &span, error = %err, retry_in = ?wait, "publish failed, will retry with the same id");
-                        if shutdown.is_cancelled() && give_up_at.is_none() {
-                            give_up_at = Some(
-                                tokio::time::Instant::now() + self.config.daemon.shutdown_timeout,
-                            );
-                        }
-                        if give_up_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
-                            let dropped = events.len() - done;
-                            metrics.events_dropped.inc_by(dropped as u64);
-                            error!(dropped, "shutting down with events NATS never acknowledged");
-                            return false;
-                        }
-                        self.status.expect_within(wait);
-                        tokio::select! {
-                            () = shutdown.cancelled(), if give_up_at.is_none() => {}
-                            () = self.watchdog.sleep(wait) => {}
-                        }
-                    }
+        let mut done = 0;
+        let mut attempt = 0;
+        while done < events.len() {
+            let pending = &events[done..];
+            // Bounded by the window: every ack still outstanding times out by then.
+            self.status.expect_within(self.config.nats.ack_timeout * 2);
+            let batch = publisher.publish_batch(pending, PUBLISH_WINDOW).await;
+            for (event, published) in pending.iter().zip(&batch.acknowledged) {
+                if published.duplicate {
+                    metrics.events_deduplicated.inc();
+                    debug!(subject = %event.subject, id = %event.id, seq = published.stream_sequence, "already in the stream");
+                } else {
+                    metrics.published(event.event_type);
+                    debug!(subject = %event.subject, id = %event.id, seq = published.stream_sequence, summary = %event.summary(), "published");
                 }
             }
+            done += batch.acknowledged.len();
             self.watchdog.pet();
+            let Some(err) = batch.error else {
+                self.status.set_publish(Ok(()));
+                break;
+            };
+            metrics.publish_errors.inc();
+            self.status.set_publish(Err(err.to_string()));
+            attempt += 1;
+            let wait = backoff(attempt, NATS_RETRY_MIN, NATS_RETRY_MAX);
+            warn!(error = %err, unacknowledged = events.len() - done, retry_in = ?wait, "publish failed, will retry with the same ids");
+            if shutdown.is_cancelled() && give_up_at.is_none() {
+                give_up_at =
+                    Some(tokio::time::Instant::now() + self.config.daemon.shutdown_timeout);
+            }
+            if give_up_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                let dropped = events.len() - done;
+                metrics.events_dropped.inc_by(dropped as u64);
+                error!(dropped, "shutting down with events NATS never acknowledged");
+                return false;
+            }
+            self.status.expect_within(wait);
+            tokio::select! {
+                () = shutdown.cancelled(), if give_up_at.is_none() => {}
+                () = self.watchdog.sleep(wait) => {}
+            }
         }
         true
     }

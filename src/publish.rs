@@ -180,27 +180,96 @@ impl Publisher {
         }
     }
 
-    /// Publishes one event with its id as `Nats-Msg-Id` and waits for JetStream's ack.
-    pub async fn publish(&self, event: &LifecycleEvent) -> Result<Published, PublishError> {
+    /// Publishes `events` in order with up to `window` acks outstanding. Stops at the first
+    /// failure: [`Batch::acknowledged`] is the prefix JetStream acknowledged, in order. Events
+    /// after it may have been stored too; re-publishing them is safe, since their ids repeat.
+    pub async fn publish_batch(&self, events: &[LifecycleEvent], window: usize) -> Batch {
+        let mut in_flight = std::collections::VecDeque::with_capacity(window);
+        let mut batch = Batch {
+            acknowledged: Vec::with_capacity(events.len()),
+            error: None,
+        };
+        for event in events {
+            if in_flight.len() >= window.max(1) {
+                let (event, ack) = in_flight.pop_front().expect("the window is full");
+                if !batch.record(await_ack(event, ack).await) {
+                    break;
+                }
+            }
+            match self.send(event).await {
+                Ok(ack) => in_flight.push_back((event, ack)),
+                Err(err) => {
+                    batch.error.get_or_insert(err);
+                    break;
+                }
+            }
+        }
+        // Await what is out even after a failure: an ack future left unawaited holds its
+        // in-flight permit until it times out.
+        for (event, ack) in in_flight {
+            let result = await_ack(event, ack).await;
+            if batch.error.is_none() {
+                batch.record(result);
+            }
+        }
+        batch
+    }
+
+    /// Queues one publish; the returned future resolves with JetStream's ack.
+    async fn send(
+        &self,
+        event: &LifecycleEvent,
+    ) -> Result<jetstream::context::PublishAckFuture, PublishError> {
         let payload = serde_json::to_vec(event)?;
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", event.id.as_str());
-        let publish_error = |source| PublishError::Publish {
-            subject: event.subject.clone(),
-            source,
-        };
-        let ack = self
-            .jetstream
+        self.jetstream
             .publish_with_headers(event.subject.clone(), headers, payload.into())
             .await
-            .map_err(publish_error)?
-            .await
-            .map_err(publish_error)?;
-        Ok(Published {
-            stream_sequence: ack.sequence,
-            duplicate: ack.duplicate,
-        })
+            .map_err(|source| PublishError::Publish {
+                subject: event.subject.clone(),
+                source,
+            })
     }
+}
+
+/// What [`Publisher::publish_batch`] achieved.
+#[derive(Debug)]
+pub struct Batch {
+    /// Acks for the leading events, in order.
+    pub acknowledged: Vec<Published>,
+    /// What stopped the batch, if anything did.
+    pub error: Option<PublishError>,
+}
+
+impl Batch {
+    /// Adds one result; false once an error has stopped the batch.
+    fn record(&mut self, result: Result<Published, PublishError>) -> bool {
+        match result {
+            Ok(published) => {
+                self.acknowledged.push(published);
+                true
+            }
+            Err(err) => {
+                self.error = Some(err);
+                false
+            }
+        }
+    }
+}
+
+async fn await_ack(
+    event: &LifecycleEvent,
+    ack: jetstream::context::PublishAckFuture,
+) -> Result<Published, PublishError> {
+    let ack = ack.await.map_err(|source| PublishError::Publish {
+        subject: event.subject.clone(),
+        source,
+    })?;
+    Ok(Published {
+        stream_sequence: ack.sequence,
+        duplicate: ack.duplicate,
+    })
 }
 
 fn is_not_found(err: &jetstream::context::GetStreamError) -> bool {

@@ -100,3 +100,57 @@ async fn the_binary_logs_what_went_wrong() {
     assert!(line.contains("malformed"), "{line}");
     assert_eq!(daemon.terminate().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_delays_events_without_losing_reordering_or_repeating_them() {
+    let mut nats = NatsServer::start();
+    let pc = crate::support::compose::ProcessCompose::start(
+        r#"
+processes:
+  flaky:
+    command: "sleep 0.3; exit 5"
+    availability:
+      restart: on_failure
+      max_restarts: 6
+      backoff_seconds: 1
+"#,
+    )
+    .await;
+    let daemon = Daemon::spawn(config(&pc.url(), &nats.url()));
+    let mut log = EventLog::open(&nats.url()).await;
+    log.wait_for("flaky", Crashed).await;
+    nats.stop();
+    // the crash loop goes on while NATS is away
+    let stats = daemon.status.clone();
+    assert!(
+        crate::support::eventually(Duration::from_secs(20), || stats
+            .metrics
+            .publish_errors
+            .get()
+            >= 2)
+        .await
+    );
+    nats.restart();
+    let mut log = EventLog::open(&nats.url()).await;
+    log.wait_until("the final crash", Duration::from_secs(30), |r| {
+        r.iter()
+            .any(|r| r.event.event_type == Crashed && r.event.state.status == "Completed")
+    })
+    .await;
+    log.settle(Duration::from_millis(500)).await;
+    assert_eq!(
+        log.of("flaky", Crashed).len(),
+        7,
+        "7 runs, 7 crashes:\n{}",
+        log.dump()
+    );
+    assert_eq!(log.of("flaky", Restarted).len(), 6, "{}", log.dump());
+    let ids: std::collections::HashSet<_> = log.received.iter().map(|r| &r.event.id).collect();
+    assert_eq!(ids.len(), log.received.len(), "no event stored twice");
+    let seqs: Vec<u64> = log.received.iter().map(|r| r.event.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "stream order is event order: {seqs:?}"
+    );
+    daemon.stop().await.unwrap();
+}
