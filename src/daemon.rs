@@ -45,6 +45,9 @@ pub enum DaemonError {
     },
 }
 
+/// Shortest interval between two `STATUS=` updates driven by observations.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
 /// Publishes in flight at once: enough to keep a burst (a reconnect's catch-up, a project
 /// start) far from the round-trip bound, few enough to bound what a failure re-sends.
 const PUBLISH_WINDOW: usize = 256;
@@ -114,6 +117,8 @@ pub struct Daemon {
     log: Option<LogHandle>,
     /// `READY=1` went out (after the first observation was published).
     ready_sent: std::sync::atomic::AtomicBool,
+    /// When `STATUS=` last went out after an observation.
+    last_status: std::sync::Mutex<Option<Instant>>,
 }
 
 /// The running health endpoint.
@@ -131,6 +136,7 @@ impl Daemon {
             watchdog: Watchdog::from_env(),
             log: None,
             ready_sent: std::sync::atomic::AtomicBool::new(false),
+            last_status: std::sync::Mutex::new(None),
         }
     }
 
@@ -367,17 +373,22 @@ impl Daemon {
         true
     }
 
-    /// Reports a new observation to systemd: `READY=1` the first time, `STATUS=` after.
+    /// Reports a new observation to systemd: `READY=1` the first time, then `STATUS=` at most
+    /// once a second (a stream can bring hundreds of frames at once).
     fn observed(&self, snapshot: &Snapshot) {
         self.status
             .set_processes(snapshot.len(), snapshot.unhealthy());
-        if self
+        if !self
             .ready_sent
             .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
-            notify::status(&self.status.summary());
-        } else {
             notify::ready(&self.status.summary());
+            return;
+        }
+        let mut last = self.last_status.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|at| at.elapsed() >= STATUS_EVERY) {
+            notify::status(&self.status.summary());
+            *last = Some(Instant::now());
         }
     }
 

@@ -53,6 +53,42 @@ async fn metric(port: u16, name: &str, labels: &[(&str, &str)]) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Runs the binary with `file` and its health endpoint on `health`, under a fake systemd
+/// notification socket, until it reports READY=1.
+async fn run_until_ready(file: &std::path::Path, health: u16) -> (Binary, NotifySocket) {
+    let mut notify = NotifySocket::bind();
+    let socket = notify.path().display().to_string();
+    let daemon = Binary::spawn_with_env(
+        &["run", "--config", file.to_str().unwrap()],
+        &[
+            ("NOTIFY_SOCKET", &socket),
+            ("PC_EVENTD_HEALTH__LISTEN", &format!("127.0.0.1:{health}")),
+        ],
+    );
+    notify.next_containing("READY=1", LONG).await;
+    (daemon, notify)
+}
+
+/// Sends SIGHUP and waits for RELOADING=1 then READY=1; returns the READY datagram.
+async fn reload(daemon: &Binary, notify: &mut NotifySocket) -> String {
+    daemon.signal("HUP");
+    notify.next_containing("RELOADING=1", LONG).await;
+    notify.next_containing("READY=1", LONG).await
+}
+
+/// Whether `pc_eventd_polls_total` grows by `polls` within `window`.
+async fn polls_within(health: u16, polls: u32, window: Duration) -> bool {
+    let before = metric(health, "pc_eventd_polls_total", &[]).await;
+    let deadline = Instant::now() + window;
+    while Instant::now() < deadline {
+        if metric(health, "pc_eventd_polls_total", &[]).await >= before + f64::from(polls) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 fn run_args<'a>(pc_port: &'a str, nats_url: &'a str) -> Vec<&'a str> {
     vec![
         "run",
@@ -228,41 +264,23 @@ async fn sighup_applies_a_new_poll_interval_and_keeps_the_old_config_on_a_broken
         .unwrap();
     };
     write_config("5s");
-    let mut notify = NotifySocket::bind();
-    let socket = notify.path().display().to_string();
-    let mut daemon = Binary::spawn_with_env(
-        &["run", "--config", file.to_str().unwrap()],
-        &[
-            ("NOTIFY_SOCKET", &socket),
-            ("PC_EVENTD_HEALTH__LISTEN", &format!("127.0.0.1:{health}")),
-        ],
-    );
-    notify.next_containing("READY=1", LONG).await;
+    let (mut daemon, mut notify) = run_until_ready(&file, health).await;
     let mut log = EventLog::open(&nats.url()).await;
     log.wait_for("web", Started).await;
 
     write_config("100ms");
-    daemon.signal("HUP");
-    notify.next_containing("RELOADING=1", LONG).await;
-    notify.next_containing("READY=1", LONG).await;
-    let before = metric(health, "pc_eventd_polls_total", &[]).await;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while metric(health, "pc_eventd_polls_total", &[]).await < before + 10.0 {
-        assert!(
-            Instant::now() < deadline,
-            "10 polls in 3 s: the 100ms interval took effect"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    reload(&daemon, &mut notify).await;
+    assert!(
+        polls_within(health, 10, Duration::from_secs(3)).await,
+        "10 polls in 3 s: the 100ms interval took effect"
+    );
     assert_eq!(
         metric(health, "pc_eventd_reloads_total", &[("result", "ok")]).await,
         1.0
     );
 
     std::fs::write(&file, "[nats]\nurll = \"nats://nowhere:4222\"\n").unwrap();
-    daemon.signal("HUP");
-    notify.next_containing("RELOADING=1", LONG).await;
-    let ready = notify.next_containing("READY=1", LONG).await;
+    let ready = reload(&daemon, &mut notify).await;
     assert!(
         ready.contains("reload failed, old config kept: nats.urll"),
         "{ready}"
@@ -280,12 +298,10 @@ async fn sighup_applies_a_new_poll_interval_and_keeps_the_old_config_on_a_broken
     // the old configuration is still running: events flow, polls stay fast
     pc.stop_process("web").await;
     log.wait_for("web", Stopped).await;
-    let before = metric(health, "pc_eventd_polls_total", &[]).await;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while metric(health, "pc_eventd_polls_total", &[]).await < before + 10.0 {
-        assert!(Instant::now() < deadline, "still polling every 100ms");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        polls_within(health, 10, Duration::from_secs(3)).await,
+        "still polling every 100ms"
+    );
     assert_eq!(daemon.terminate().await, Some(0));
 }
 
@@ -345,25 +361,14 @@ async fn a_reload_with_new_nats_settings_moves_to_the_new_server() {
         std::fs::write(&file, text).unwrap();
     };
     write_config(&first.url());
-    let mut notify = NotifySocket::bind();
-    let socket = notify.path().display().to_string();
-    let mut daemon = Binary::spawn_with_env(
-        &["run", "--config", file.to_str().unwrap()],
-        &[
-            ("NOTIFY_SOCKET", &socket),
-            ("PC_EVENTD_HEALTH__LISTEN", &format!("127.0.0.1:{health}")),
-        ],
-    );
-    notify.next_containing("READY=1", LONG).await;
+    let (mut daemon, mut notify) = run_until_ready(&file, health).await;
     EventLog::open(&first.url())
         .await
         .wait_for("web", Started)
         .await;
 
     write_config(&second.url());
-    daemon.signal("HUP");
-    notify.next_containing("RELOADING=1", LONG).await;
-    notify.next_containing("READY=1", LONG).await;
+    reload(&daemon, &mut notify).await;
     pc.stop_process("web").await;
     let mut log = EventLog::open(&second.url()).await;
     log.wait_for("web", Stopped).await;
