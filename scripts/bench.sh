@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The benchmarks (benches/pipeline.rs) on this machine: installs the pinned peers if missing
+# (see install-peers.sh), runs `cargo bench --bench pipeline` (a release build), and rewrites the
+# results section of docs/benchmarks.md with the tables, the date, the machine and the versions.
+#
+#   scripts/bench.sh                      everything (about 4 minutes plus the build), doc rewritten
+#   scripts/bench.sh latency crashloop    only these sections (latency, crashloop, throughput,
+#                                         resources); printed, the doc is left alone
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "bench: cargo is needed (https://rustup.rs)" >&2
+    exit 1
+fi
+# shellcheck disable=SC1090
+source "$(scripts/install-peers.sh)"
+echo "bench: nats-server     $TEST_NATS_SERVER" >&2
+echo "bench: process-compose $TEST_PROCESS_COMPOSE_KIND" >&2
+
+doc=docs/benchmarks.md
+begin='<!-- results:begin (written by scripts/bench.sh) -->'
+end='<!-- results:end -->'
+if [ $# -eq 0 ] && ! { grep -qxF "$begin" "$doc" && grep -qxF "$end" "$doc"; }; then
+    echo "bench: $doc lacks the results markers; nothing would be rewritten" >&2
+    exit 1
+fi
+
+tables=$(mktemp)
+section=$(mktemp)
+trap 'rm -f "$tables" "$section"' EXIT
+started=$(date +%s)
+when=$(date -u '+%Y-%m-%d %H:%M UTC')
+# The tables go to stdout (kept), progress and cargo's output to stderr.
+cargo bench --locked --bench pipeline -- "$@" >"$tables"
+took=$(($(date +%s) - started))
+cat "$tables"
+
+if [ $# -gt 0 ]; then
+    echo "bench: partial run ($*): $doc left as it was" >&2
+    exit 0
+fi
+
+model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+memory=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
+    revision="$revision, with uncommitted changes"
+fi
+{
+    echo "$begin"
+    echo
+    echo "Measured $when by \`scripts/bench.sh\` in one run of $took s, cargo's build step included."
+    echo
+    echo "| | |"
+    echo "|---|---|"
+    echo "| machine | $(nproc) CPUs (\`nproc\`), ${model:-unknown model} (\`/proc/cpuinfo\`), $memory RAM, Linux $(uname -r) |"
+    echo "| pc-eventd | $version ($revision), \`cargo bench\` profile (release) |"
+    echo "| toolchain | $(rustc --version) |"
+    echo "| nats-server | $("$TEST_NATS_SERVER" --version 2>&1 | head -n 1 | sed 's/^nats-server: //') (\`-js\`, file store in a temp dir, 127.0.0.1) |"
+    case $TEST_PROCESS_COMPOSE_KIND in
+    pc-emulator*)
+        echo "| process-compose | **not process-compose: the emulator** \`tools/pc-emulator\` ($("$TEST_PROCESS_COMPOSE" --version 2>&1 | head -n 1), debug build as \`scripts/install-peers.sh\` makes it, emulating process-compose v1.122.0), because process-compose itself could not be installed |"
+        ;;
+    *)
+        echo "| process-compose | $TEST_PROCESS_COMPOSE_KIND |"
+        ;;
+    esac
+    echo
+    cat "$tables"
+    echo
+    echo "$end"
+} >"$section"
+
+# Replace everything between the markers (inclusive) with the new section.
+awk -v begin="$begin" -v end="$end" -v section="$section" '
+    $0 == begin { while ((getline line < section) > 0) print line; skipping = 1; next }
+    $0 == end { skipping = 0; next }
+    !skipping { print }
+' "$doc" >"$doc.new"
+mv "$doc.new" "$doc"
+echo "bench: $doc rewritten (results of $when)" >&2
