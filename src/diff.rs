@@ -62,8 +62,9 @@ struct Tracked {
     state: ProcessState,
     /// `Terminating` was seen during the current run.
     stop_requested: bool,
-    /// `stopped` or `crashed` was already published for the current run.
-    end_reported: bool,
+    /// The run (by its `restarts` index, within the current incarnation) whose end was
+    /// reported last, so that no run's end is reported twice or skipped.
+    reported_run: Option<u32>,
     /// When the last run ended after a stop request, to recognise a manual restart.
     stopped_at: Option<SystemTime>,
     /// How often each (run, type, detail) key produced an event, so that a readiness flap
@@ -76,7 +77,7 @@ impl Tracked {
         Self {
             state,
             stop_requested: false,
-            end_reported: false,
+            reported_run: None,
             stopped_at: None,
             ordinals: BTreeMap::new(),
         }
@@ -84,7 +85,11 @@ impl Tracked {
 
     fn begin_run(&mut self) {
         self.stop_requested = false;
-        self.end_reported = false;
+    }
+
+    /// Whether the end of run `run` was reported already.
+    fn reported(&self, run: u32) -> bool {
+        self.reported_run == Some(run)
     }
 }
 
@@ -173,7 +178,9 @@ pub fn diff(
         if next.processes.contains_key(name) {
             continue;
         }
-        if gone.state.status.normalized().is_active() && !gone.end_reported {
+        let status = gone.state.status.normalized();
+        let pending_restart = status == ProcessStatus::Restarting;
+        if status.is_active() && !pending_restart && !gone.reported(gone.state.restarts) {
             let mut gone = gone.clone();
             let transition =
                 Transition::new(EventType::Stopped, run_of(&gone.state)).reason(Reason::Removed);
@@ -276,7 +283,9 @@ fn step(
     // A manual restart (or a stop and a start between two polls): the old incarnation is gone.
     if let (true, Some(before)) = (new_incarnation, before) {
         if old_status.is_active() {
-            if !before.end_reported {
+            let old_run = before.state.restarts;
+            // During a backoff (`Restarting`) nothing was running.
+            if old_status != ProcessStatus::Restarting && !before.reported(old_run) {
                 let reason = if before.stop_requested || old_status == ProcessStatus::Terminating {
                     Reason::StopRequested
                 } else {
@@ -293,6 +302,24 @@ fn step(
             );
         }
         tracked.begin_run();
+        tracked.reported_run = None;
+    }
+
+    // A run that started and ended between two polls: announce its start before its end.
+    let in_run = old_status.is_active();
+    let evidence_of_a_run = restarts_rose > 0
+        || new_status == ProcessStatus::Restarting
+        || (new_status == ProcessStatus::Completed
+            && (new_incarnation || !old_status.is_ended())
+            && (now.pid > 0 || now.process_start_time.is_some()));
+    if let (Some(old), false, false, true) = (
+        old_state,
+        in_run,
+        new_status.is_running(),
+        evidence_of_a_run,
+    ) {
+        let first_run = (current_run.0.clone(), old.restarts);
+        out.push(Transition::new(EventType::Started, first_run));
     }
 
     // A stop seen to its end, then a new incarnation soon after: a manual restart whose gap was
@@ -313,15 +340,18 @@ fn step(
         );
     }
 
+    let stop_requested = tracked.stop_requested || old_status == ProcessStatus::Terminating;
+
     // The restart policy restarted it, perhaps several times between two polls. Over REST the
     // count rises as the status becomes `Restarting`; in stream frames only with the next
     // `Running`. Either way the run that ended last is `restarts - 1`, and only its exit code
     // survives: runs merged by a poll are reported as one.
     if restarts_rose > 0 {
-        if !tracked.end_reported {
-            let stop_requested = tracked.stop_requested || old_status == ProcessStatus::Terminating;
-            let ended_run = (current_run.0.clone(), now.restarts - 1);
+        let ended = now.restarts - 1;
+        if !tracked.reported(ended) {
+            let ended_run = (current_run.0.clone(), ended);
             out.extend(end_of_restarted_run(stop_requested, now, ended_run));
+            tracked.reported_run = Some(ended);
         }
         out.push(
             Transition::new(EventType::Restarted, current_run.clone()).restart(
@@ -337,23 +367,21 @@ fn step(
     if new_status == ProcessStatus::Restarting
         && restarts_rose == 0
         && old_status != ProcessStatus::Restarting
-        && !tracked.end_reported
+        && !tracked.reported(now.restarts)
     {
-        let stop_requested = tracked.stop_requested || old_status == ProcessStatus::Terminating;
         out.extend(end_of_restarted_run(
             stop_requested,
             now,
             current_run.clone(),
         ));
-    }
-    if new_status == ProcessStatus::Restarting {
-        // Nothing runs until the backoff is over.
-        tracked.end_reported = true;
+        tracked.reported_run = Some(now.restarts);
     }
 
     // The run ended for good.
-    if new_status.is_ended() && (!old_status.is_ended() || run_changed) && !tracked.end_reported {
-        let stop_requested = tracked.stop_requested || old_status == ProcessStatus::Terminating;
+    if new_status.is_ended()
+        && (!old_status.is_ended() || run_changed)
+        && !tracked.reported(now.restarts)
+    {
         let end = match new_status {
             ProcessStatus::Skipped => None,
             ProcessStatus::Error => Some((EventType::Crashed, Reason::ErrorStatus)),
@@ -369,7 +397,7 @@ fn step(
             }
             out.push(Transition::new(event_type, current_run.clone()).exit(now.exit_code, reason));
         }
-        tracked.end_reported = true;
+        tracked.reported_run = Some(now.restarts);
     }
 
     if new_status == ProcessStatus::Terminating {
@@ -746,6 +774,45 @@ mod tests {
             [Crashed, Restarted]
         );
         assert_eq!(h.lifecycle(&[w(S::Running, 1, 200)]), []);
+    }
+
+    #[test]
+    fn a_crash_loop_polled_during_backoffs_reports_every_seen_crash() {
+        // A 2 s poller of a fast crash loop mostly lands in `Restarting`.
+        let mut h = Harness::new();
+        let w = |status, restarts| {
+            with(ps("w", status), |p| {
+                p.exit_code = 3;
+                p.restarts = restarts;
+            })
+        };
+        h.observe(&[w(S::Running, 0)]);
+        assert_eq!(h.lifecycle(&[w(S::Restarting, 1)]), [Crashed, Restarted]);
+        let events = h.observe(&[w(S::Restarting, 3)]);
+        assert_eq!(types(&events), [Crashed, Restarted]);
+        assert_eq!(find(&events, Restarted).restarts_delta, Some(2));
+        // the last run, never seen running, ends for good
+        assert_eq!(h.lifecycle(&[w(S::Completed, 3)]), [Crashed]);
+        assert_eq!(h.lifecycle(&[w(S::Completed, 3)]), []);
+    }
+
+    #[test]
+    fn a_run_seen_only_after_it_ended_is_announced() {
+        let mut h = Harness::new();
+        h.observe(&[with(ps("job", S::Pending), |p| {
+            p.pid = 0;
+            p.process_start_time = None;
+        })]);
+        let events = h.observe(&[with(ps("job", S::Completed), |p| p.exit_code = 3)]);
+        assert_eq!(types(&events), [Started, Crashed]);
+
+        let mut h = Harness::new();
+        h.observe(&[with(ps("svc", S::Disabled), |p| p.pid = 0)]);
+        let events = h.observe(&[with(ps("svc", S::Restarting), |p| {
+            p.exit_code = 3;
+            p.restarts = 1;
+        })]);
+        assert_eq!(types(&events), [Started, Crashed, Restarted]);
     }
 
     #[test]
