@@ -178,22 +178,10 @@ impl ProcessCompose {
 
 impl ProcessCompose {
     fn shut_down(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
         // A graceful stop lets it stop its own processes; a kill is the backstop.
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(mut child) = self.child.take() {
+            super::terminate(&mut child, Duration::from_secs(10));
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 

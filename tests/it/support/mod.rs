@@ -42,6 +42,22 @@ pub fn peer_binary(var: &str) -> std::path::PathBuf {
     }
 }
 
+/// Stops a child gracefully: SIGTERM, then SIGKILL if it is still there after `grace`.
+pub fn terminate(child: &mut std::process::Child, grace: Duration) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Splits a raw HTTP/1.1 response (read to its end) into status code and body.
 pub fn parse_response(response: &[u8]) -> (u16, String) {
     let text = String::from_utf8_lossy(response);
