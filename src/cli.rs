@@ -276,16 +276,7 @@ fn watch(config: Config, args: &WatchArgs) -> ExitCode {
         };
         let mut stdout = std::io::stdout();
         let stopped = stop.cancelled();
-        match watch::watch(
-            &config.nats.url,
-            &scheme,
-            &filter,
-            output,
-            &mut stdout,
-            stopped,
-        )
-        .await
-        {
+        match watch::watch(&config.nats, &scheme, &filter, output, &mut stdout, stopped).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("pc-eventd watch: {err}");

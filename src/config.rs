@@ -146,6 +146,8 @@ impl SourceMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsConfig {
+    /// One server URL, or several separated by commas. `tls://` requires TLS. Credentials do not
+    /// belong here (they would be logged): use `user`/`password`, `token`, an nkey or a creds file.
     pub url: String,
     /// Subjects are `{subject_prefix}.{namespace}.{name}.{event_type}`.
     pub subject_prefix: String,
@@ -154,6 +156,25 @@ pub struct NatsConfig {
     /// How long to wait for JetStream to acknowledge a publish before retrying it.
     #[serde(with = "humantime_serde")]
     pub ack_timeout: Duration,
+    /// User name for user/password authentication; needs `password`.
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// Token authentication.
+    pub token: Option<Secret>,
+    /// NKey authentication: a user seed (`SU…`), given here or in `nkey_seed_file`.
+    pub nkey_seed: Option<Secret>,
+    /// File holding the nkey user seed (read at start and on every reload; whitespace trimmed).
+    pub nkey_seed_file: Option<PathBuf>,
+    /// A credentials file (user JWT and nkey seed), as `nsc` writes it.
+    pub creds_file: Option<PathBuf>,
+    /// Refuse servers that do not offer TLS. A `tls://` URL implies it.
+    pub tls_required: bool,
+    /// PEM file of CA certificates to trust instead of the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate, for servers that verify clients (mutual TLS); needs `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
     pub stream: StreamConfig,
 }
 
@@ -164,6 +185,16 @@ impl Default for NatsConfig {
             subject_prefix: DEFAULT_SUBJECT_PREFIX.into(),
             connect_timeout: Duration::from_secs(5),
             ack_timeout: Duration::from_secs(5),
+            user: None,
+            password: None,
+            token: None,
+            nkey_seed: None,
+            nkey_seed_file: None,
+            creds_file: None,
+            tls_required: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             stream: StreamConfig::default(),
         }
     }
@@ -173,6 +204,97 @@ impl NatsConfig {
     pub fn subjects(&self) -> SubjectScheme {
         SubjectScheme::new(self.subject_prefix.clone())
     }
+
+    /// The servers in `url`: one, or several separated by commas.
+    pub fn servers(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// `options` plus this configuration's authentication and TLS settings. Reads
+    /// `nkey_seed_file` and `creds_file`; errors name the key and the path, never a secret.
+    pub fn connect_options(
+        &self,
+        mut options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions, ConfigError> {
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            options = options.user_and_password(user.clone(), password.expose().to_owned());
+        }
+        if let Some(token) = &self.token {
+            options = options.token(token.expose().to_owned());
+        }
+        if let Some(seed) = self.nkey_seed()? {
+            options = options.nkey(seed.expose().to_owned());
+        }
+        if let Some(path) = &self.creds_file {
+            let creds = read_secret("nats.creds_file", path)?;
+            options = options.credentials(creds.expose()).map_err(|e| {
+                ConfigError::one(format!("nats.creds_file: {}: {e}", path.display()))
+            })?;
+        }
+        let tls_url = self.servers().iter().any(|s| {
+            s.parse::<async_nats::ServerAddr>()
+                .is_ok_and(|a| a.tls_required())
+        });
+        if self.tls_required || tls_url {
+            options = options.require_tls(true);
+        }
+        if let Some(ca) = &self.tls_ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        Ok(options)
+    }
+
+    /// Connects to the servers in `url` with `options` (name, callbacks, retry policy) plus
+    /// [`NatsConfig::connect_options`]. The daemon and `watch` both connect through this.
+    pub async fn connect(
+        &self,
+        options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::Client, async_nats::ConnectError> {
+        let options = self.connect_options(options).map_err(|err| {
+            async_nats::ConnectError::with_source(async_nats::ConnectErrorKind::Io, err)
+        })?;
+        options.connect(self.servers()).await
+    }
+
+    /// The nkey user seed, from `nkey_seed` or `nkey_seed_file`.
+    fn nkey_seed(&self) -> Result<Option<Secret>, ConfigError> {
+        if let Some(seed) = &self.nkey_seed {
+            return Ok(Some(seed.clone()));
+        }
+        let Some(path) = &self.nkey_seed_file else {
+            return Ok(None);
+        };
+        let seed = Secret::new(read_secret("nats.nkey_seed_file", path)?.expose().trim());
+        if !is_user_seed(seed.expose()) {
+            return Err(ConfigError::one(format!(
+                "nats.nkey_seed_file: {} does not hold a user nkey seed ({NKEY_SEED_FORM})",
+                path.display()
+            )));
+        }
+        Ok(Some(seed))
+    }
+}
+
+const NKEY_SEED_FORM: &str = "expected 58 characters starting with SU";
+
+/// Whether `seed` looks like an nkey user seed. The full check (checksum, key) happens when
+/// connecting; this catches a public key or a truncated paste early.
+fn is_user_seed(seed: &str) -> bool {
+    seed.len() == 58 && seed.starts_with("SU") && seed.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Reads a file holding a secret; the error names `key` and the path only.
+fn read_secret(key: &str, path: &Path) -> Result<Secret, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(Secret)
+        .map_err(|e| ConfigError::one(format!("{key}: cannot read {}: {e}", path.display())))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -298,7 +420,7 @@ impl<'de> Deserialize<'de> for Secret {
 }
 
 /// Keys whose values must never appear in messages.
-const SECRET_KEYS: &[&str] = &["token"];
+const SECRET_KEYS: &[&str] = &["token", "password", "nkey_seed"];
 
 /// Settings given on the command line: the top layer.
 #[derive(Debug, Clone, Default)]
@@ -475,9 +597,90 @@ impl Config {
         let nats = &self.nats;
         check(
             "nats.url",
-            !nats.url.trim().is_empty(),
+            !nats.servers().is_empty(),
             "must name at least one server",
         );
+        for server in nats.servers() {
+            match server.parse::<async_nats::ServerAddr>() {
+                // The parse errors name the part that is wrong, never the whole URL.
+                Err(err) => check("nats.url", false, &err.to_string()),
+                Ok(addr) => check(
+                    "nats.url",
+                    !addr.has_user_pass(),
+                    "must not hold credentials (they would be logged): use nats.user and \
+                     nats.password, or nats.token",
+                ),
+            }
+        }
+        check(
+            "nats.password",
+            nats.password.is_none() || nats.user.is_some(),
+            "needs nats.user",
+        );
+        check(
+            "nats.user",
+            nats.user.is_none() || nats.password.is_some(),
+            "needs nats.password",
+        );
+        check(
+            "nats.nkey_seed_file",
+            nats.nkey_seed.is_none() || nats.nkey_seed_file.is_none(),
+            "set either nkey_seed or nkey_seed_file, not both",
+        );
+        check(
+            "nats.nkey_seed",
+            nats.nkey_seed
+                .as_ref()
+                .is_none_or(|seed| is_user_seed(seed.expose())),
+            &format!("not a user nkey seed ({NKEY_SEED_FORM}; value not shown)"),
+        );
+        let methods: Vec<&str> = [
+            ("nats.user", nats.user.is_some() || nats.password.is_some()),
+            ("nats.token", nats.token.is_some()),
+            // nkey_seed with nkey_seed_file has its own message
+            ("nats.nkey_seed", nats.nkey_seed.is_some()),
+            (
+                "nats.nkey_seed_file",
+                nats.nkey_seed.is_none() && nats.nkey_seed_file.is_some(),
+            ),
+            ("nats.creds_file", nats.creds_file.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect();
+        if let [first, others @ ..] = methods.as_slice() {
+            for other in others {
+                let message = format!(
+                    "conflicts with {first} (from {}): set one of user/password, token, \
+                     nkey_seed, nkey_seed_file or creds_file",
+                    origin(figment, first)
+                );
+                check(other, false, &message);
+            }
+        }
+        check(
+            "nats.tls_cert_file",
+            nats.tls_cert_file.is_none() || nats.tls_key_file.is_some(),
+            "needs nats.tls_key_file",
+        );
+        check(
+            "nats.tls_key_file",
+            nats.tls_key_file.is_none() || nats.tls_cert_file.is_some(),
+            "needs nats.tls_cert_file",
+        );
+        for (key, path) in [
+            ("nats.nkey_seed_file", &nats.nkey_seed_file),
+            ("nats.creds_file", &nats.creds_file),
+            ("nats.tls_ca_file", &nats.tls_ca_file),
+            ("nats.tls_cert_file", &nats.tls_cert_file),
+            ("nats.tls_key_file", &nats.tls_key_file),
+        ] {
+            if let Some(path) = path
+                && let Err(problem) = readable_file(path)
+            {
+                check(key, false, &problem);
+            }
+        }
         check(
             "nats.subject_prefix",
             is_literal_subject(&nats.subject_prefix),
@@ -513,11 +716,25 @@ impl Config {
             "not a valid tracing filter (e.g. `info` or `info,async_nats=warn`)",
         );
         if problems.is_empty() {
-            self.api_token().map(|_| ())
+            self.api_token()?;
+            // Reads the nkey seed and creds files, as connecting will.
+            self.nats
+                .connect_options(async_nats::ConnectOptions::new())
+                .map(|_| ())
         } else {
             Err(ConfigError { problems })
         }
     }
+}
+
+/// Ok if `path` is a regular file this process can open.
+fn readable_file(path: &Path) -> Result<(), String> {
+    if !path.is_file() {
+        return Err(format!("{}: not found or not a file", path.display()));
+    }
+    std::fs::File::open(path)
+        .map(|_| ())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 fn figment(sources: &Sources) -> Result<Figment, ConfigError> {
@@ -792,6 +1009,241 @@ mod tests {
             let text = error_text(load_file(jail, "bad.toml"));
             assert!(!text.contains("hunter2"), "{text}");
             assert!(text.contains("process_compose.token"), "{text}");
+            Ok(())
+        });
+    }
+
+    /// A TOML string literal of `jail`'s file `name`.
+    fn jail_path(jail: &Jail, name: &str) -> String {
+        format!("{:?}", jail.directory().join(name).display().to_string())
+    }
+
+    #[test]
+    fn nats_auth_and_tls_keys_load_and_build_connect_options() {
+        Jail::expect_with(|jail| {
+            jail.create_file("ca.pem", "ca")?;
+            jail.create_file("client.pem", "cert")?;
+            jail.create_file("client.key", "key")?;
+            jail.create_file(
+                "pc.toml",
+                &format!(
+                    "[nats]\nurl = \"tls://a:4222, tls://b:4222,,\"\nuser = \"pc\"\n\
+                     tls_ca_file = {}\ntls_cert_file = {}\ntls_key_file = {}\n",
+                    jail_path(jail, "ca.pem"),
+                    jail_path(jail, "client.pem"),
+                    jail_path(jail, "client.key"),
+                ),
+            )?;
+            jail.set_env("PC_EVENTD_NATS__PASSWORD", "1234567890");
+            let config = load_file(jail, "pc.toml").unwrap();
+            let nats = &config.nats;
+            assert_eq!(nats.servers(), ["tls://a:4222", "tls://b:4222"]);
+            assert_eq!(nats.user.as_deref(), Some("pc"));
+            assert_eq!(nats.password.as_ref().unwrap().expose(), "1234567890");
+            assert!(
+                !nats.tls_required,
+                "a tls:// URL implies it when connecting"
+            );
+            nats.connect_options(async_nats::ConnectOptions::new())
+                .unwrap();
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn nats_auth_problems_name_the_key_and_its_origin() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "bad.toml",
+                "[nats]\npassword = \"p4ss-w0rd-value\"\ntls_cert_file = \"/nonexistent/client.pem\"\n",
+            )?;
+            let text = error_text(load_file(jail, "bad.toml"));
+            assert!(text.contains("nats.password (from "), "{text}");
+            assert!(text.contains("bad.toml): needs nats.user"), "{text}");
+            assert!(text.contains("nats.tls_cert_file (from "), "{text}");
+            assert!(
+                text.contains("bad.toml): needs nats.tls_key_file"),
+                "{text}"
+            );
+            assert!(
+                text.contains("/nonexistent/client.pem: not found or not a file"),
+                "{text}"
+            );
+            assert!(!text.contains("p4ss-w0rd"), "{text}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("PC_EVENTD_NATS__USER", "pc");
+            jail.set_env("PC_EVENTD_NATS__TLS_KEY_FILE", "/nonexistent/client.key");
+            let text = error_text(Config::load(&Sources::default()));
+            assert!(
+                text.contains("nats.user (from PC_EVENTD_NATS__USER): needs nats.password"),
+                "{text}"
+            );
+            assert!(
+                text.contains("nats.tls_key_file (from PC_EVENTD_NATS__TLS_KEY_FILE): needs nats.tls_cert_file"),
+                "{text}"
+            );
+            assert!(
+                text.contains(
+                    "nats.tls_key_file (from PC_EVENTD_NATS__TLS_KEY_FILE): \
+                     /nonexistent/client.key: not found"
+                ),
+                "{text}"
+            );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "two.toml",
+                "[nats]\nuser = \"pc\"\npassword = \"pw-value-1\"\ntoken = \"tok-value-2\"\n",
+            )?;
+            jail.set_env("PC_EVENTD_NATS__CREDS_FILE", "/nonexistent/pc.creds");
+            let text = error_text(load_file(jail, "two.toml"));
+            assert!(
+                text.contains("nats.token (from ") && text.contains("conflicts with nats.user"),
+                "{text}"
+            );
+            assert!(
+                text.contains("nats.creds_file (from PC_EVENTD_NATS__CREDS_FILE): conflicts"),
+                "{text}"
+            );
+            assert!(
+                text.contains("/nonexistent/pc.creds: not found or not a file"),
+                "{text}"
+            );
+            assert!(!text.contains("pw-value") && !text.contains("tok-value"));
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("PC_EVENTD_NATS__URL", "nats://127.0.0.1:1,");
+            jail.set_env(
+                "PC_EVENTD_NATS__NKEY_SEED",
+                "SUAIO3FHUX5PNV2LQIIP7TZ3N4L7TX3W53MQGEIVYFIGA635OZCKEYHFLM",
+            );
+            jail.set_env("PC_EVENTD_NATS__NKEY_SEED_FILE", "/nonexistent/pc.nk");
+            let text = error_text(Config::load(&Sources::default()));
+            assert!(
+                text.contains(
+                    "nats.nkey_seed_file (from PC_EVENTD_NATS__NKEY_SEED_FILE): set either"
+                ),
+                "{text}"
+            );
+            assert!(!text.contains("SUAIO3"), "{text}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn nats_urls_are_checked_without_being_shown() {
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "PC_EVENTD_NATS__URL",
+                "nats://pc:url-password-77@127.0.0.1:4222",
+            );
+            let text = error_text(Config::load(&Sources::default()));
+            assert!(
+                text.contains("nats.url (from PC_EVENTD_NATS__URL): must not hold credentials"),
+                "{text}"
+            );
+            assert!(!text.contains("url-password"), "{text}");
+            jail.set_env("PC_EVENTD_NATS__URL", "nats://a:4222,http://b:80");
+            let text = error_text(Config::load(&Sources::default()));
+            assert!(
+                text.contains("invalid scheme for NATS server URL: http"),
+                "{text}"
+            );
+            jail.set_env("PC_EVENTD_NATS__URL", " , ");
+            let text = error_text(Config::load(&Sources::default()));
+            assert!(text.contains("must name at least one server"), "{text}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn nkey_seeds_and_creds_files_are_read_and_checked() {
+        let seed = nkeys::KeyPair::new_user().seed().unwrap();
+        Jail::expect_with(|jail| {
+            jail.create_file("pc.nk", &format!("{seed}\n"))?;
+            jail.set_env(
+                "PC_EVENTD_NATS__NKEY_SEED_FILE",
+                jail_path(jail, "pc.nk").trim_matches('"'),
+            );
+            let config = Config::load(&Sources::default()).unwrap();
+            assert_eq!(config.nats.nkey_seed().unwrap().unwrap().expose(), seed);
+
+            // A public key where the seed belongs: refused, neither value shown.
+            let public = nkeys::KeyPair::new_user().public_key();
+            jail.create_file("pc.nk", &public)?;
+            let text = error_text(Config::load(&Sources::default()));
+            assert!(text.contains("nats.nkey_seed_file: "), "{text}");
+            assert!(
+                text.contains("pc.nk does not hold a user nkey seed"),
+                "{text}"
+            );
+            assert!(!text.contains(&public[..10]), "{text}");
+
+            jail.clear_env();
+            jail.set_env("PC_EVENTD_NATS__NKEY_SEED", &public);
+            let text = error_text(Config::load(&Sources::default()));
+            assert!(
+                text.contains(
+                    "nats.nkey_seed (from PC_EVENTD_NATS__NKEY_SEED): not a user nkey seed"
+                ),
+                "{text}"
+            );
+            assert!(!text.contains(&public[..10]), "{text}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            let creds = format!(
+                "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QifQ.e30.c2ln\n------END NATS USER JWT------\n\n\
+                 -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+            );
+            jail.create_file("pc.creds", &creds)?;
+            let path = jail.directory().join("pc.creds");
+            jail.set_env("PC_EVENTD_NATS__CREDS_FILE", path.display());
+            Config::load(&Sources::default()).unwrap();
+
+            jail.create_file("pc.creds", &format!("just the seed {seed}"))?;
+            let text = error_text(Config::load(&Sources::default()));
+            assert!(text.contains("nats.creds_file: "), "{text}");
+            assert!(text.contains("pc.creds: cannot parse"), "{text}");
+            assert!(!text.contains(&seed[..10]), "{text}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn nats_secrets_never_print() {
+        Jail::expect_with(|jail| {
+            jail.set_env("PC_EVENTD_NATS__USER", "pc");
+            jail.set_env("PC_EVENTD_NATS__PASSWORD", "nats-password-0123456789");
+            let config = Config::load(&Sources::default()).unwrap();
+            let shown = format!("{}\n{config:?}", config.to_redacted_toml());
+            assert!(!shown.contains("0123456789"), "{shown}");
+            assert!(shown.contains("password = \"<redacted>\""), "{shown}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("PC_EVENTD_NATS__TOKEN", "nats-token-0123456789");
+            let config = Config::load(&Sources::default()).unwrap();
+            let shown = format!("{}\n{config:?}", config.to_redacted_toml());
+            assert!(!shown.contains("0123456789"), "{shown}");
+            assert!(shown.contains("token = \"<redacted>\""), "{shown}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "bad.toml",
+                "[nats]\npassword = [\"hunter2-password\"]\nnkey_seed = { x = \"hunter2-seed\" }\n",
+            )?;
+            let text = error_text(load_file(jail, "bad.toml"));
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(
+                text.contains("nats.password") || text.contains("nats.nkey_seed"),
+                "{text}"
+            );
             Ok(())
         });
     }

@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn};
 use std::collections::BTreeSet;
 
 use crate::compose::{ComposeClient, ComposeError, StateFrame, StateStream};
-use crate::config::{Config, ConfigError, HealthConfig, SourceMode};
+use crate::config::{Config, ConfigError, HealthConfig, NatsConfig, SourceMode, StreamConfig};
 use crate::diff::{DiffContext, Snapshot, diff, diff_one};
 use crate::event::LifecycleEvent;
 use crate::event::SubjectScheme;
@@ -26,6 +26,7 @@ use crate::logging::LogHandle;
 use crate::notify::{self, Watchdog};
 use crate::process::ProcessState;
 use crate::publish::{PublishError, Publisher};
+use crate::state::StateStore;
 use crate::status::Status;
 
 /// Shortest and longest wait between two attempts to reach NATS.
@@ -119,6 +120,10 @@ pub struct Daemon {
     ready_sent: std::sync::atomic::AtomicBool,
     /// When `STATUS=` last went out after an observation.
     last_status: std::sync::Mutex<Option<Instant>>,
+    /// The last published state per process, kept in NATS (see [`crate::state`]).
+    state: tokio::sync::Mutex<Option<StateStore>>,
+    /// The stored state was loaded once (at start); later opens write it instead.
+    state_loaded: std::sync::atomic::AtomicBool,
 }
 
 /// The running health endpoint.
@@ -137,6 +142,8 @@ impl Daemon {
             log: None,
             ready_sent: std::sync::atomic::AtomicBool::new(false),
             last_status: std::sync::Mutex::new(None),
+            state: tokio::sync::Mutex::new(None),
+            state_loaded: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -168,7 +175,8 @@ impl Daemon {
         let mut stream_supported: Option<bool> = None;
         while !shutdown.is_cancelled() {
             if !stream_ready {
-                stream_ready = self.ensure_stream(&publisher, &shutdown).await?;
+                stream_ready = self.ensure_stream(&publisher, &shutdown).await?
+                    && self.open_state(&publisher, &mut snapshot, &shutdown).await;
                 continue;
             }
             let use_stream = match self.config.process_compose.mode {
@@ -348,7 +356,9 @@ impl Daemon {
         if !self.publish_all(publisher, &events, shutdown).await {
             return false;
         }
+        let changed = snapshot.changed_names(&next);
         *snapshot = next;
+        self.save_state(snapshot, changed).await;
         self.observed(snapshot);
         true
     }
@@ -369,6 +379,8 @@ impl Daemon {
             return false;
         }
         snapshot.apply(update);
+        self.save_state(snapshot, vec![frame.state.name.clone()])
+            .await;
         self.observed(snapshot);
         true
     }
@@ -515,6 +527,64 @@ impl Daemon {
             Err(err) => debug!(error = %err, process = %state.name, "cannot complete a frame"),
         }
         frame
+    }
+
+    /// Opens the state store beside the stream. On the first open it also loads what the last
+    /// run published (a restart resumes from it); after a reload to other NATS settings it
+    /// writes the current state there instead. False: not yet, retry after a pause.
+    async fn open_state(
+        &self,
+        publisher: &Publisher,
+        snapshot: &mut Snapshot,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let bucket = format!("{}_STATE", self.config.nats.stream.name);
+        let source = self.config.process_compose.source();
+        let replicas = self.config.nats.stream.replicas;
+        let opened = StateStore::open(publisher.jetstream(), &bucket, replicas, &source).await;
+        let loaded = match opened {
+            Ok(store) if self.state_loaded.load(std::sync::atomic::Ordering::Relaxed) => {
+                let mut store = store;
+                store.save(snapshot, snapshot.names().cloned().collect()).await;
+                Ok(store)
+            }
+            Ok(store) => store.load().await.map(|loaded| {
+                info!(bucket = %bucket, processes = loaded.len(), "resuming from the last published state");
+                *snapshot = loaded;
+                store
+            }),
+            Err(err) => Err(err),
+        };
+        match loaded {
+            Ok(store) => {
+                *self.state.lock().await = Some(store);
+                self.state_loaded
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            Err(err) => {
+                warn!(error = %err, "waiting for the state bucket");
+                self.status.set_stream(Err(err.to_string()));
+                let wait = Duration::from_secs(1);
+                self.status.expect_within(wait);
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = self.watchdog.sleep(wait) => {}
+                }
+                false
+            }
+        }
+    }
+
+    /// Records the processes in `names` as published.
+    async fn save_state(&self, snapshot: &Snapshot, names: Vec<String>) {
+        if names.is_empty() {
+            return;
+        }
+        if let Some(store) = self.state.lock().await.as_mut() {
+            self.status.expect_within(self.config.nats.ack_timeout * 2);
+            store.save(snapshot, names).await;
+        }
     }
 
     /// Tries once to make the stream right. `Ok(false)`: not yet (NATS unreachable), retry after
@@ -701,9 +771,20 @@ struct Changed {
 
 impl Changed {
     fn between(old: &Config, new: &Config) -> Self {
-        let nats = old.nats.url != new.nats.url
-            || old.nats.connect_timeout != new.nats.connect_timeout
-            || old.nats.ack_timeout != new.nats.ack_timeout;
+        // Everything about the connection: servers, timeouts, credentials, TLS. Files named
+        // there (seed, creds, certificates) may have been rotated in place, so a reload with
+        // any of them set reconnects to read them again.
+        let connection = |nats: &NatsConfig| NatsConfig {
+            subject_prefix: String::new(),
+            stream: StreamConfig::default(),
+            ..nats.clone()
+        };
+        let n = &new.nats;
+        let reads_files = n.nkey_seed_file.is_some()
+            || n.creds_file.is_some()
+            || n.tls_ca_file.is_some()
+            || n.tls_cert_file.is_some();
+        let nats = connection(&old.nats) != connection(n) || reads_files;
         Self {
             nats,
             // A new connection re-checks the stream too; so does a new subject prefix.
@@ -783,5 +864,15 @@ mod tests {
         new.log.level = "debug".into();
         let changed = Changed::between(&old, &new);
         assert!(changed.nats && changed.stream && changed.log_level && !changed.health);
+
+        let mut credentials = old.clone();
+        credentials.nats.user = Some("events".into());
+        assert!(Changed::between(&old, &credentials).nats);
+        let mut rotated = old.clone();
+        rotated.nats.tls_ca_file = Some("/etc/pc-eventd/ca.pem".into());
+        assert!(
+            Changed::between(&rotated, &rotated).nats,
+            "files are read again"
+        );
     }
 }

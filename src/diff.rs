@@ -32,7 +32,58 @@ pub struct Snapshot {
     seqs: BTreeMap<String, u64>,
 }
 
+/// One process's entry in a [`Snapshot`], as stored by the state store: opaque outside this
+/// module, so that the rules' bookkeeping and its persistence cannot drift apart.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProcessRecord {
+    tracked: Tracked,
+    seq: u64,
+}
+
 impl Snapshot {
+    /// The record of `name`, if the process is known.
+    pub fn record(&self, name: &str) -> Option<ProcessRecord> {
+        self.processes.get(name).map(|tracked| ProcessRecord {
+            tracked: tracked.clone(),
+            seq: self.seqs.get(name).copied().unwrap_or(0),
+        })
+    }
+
+    /// Rebuilds a snapshot from stored records.
+    pub fn from_records(records: impl IntoIterator<Item = ProcessRecord>) -> Self {
+        let mut snapshot = Self::default();
+        for record in records {
+            let name = record.tracked.state.name.clone();
+            snapshot.seqs.insert(name.clone(), record.seq);
+            snapshot.processes.insert(name, record.tracked);
+        }
+        snapshot
+    }
+
+    /// Names whose record differs between `self` and `next` (changed, new or gone).
+    pub fn changed_names(&self, next: &Snapshot) -> Vec<String> {
+        let mut names: Vec<String> = next
+            .processes
+            .iter()
+            .filter(|(name, tracked)| {
+                self.processes.get(*name) != Some(tracked)
+                    || self.seqs.get(*name) != next.seqs.get(*name)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.extend(
+            self.processes
+                .keys()
+                .filter(|name| !next.processes.contains_key(*name))
+                .cloned(),
+        );
+        names
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.processes.keys()
+    }
+
     /// Whether no process is known (before the first observation, or when all disappeared).
     pub fn is_empty(&self) -> bool {
         self.processes.is_empty()
@@ -57,7 +108,7 @@ impl Snapshot {
 }
 
 /// What pc-eventd knows about one process.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Tracked {
     state: ProcessState,
     /// `Terminating` was seen during the current run.
@@ -915,6 +966,32 @@ mod tests {
             p.process_start_time = Some(T1.into());
         })]);
         assert_eq!(types(&events), [Started]);
+    }
+
+    #[test]
+    fn a_snapshot_survives_its_records() {
+        // What a restarted daemon loads: the same ids, the same sequence, no re-announcement.
+        let mut h = Harness::new();
+        h.observe(&[ps("a", S::Running), ps("b", S::Disabled)]);
+        let records: Vec<_> = ["a", "b"]
+            .iter()
+            .map(|name| {
+                let json = serde_json::to_vec(&h.snapshot.record(name).unwrap()).unwrap();
+                serde_json::from_slice::<ProcessRecord>(&json).unwrap()
+            })
+            .collect();
+        let restored = Snapshot::from_records(records);
+        assert_eq!(restored, h.snapshot);
+        let mut again = Harness::new();
+        again.snapshot = restored;
+        assert!(
+            again
+                .observe(&[ps("a", S::Running), ps("b", S::Disabled)])
+                .is_empty()
+        );
+        let events = again.observe(&[with(ps("a", S::Completed), |p| p.exit_code = 3)]);
+        assert_eq!(events[0].seq, 3, "the sequence continues");
+        assert_eq!(again.snapshot.changed_names(&h.snapshot), ["a", "b"]);
     }
 
     #[test]

@@ -19,5 +19,6 @@ pub mod logging;
 pub mod notify;
 pub mod process;
 pub mod publish;
+pub mod state;
 pub mod status;
 pub mod watch;

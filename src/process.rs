@@ -6,8 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One process as returned by `GET /processes` (and, later, by the state stream).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// One process as returned by `GET /processes` and by the state stream. (Serialized only for
+/// pc-eventd's own state store: the fields it keeps, in process-compose's shapes.)
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ProcessState {
     pub name: String,
@@ -21,6 +22,7 @@ pub struct ProcessState {
     pub success_exit_codes: Vec<i32>,
     pub pid: i64,
     /// Set once per incarnation (v1.110.0+); policy restarts keep it, a manual restart changes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub process_start_time: Option<String>,
 }
 
@@ -55,7 +57,7 @@ impl ProcessState {
 }
 
 /// `namespace` is a string, or (v1.122.0+) an array when a process is in several namespaces.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(from = "NamespaceField")]
 pub struct Namespaces(Vec<String>);
 

@@ -78,15 +78,17 @@ impl Publisher {
         on_event: impl Fn(&async_nats::Event) + Send + Sync + 'static,
     ) -> Result<Self, PublishError> {
         let on_event = std::sync::Arc::new(on_event);
-        let client = ConnectOptions::new()
+        let options = ConnectOptions::new()
             .name("pc-eventd")
             .retry_on_initial_connect()
             .connection_timeout(config.connect_timeout)
             .event_callback(move |event| {
                 on_event(&event);
                 async move { info!(%event, "nats connection") }
-            })
-            .connect(config.url.as_str())
+            });
+        // Authentication, TLS and the server list come from the one place `watch` uses too.
+        let client = config
+            .connect(options)
             .await
             .map_err(|source| PublishError::Connect {
                 url: config.url.clone(),
@@ -163,6 +165,11 @@ impl Publisher {
             })?;
         warn!(stream = %config.name, changes = %differences.join(", "), "stream settings updated");
         Ok(StreamOutcome::Updated(differences))
+    }
+
+    /// The JetStream context, for other JetStream state kept beside the stream.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
     }
 
     fn stream_config(&self, config: &StreamConfig) -> stream::Config {

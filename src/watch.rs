@@ -10,6 +10,7 @@ use std::io::Write;
 use futures::StreamExt;
 use futures::stream::select_all;
 
+use crate::config::NatsConfig;
 use crate::event::{EventType, LifecycleEvent, Severity, SubjectScheme};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,7 +120,7 @@ pub enum WatchError {
 /// Prints matching events to `out` until `stop` resolves, the connection ends, or `out` is
 /// closed (a closed pipe ends the watch quietly).
 pub async fn watch(
-    nats_url: &str,
+    nats: &NatsConfig,
     scheme: &SubjectScheme,
     filter: &Filter,
     output: Output,
@@ -127,12 +128,15 @@ pub async fn watch(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), WatchError> {
     let subjects = filter.subjects(scheme)?;
-    let client = async_nats::ConnectOptions::new()
+    // The daemon's authentication, TLS and server list (see `NatsConfig::connect`).
+    let options = async_nats::ConnectOptions::new()
         .name("pc-eventd watch")
-        .connect(nats_url)
+        .connection_timeout(nats.connect_timeout);
+    let client = nats
+        .connect(options)
         .await
         .map_err(|source| WatchError::Connect {
-            url: nats_url.to_owned(),
+            url: nats.url.clone(),
             source,
         })?;
     let mut subscriptions = Vec::with_capacity(subjects.len());

@@ -381,3 +381,44 @@ async fn a_reload_with_new_nats_settings_moves_to_the_new_server() {
     wait_for_http(health, "/readyz", 200).await;
     assert_eq!(daemon.terminate().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_a_burst_then_restart_loses_and_repeats_nothing() {
+    let nats = NatsServer::start();
+    let mut project = String::from("processes:\n");
+    for i in 0..300 {
+        project.push_str(&format!("  p{i:03}:\n    command: \"sleep 1000\"\n"));
+    }
+    let pc = ProcessCompose::start(&project).await;
+    let port = pc.port().to_string();
+    let url = nats.url();
+    let first = Binary::spawn(&run_args(&port, &url));
+    let mut log = EventLog::open(&nats.url()).await;
+    // the first events are in: the announcement of 300 processes is under way
+    log.wait_until("a first started", LONG, |r| {
+        r.iter().any(|r| r.event.event_type == Started)
+    })
+    .await;
+    first.signal("KILL");
+
+    let mut second = Binary::spawn(&run_args(&port, &url));
+    let all = |r: &[crate::support::events::Received]| {
+        r.iter().filter(|r| r.event.event_type == Started).count() >= 300
+            && r.iter()
+                .filter(|r| r.event.event_type == StatusChanged)
+                .count()
+                >= 300
+    };
+    log.wait_until("300 processes announced", LONG, all).await;
+    log.settle(Duration::from_secs(1)).await;
+    let started = log
+        .received
+        .iter()
+        .filter(|r| r.event.event_type == Started)
+        .count();
+    assert_eq!(started, 300, "each process announced once");
+    assert_eq!(log.received.len(), 600, "nothing else, nothing twice");
+    let ids: std::collections::HashSet<_> = log.received.iter().map(|r| &r.event.id).collect();
+    assert_eq!(ids.len(), 600);
+    assert_eq!(second.terminate().await, Some(0));
+}

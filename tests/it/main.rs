@@ -4,6 +4,7 @@
 mod cli;
 mod faults;
 mod lifecycle;
+mod nats_auth;
 mod pipeline;
 mod stream;
 mod support;

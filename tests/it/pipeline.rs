@@ -259,13 +259,13 @@ processes:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_daemon_is_deduplicated_by_jetstream() {
+async fn a_restarted_daemon_resumes_and_without_its_state_is_deduplicated() {
     let nats = NatsServer::start();
     let pc = ProcessCompose::start(
         r#"
 processes:
   web:
-    command: "sleep 1000"
+    command: "trap 'exit 0' TERM; while true; do sleep 0.1; done"
   docs:
     command: "sleep 1000"
     disabled: true
@@ -277,14 +277,38 @@ processes:
     log.wait_for("web", Started).await;
     log.settle(Duration::from_millis(600)).await;
     first.stop().await.unwrap();
-    let before = log.received.len();
 
+    // A change while no daemon runs, then a restart: it resumes from the stored state and
+    // publishes only the change, with the sequence going on.
+    let seq_before = log.of("web", Started)[0].seq;
+    stack_stop(&pc, "web").await;
     let second = Daemon::spawn(config(&pc.url(), &nats.url()));
-    let stats = second.status.clone();
-    // the re-announcement of web (started, status) and docs (status) goes out and is dropped
+    let stopped = log.wait_for("web", Stopped).await;
+    assert!(
+        stopped.seq > seq_before,
+        "the sequence continues across restarts"
+    );
+    log.settle(Duration::from_millis(600)).await;
+    assert_eq!(
+        log.of("web", Started).len(),
+        1,
+        "no re-announcement:\n{}",
+        log.dump()
+    );
+    assert_eq!(log.of("docs", StatusChanged).len(), 1, "{}", log.dump());
+    assert_eq!(second.status.metrics.events_deduplicated.get(), 0);
+    second.stop().await.unwrap();
+
+    // Without its state (a lost bucket) a daemon announces again, with the same ids: JetStream
+    // drops every copy within its duplicate window.
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.delete_key_value("PROCESS_EVENTS_STATE").await.unwrap();
+    let before = log.received.len();
+    let third = Daemon::spawn(config(&pc.url(), &nats.url()));
+    let stats = third.status.clone();
     assert!(
         eventually(LONG, || stats.metrics.events_deduplicated.get() >= 3).await,
-        "the second daemon re-announced what it found"
+        "the third daemon re-announced what it found"
     );
     log.settle(Duration::from_millis(600)).await;
     assert_eq!(
@@ -294,11 +318,23 @@ processes:
         log.dump()
     );
     assert_eq!(stats.metrics.published_total(), 0);
-    assert!(
-        stats.metrics.events_deduplicated.get() >= 2,
-        "the re-announcements were sent and dropped"
-    );
-    second.stop().await.unwrap();
+    third.stop().await.unwrap();
+}
+
+async fn stack_stop(pc: &ProcessCompose, name: &str) {
+    pc.stop_process(name).await;
+    let deadline = std::time::Instant::now() + LONG;
+    while std::time::Instant::now() < deadline {
+        let (_, body) = pc
+            .request("GET", &format!("/process/{name}"))
+            .await
+            .unwrap();
+        if body.contains("\"Completed\"") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} did not complete");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,8 @@ pub struct NatsServer {
     child: Option<Child>,
     dir: TempDir,
     port: u16,
+    /// A configuration file given with `-c`, if any.
+    config: Option<std::path::PathBuf>,
 }
 
 impl NatsServer {
@@ -20,6 +22,24 @@ impl NatsServer {
             child: None,
             dir,
             port: 0,
+            config: None,
+        };
+        server.launch("-1");
+        server
+    }
+
+    /// Starts a server on a free loopback port with `text` as its configuration file (`-c`),
+    /// for authorization and TLS blocks. JetStream, the address, the port and the store directory
+    /// still come from the command line, which takes precedence over the file.
+    pub fn start_with_config(text: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("nats.conf");
+        std::fs::write(&config, text).expect("write the nats-server configuration");
+        let mut server = Self {
+            child: None,
+            dir,
+            port: 0,
+            config: Some(config),
         };
         server.launch("-1");
         server
@@ -29,7 +49,11 @@ impl NatsServer {
         let binary = super::peer_binary("TEST_NATS_SERVER");
         let log = self.dir.path().join("nats.log");
         let _ = std::fs::remove_file(&log);
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-js", "-a", "127.0.0.1", "-p", port, "-sd"])
             .arg(self.dir.path().join("store"))
             .arg("-l")

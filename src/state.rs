@@ -1,0 +1,140 @@
+//! What was last published about every process, kept in a JetStream key-value bucket, so that a
+//! restarted daemon (even after `kill -9`) resumes from it: it publishes only what really
+//! changed while it was down, with the same deterministic ids and continuing sequence numbers,
+//! instead of announcing everything again.
+//!
+//! Why a KV bucket and not a state file: it lives on the same NATS servers as the stream, with
+//! the same replicas, so it survives the loss of the daemon's host and needs no state directory;
+//! and when NATS is unreachable the daemon cannot publish anyway, so it loses nothing by not
+//! being able to read its state then. It is written after JetStream acknowledged the events it
+//! reflects: a daemon killed in between re-derives those events with the same ids on restart,
+//! and JetStream drops them as duplicates (within the stream's duplicate window).
+
+use std::collections::BTreeSet;
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use tracing::warn;
+
+use crate::diff::{ProcessRecord, Snapshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot open the state bucket {bucket}: {message}")]
+    Open { bucket: String, message: String },
+    #[error("cannot read the state bucket {bucket}: {message}")]
+    Read { bucket: String, message: String },
+}
+
+/// The per-process records of one process-compose instance (`source`) in a KV bucket.
+pub struct StateStore {
+    store: kv::Store,
+    bucket: String,
+    /// Keys of this source start with it; several daemons may share a bucket.
+    prefix: String,
+    /// Processes whose record failed to save; retried with the next save.
+    unsaved: BTreeSet<String>,
+}
+
+impl StateStore {
+    /// Opens (or creates) `bucket` with `replicas` replicas.
+    pub async fn open(
+        jetstream: &jetstream::Context,
+        bucket: &str,
+        replicas: usize,
+        source: &str,
+    ) -> Result<Self, StateError> {
+        let open_error = |message: String| StateError::Open {
+            bucket: bucket.to_owned(),
+            message,
+        };
+        let store = match jetstream.get_key_value(bucket).await {
+            Ok(store) => store,
+            Err(_) => jetstream
+                .create_key_value(kv::Config {
+                    bucket: bucket.to_owned(),
+                    description: "pc-eventd: last published state per process".into(),
+                    history: 1,
+                    num_replicas: replicas,
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| open_error(e.to_string()))?,
+        };
+        Ok(Self {
+            store,
+            bucket: bucket.to_owned(),
+            prefix: format!("s_{}.", hex(source)),
+            unsaved: BTreeSet::new(),
+        })
+    }
+
+    /// Everything stored for this source.
+    pub async fn load(&self) -> Result<Snapshot, StateError> {
+        let read_error = |message: String| StateError::Read {
+            bucket: self.bucket.clone(),
+            message,
+        };
+        let mut keys = match self.store.keys().await {
+            Ok(keys) => keys,
+            // an empty bucket has no keys to list
+            Err(err) if err.to_string().contains("no keys") => return Ok(Snapshot::default()),
+            Err(err) => return Err(read_error(err.to_string())),
+        };
+        let mut records = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| read_error(e.to_string()))?;
+            if !key.starts_with(&self.prefix) {
+                continue;
+            }
+            let Some(value) = self
+                .store
+                .get(key.clone())
+                .await
+                .map_err(|e| read_error(e.to_string()))?
+            else {
+                continue;
+            };
+            match serde_json::from_slice::<ProcessRecord>(&value) {
+                Ok(record) => records.push(record),
+                // A record this build cannot read is treated as unknown: that process is
+                // announced again, which JetStream deduplicates within its window.
+                Err(err) => warn!(%key, error = %err, "ignoring an unreadable state record"),
+            }
+        }
+        Ok(Snapshot::from_records(records))
+    }
+
+    /// Writes the records of `names` as they are in `snapshot` (deleting those it no longer
+    /// has). Failures are logged and retried with the next save; the returned count says how
+    /// many records could not be written.
+    pub async fn save(&mut self, snapshot: &Snapshot, names: Vec<String>) -> usize {
+        let mut names: BTreeSet<String> = names.into_iter().collect();
+        names.append(&mut self.unsaved);
+        for name in names {
+            let key = format!("{}p_{}", self.prefix, hex(&name));
+            let result = match snapshot.record(&name) {
+                Some(record) => {
+                    let value = serde_json::to_vec(&record).expect("records always serialize");
+                    self.store
+                        .put(&key, value.into())
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                None => self.store.delete(&key).await.map_err(|e| e.to_string()),
+            };
+            if let Err(err) = result {
+                warn!(process = %name, error = %err, "cannot save the process state; will retry");
+                self.unsaved.insert(name);
+            }
+        }
+        self.unsaved.len()
+    }
+}
+
+/// Hex of `text`: KV keys allow only `[-/_=.a-zA-Z0-9]`, and names may hold anything.
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
