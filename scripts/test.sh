@@ -8,6 +8,11 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "test: cargo is needed (https://rustup.rs); the machine image normally has it" >&2
     exit 1
 fi
+# The TLS tests make their certificates with the openssl command.
+if ! command -v openssl >/dev/null 2>&1; then
+    echo "test: installing openssl" >&2
+    { apt-get update -qq && apt-get install -y -qq openssl; } >&2
+fi
 # shellcheck disable=SC1090
 source "$(scripts/install-peers.sh)"
 echo "test: nats-server     $TEST_NATS_SERVER"
