@@ -16,23 +16,9 @@ use crate::support::events::EventLog;
 use crate::support::fake_compose::{HEALTHY_BODY, Reply, serve_counting};
 use crate::support::nats::NatsServer;
 use crate::support::notify_socket::NotifySocket;
-use crate::support::{eventually, free_port, http_get};
+use crate::support::{eventually, free_port, http_get, wait_for_http};
 
 const LONG: Duration = Duration::from_secs(20);
-
-/// Polls `GET path` until it answers `code`; returns the body.
-async fn wait_for_http(port: u16, path: &str, code: u16) -> String {
-    let deadline = Instant::now() + LONG;
-    let mut last = None;
-    while Instant::now() < deadline {
-        match http_get(port, path).await {
-            Ok((status, body)) if status == code => return body,
-            other => last = Some(other),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("GET {path} never answered {code}; last: {last:?}");
-}
 
 /// One sample from `/metrics`, read with a Prometheus text parser.
 async fn metric(port: u16, name: &str, labels: &[(&str, &str)]) -> f64 {

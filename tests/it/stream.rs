@@ -9,8 +9,8 @@ use pc_eventd::event::Reason;
 use crate::support::compose::{Options, ProcessCompose};
 use crate::support::daemon::{Daemon, config};
 use crate::support::events::EventLog;
-use crate::support::eventually;
 use crate::support::nats::NatsServer;
+use crate::support::{eventually, wait_for_http};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -153,12 +153,28 @@ async fn auto_streams_from_new_servers_and_polls_old_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_process_compose_is_caught_up_from_its_snapshot() {
-    let project = "processes:\n  web:\n    command: \"sleep 1000\"\n";
-    let (_nats, mut pc, daemon, mut log) = start(project, SourceMode::Stream).await;
+async fn a_restarted_process_compose_flips_readiness_and_is_caught_up() {
+    let nats = NatsServer::start();
+    let mut pc = ProcessCompose::start("processes:\n  web:\n    command: \"sleep 1000\"\n").await;
+    let health = crate::support::free_port();
+    let mut config = config(&pc.url(), &nats.url());
+    config.process_compose.mode = SourceMode::Stream;
+    config.health.enabled = true;
+    config.health.listen = ([127, 0, 0, 1], health).into();
+    let daemon = Daemon::spawn(config);
+    let mut log = EventLog::open(&nats.url()).await;
     let first = log.wait_for("web", Started).await;
-    // the socket drops with the server; the new server runs a new incarnation
-    pc.restart().await;
+    wait_for_http(health, "/readyz", 200).await;
+
+    // the socket drops with the server, after its Terminating → Completed frames
+    pc.stop();
+    let body = wait_for_http(health, "/readyz", 503).await;
+    assert!(body.contains("process_compose"), "{body}");
+    let stopped = log.wait_for("web", Stopped).await;
+    assert!(!stopped.synthetic, "the shutdown was seen live");
+
+    // the new server runs a new incarnation, found by the catch-up on reconnect
+    pc.start_again().await;
     log.wait_until("web started again", LONG, |r| {
         r.iter()
             .filter(|r| r.event.process == "web" && r.event.event_type == Started)
@@ -168,13 +184,12 @@ async fn a_restarted_process_compose_is_caught_up_from_its_snapshot() {
     .await;
     let again = log.of("web", Started).pop().unwrap();
     assert_ne!(again.id, first.id);
-    let stopped = log.of("web", Stopped);
-    assert_eq!(
-        stopped.len(),
-        1,
-        "the shutdown was seen live: {}",
-        log.dump()
+    assert!(
+        again.synthetic,
+        "caught up from the reconnect, not seen live"
     );
+    wait_for_http(health, "/readyz", 200).await;
+    assert_eq!(log.of("web", Stopped).len(), 1, "{}", log.dump());
     assert!(mode_is(&daemon, "stream"));
     daemon.stop().await.unwrap();
 }

@@ -85,9 +85,13 @@ impl ProcessCompose {
         self.wait_live().await;
     }
 
-    /// Shuts it down (its processes stop) and starts it again on the same address.
-    pub async fn restart(&mut self) {
+    /// Shuts it down: its processes stop, and it is gone until [`ProcessCompose::start_again`].
+    pub fn stop(&mut self) {
         self.shut_down();
+    }
+
+    /// Starts it again, on the same address with the same project.
+    pub async fn start_again(&mut self) {
         self.launch().await;
     }
 

@@ -84,6 +84,20 @@ pub async fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     Ok(parse_response(&response))
 }
 
+/// Polls `GET path` on 127.0.0.1:`port` until it answers `code` (20 s at most); returns the body.
+pub async fn wait_for_http(port: u16, path: &str, code: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = None;
+    while Instant::now() < deadline {
+        match http_get(port, path).await {
+            Ok((status, body)) if status == code => return body,
+            other => last = Some(other),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("GET {path} never answered {code}; last: {last:?}");
+}
+
 /// The usual arrangement: a nats-server, process-compose running `project`, the daemon between
 /// them, and a reader of the stream.
 pub struct Stack {
