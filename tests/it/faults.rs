@@ -27,6 +27,10 @@ async fn bad_answers_are_counted_and_survived() {
             Reply::Truncated(r#"{"data":[{"name":"web","status":"Runn"#),
             Reply::Reset,
             Reply::Stall,
+            // past the 32 MiB limit: refused without reading it all
+            Reply::Huge(64 * 1024 * 1024),
+            // a body that trickles in slower than the request timeout
+            Reply::Drip,
             Reply::Json(200, HEALTHY_BODY),
         ],
     ));
@@ -41,9 +45,15 @@ async fn bad_answers_are_counted_and_survived() {
     let stats = &daemon.status;
     assert_eq!(
         stats.metrics.poll_errors_total(),
-        6,
+        8,
         "each bad answer counted once"
     );
+    let kind = |kind: &str| {
+        let label = pc_eventd::status::KindLabel { kind: kind.into() };
+        stats.metrics.poll_errors.get_or_create(&label).get()
+    };
+    assert_eq!(kind("too_large"), 1);
+    assert_eq!(kind("timeout"), 2, "the stall and the drip");
     assert_eq!(
         stats.metrics.malformed_responses.get(),
         2,

@@ -20,6 +20,10 @@ pub enum Reply {
     Reset,
     /// Never answer.
     Stall,
+    /// A valid start of a body this many bytes long, sent as fast as it is read.
+    Huge(usize),
+    /// Headers, then one byte of the body every 100 ms.
+    Drip,
 }
 
 /// Serves `script` in order, then repeats its last reply for ever.
@@ -54,6 +58,33 @@ async fn answer(mut stream: TcpStream, reply: Reply) {
         Reply::Reset => return,
         Reply::Stall => {
             tokio::time::sleep(Duration::from_secs(30)).await;
+            return;
+        }
+        Reply::Huge(length) => {
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n");
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(br#"{"data":["#).await;
+            let chunk = vec![b' '; 64 * 1024];
+            let mut sent = 9;
+            while sent < length {
+                let n = chunk.len().min(length - sent);
+                if stream.write_all(&chunk[..n]).await.is_err() {
+                    return;
+                }
+                sent += n;
+            }
+            return;
+        }
+        Reply::Drip => {
+            let body = br#"{"data":[]}"#;
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = stream.write_all(head.as_bytes()).await;
+            for byte in body {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if stream.write_all(&[*byte]).await.is_err() {
+                    return;
+                }
+            }
             return;
         }
     };
