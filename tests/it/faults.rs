@@ -164,3 +164,87 @@ processes:
     );
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_with_r3_loses_nothing_when_a_node_dies() {
+    let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let route_list = routes
+        .iter()
+        .map(|port| format!("nats-route://127.0.0.1:{port}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut nodes: Vec<NatsServer> = (0..3)
+        .map(|i| {
+            NatsServer::start_with_config(&format!(
+                "server_name: n{i}\ncluster {{\n  name: pc\n  listen: 127.0.0.1:{}\n  routes: [{route_list}]\n}}\n",
+                routes[i]
+            ))
+        })
+        .collect();
+    let urls = nodes
+        .iter()
+        .map(NatsServer::url)
+        .collect::<Vec<_>>()
+        .join(",");
+    let pc = crate::support::compose::ProcessCompose::start(
+        r#"
+processes:
+  a:
+    command: "sleep 0.3; exit 6"
+    disabled: true
+    availability: { restart: on_failure, max_restarts: 4, backoff_seconds: 1 }
+  b:
+    command: "sleep 0.4; exit 6"
+    disabled: true
+    availability: { restart: on_failure, max_restarts: 4, backoff_seconds: 1 }
+  c:
+    command: "sleep 0.5; exit 6"
+    disabled: true
+    availability: { restart: on_failure, max_restarts: 4, backoff_seconds: 1 }
+"#,
+    )
+    .await;
+    let mut config = config(&pc.url(), &urls);
+    config.nats.stream.replicas = 3;
+    let daemon = Daemon::spawn(config);
+    // read through a node that stays up
+    let mut log = EventLog::open(&nodes[2].url()).await;
+    // the daemon watches before anything runs
+    log.wait_until(
+        "three disabled processes announced",
+        Duration::from_secs(30),
+        |r| {
+            r.iter()
+                .filter(|r| r.event.state.status == "Disabled")
+                .count()
+                == 3
+        },
+    )
+    .await;
+    for name in ["a", "b", "c"] {
+        pc.start_process(name).await;
+    }
+    log.wait_for("a", Crashed).await;
+    nodes[0].stop();
+    // generous: a leader election after the kill can hold publishes back for several retries
+    log.wait_until("every final crash", Duration::from_secs(120), |r| {
+        r.iter()
+            .filter(|r| r.event.event_type == Crashed && r.event.state.status == "Completed")
+            .count()
+            == 3
+    })
+    .await;
+    log.settle(Duration::from_secs(1)).await;
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            log.of(name, Crashed).len(),
+            5,
+            "{name}: 5 runs, 5 crashes\n{}",
+            log.dump()
+        );
+        assert_eq!(log.of(name, Restarted).len(), 4, "{}", log.dump());
+    }
+    let ids: std::collections::HashSet<_> = log.received.iter().map(|r| &r.event.id).collect();
+    assert_eq!(ids.len(), log.received.len(), "no event stored twice");
+    daemon.stop().await.unwrap();
+}
