@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use crate::cli::Binary;
 use crate::support::compose::{Options, ProcessCompose};
 use crate::support::daemon::{Daemon, config};
-use crate::support::events::EventLog;
+use crate::support::events::{EventLog, count};
 use crate::support::fake_compose::{HEALTHY_BODY, Reply, serve_counting};
 use crate::support::nats::NatsServer;
 use crate::support::notify_socket::NotifySocket;
@@ -389,19 +389,11 @@ async fn kill_9_in_a_burst_then_restart_loses_and_repeats_nothing() {
 
     let mut second = Binary::spawn(&run_args(&port, &url));
     let all = |r: &[crate::support::events::Received]| {
-        r.iter().filter(|r| r.event.event_type == Started).count() >= 300
-            && r.iter()
-                .filter(|r| r.event.event_type == StatusChanged)
-                .count()
-                >= 300
+        count(r, None, Started) >= 300 && count(r, None, StatusChanged) >= 300
     };
     log.wait_until("300 processes announced", LONG, all).await;
     log.settle(Duration::from_secs(1)).await;
-    let started = log
-        .received
-        .iter()
-        .filter(|r| r.event.event_type == Started)
-        .count();
+    let started = count(&log.received, None, Started);
     assert_eq!(started, 300, "each process announced once");
     assert_eq!(log.received.len(), 600, "nothing else, nothing twice");
     let ids: std::collections::HashSet<_> = log.received.iter().map(|r| &r.event.id).collect();

@@ -10,7 +10,7 @@ use pc_eventd::publish::PublishError;
 
 use crate::support::compose::{Options, ProcessCompose};
 use crate::support::daemon::{Daemon, config};
-use crate::support::events::EventLog;
+use crate::support::events::{EventLog, count};
 use crate::support::nats::NatsServer;
 use crate::support::{Stack, eventually};
 
@@ -99,10 +99,7 @@ processes:
 
         stack.pc.start_process("web").await;
         log.wait_until("web started again", LONG, |r| {
-            r.iter()
-                .filter(|r| r.event.process == "web" && r.event.event_type == Started)
-                .count()
-                == 2
+            count(r, Some("web"), Started) == 2
         })
         .await;
         let again = log.of("web", Started).pop().unwrap();

@@ -8,7 +8,7 @@ use pc_eventd::event::Reason;
 
 use crate::support::compose::{Options, ProcessCompose};
 use crate::support::daemon::{Daemon, config};
-use crate::support::events::EventLog;
+use crate::support::events::{EventLog, count};
 use crate::support::nats::NatsServer;
 use crate::support::{eventually, wait_for_http};
 
@@ -107,10 +107,7 @@ async fn a_manual_restart_is_stopped_started_and_restarted() {
     pc.restart_process("api").await;
     log.wait_for("api", Restarted).await;
     log.wait_until("the second start", LONG, |r| {
-        r.iter()
-            .filter(|r| r.event.process == "api" && r.event.event_type == Started)
-            .count()
-            == 2
+        count(r, Some("api"), Started) == 2
     })
     .await;
     let stopped = log.wait_for("api", Stopped).await;
@@ -176,10 +173,7 @@ async fn a_restarted_process_compose_flips_readiness_and_is_caught_up() {
     // the new server runs a new incarnation, found by the catch-up on reconnect
     pc.start_again().await;
     log.wait_until("web started again", LONG, |r| {
-        r.iter()
-            .filter(|r| r.event.process == "web" && r.event.event_type == Started)
-            .count()
-            == 2
+        count(r, Some("web"), Started) == 2
     })
     .await;
     let again = log.of("web", Started).pop().unwrap();
@@ -202,7 +196,7 @@ async fn six_hundred_processes_are_all_tracked_without_a_disconnect_loop() {
     }
     let (_nats, _pc, daemon, mut log) = start(&project, SourceMode::Stream).await;
     log.wait_until("600 started", Duration::from_secs(60), |r| {
-        r.iter().filter(|r| r.event.event_type == Started).count() == 600
+        count(r, None, Started) == 600
     })
     .await;
     let status = daemon.status.clone();

@@ -14,6 +14,15 @@ pub struct Received {
     pub msg_id: Option<String>,
 }
 
+/// How many of `received` are `event_type` events, of `process` only if given.
+pub fn count(received: &[Received], process: Option<&str>, event_type: EventType) -> usize {
+    received
+        .iter()
+        .filter(|r| r.event.event_type == event_type)
+        .filter(|r| process.is_none_or(|p| r.event.process == p))
+        .count()
+}
+
 pub struct EventLog {
     messages: consumer::pull::Ordered,
     pub received: Vec<Received>,
