@@ -20,7 +20,11 @@ echo "test: process-compose $TEST_PROCESS_COMPOSE_KIND"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+{
+    cargo test --workspace --locked "$@" &&
+        # the cluster test, alone: it needs the machine to itself (see tests/it/faults.rs)
+        cargo test --locked -p pc-eventd --test it "$@" -- --ignored
+} 2>&1 | tee "$log" || status=$?
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"

@@ -278,7 +278,8 @@ processes:
     // A change while no daemon runs, then a restart: it resumes from the stored state and
     // publishes only the change, with the sequence going on.
     let seq_before = log.of("web", Started)[0].seq;
-    stack_stop(&pc, "web").await;
+    pc.stop_process("web").await;
+    pc.wait_for_status("web", "Completed", LONG).await;
     let second = Daemon::spawn(config(&pc.url(), &nats.url()));
     let stopped = log.wait_for("web", Stopped).await;
     assert!(
@@ -316,22 +317,6 @@ processes:
     );
     assert_eq!(stats.metrics.published_total(), 0);
     third.stop().await.unwrap();
-}
-
-async fn stack_stop(pc: &ProcessCompose, name: &str) {
-    pc.stop_process(name).await;
-    let deadline = std::time::Instant::now() + LONG;
-    while std::time::Instant::now() < deadline {
-        let (_, body) = pc
-            .request("GET", &format!("/process/{name}"))
-            .await
-            .unwrap();
-        if body.contains("\"Completed\"") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{name} did not complete");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -132,6 +132,21 @@ impl ProcessCompose {
         self.dir.path()
     }
 
+    /// Waits until `GET /process/{name}` reports `status`.
+    pub async fn wait_for_status(&self, name: &str, status: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let wanted = format!("\"status\":\"{status}\"");
+        while Instant::now() < deadline {
+            if let Ok((200, body)) = self.request("GET", &format!("/process/{name}")).await
+                && body.contains(&wanted)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{name} never reached {status}");
+    }
+
     pub async fn restart_process(&self, name: &str) {
         self.expect_ok("POST", &format!("/process/restart/{name}"))
             .await;

@@ -29,7 +29,7 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    /// Opens stream `PROCESS_EVENTS` from the start, waiting up to 20 s for it to exist.
+    /// Opens stream `PROCESS_EVENTS` from the start, waiting up to 30 s for it to be readable.
     pub async fn open(nats_url: &str) -> Self {
         Self::open_stream(nats_url, "PROCESS_EVENTS").await
     }
@@ -39,25 +39,29 @@ impl EventLog {
             .await
             .expect("connect to NATS");
         let js = jetstream::new(client);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let stream = loop {
-            match js.get_stream(name).await {
-                Ok(stream) => break stream,
-                Err(err) if Instant::now() < deadline => {
-                    let _ = err;
+        // The stream may not exist yet (the daemon creates it), and in a cluster that just lost
+        // a node the consumer may not be placed until a new leader is elected: retry both.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let messages = loop {
+            let opened = async {
+                let stream = js.get_stream(name).await.map_err(|e| e.to_string())?;
+                let consumer = stream
+                    .create_consumer(consumer::pull::OrderedConfig {
+                        deliver_policy: consumer::DeliverPolicy::All,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                consumer.messages().await.map_err(|e| e.to_string())
+            };
+            match opened.await {
+                Ok(messages) => break messages,
+                Err(_) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Err(err) => panic!("stream {name} never appeared: {err}"),
+                Err(err) => panic!("cannot read stream {name}: {err}"),
             }
         };
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .expect("ordered consumer");
-        let messages = consumer.messages().await.expect("message stream");
         Self {
             messages,
             received: Vec::new(),
