@@ -41,8 +41,9 @@ use futures::StreamExt;
 use pc_eventd::config::NatsConfig;
 use pc_eventd::diff::{DiffContext, Snapshot, diff};
 use pc_eventd::event::{EventType, LifecycleEvent, SubjectScheme};
+use pc_eventd::outbox::Outbox;
 use pc_eventd::process::{ProcessState, ProcessStatus, Readiness};
-use pc_eventd::publish::Publisher;
+use pc_eventd::publish::{Message, Publisher};
 use tempfile::TempDir;
 
 use support::compose::ProcessCompose;
@@ -507,14 +508,23 @@ fn diff_context<'a>(source: &'a str, subjects: &'a SubjectScheme) -> DiffContext
     }
 }
 
-/// The daemon's path: diff each observation, then `publish_batch` its events (serialized
-/// inside) with 256 acks in flight, every ack awaited. `source` makes the ids unique per run.
+/// The daemon's path: diff each observation, write its events to an outbox (default fsync
+/// policy), then `publish_batch` them from there with 256 acks in flight, every ack awaited,
+/// and acknowledge them in the outbox. `source` makes the ids unique per run.
 async fn pipeline_pass(
     publisher: &Publisher,
     rounds: &[Vec<ProcessState>],
     source: &str,
 ) -> Result<(usize, usize, Duration)> {
     let subjects = SubjectScheme::default();
+    let dir = tempfile::tempdir()?;
+    let defaults = pc_eventd::config::OutboxConfig::default();
+    let mut outbox = Outbox::open(
+        dir.path(),
+        defaults.max_bytes,
+        defaults.fsync_interval,
+        Box::new(|_| unreachable!("the bench never fills the outbox")),
+    )?;
     let mut snapshot = Snapshot::default();
     let mut published = 0;
     let mut duplicates = 0;
@@ -522,9 +532,16 @@ async fn pipeline_pass(
     for observed in rounds {
         let ctx = diff_context(source, &subjects);
         let (next, events) = diff(&snapshot, observed, &ctx);
-        let batch = publisher.publish_batch(&events, WINDOW).await;
+        let records = next.records(snapshot.changed_names(&next));
+        outbox.push(events.iter().map(Message::from).collect(), records)?;
+        let entries = outbox.peek(usize::MAX);
+        let messages: Vec<&Message> = entries.iter().flat_map(|e| &e.messages).collect();
+        let batch = publisher.publish_batch(&messages, WINDOW).await;
         if let Some(err) = batch.error {
             return Err(err.into());
+        }
+        if let Some(last) = entries.last() {
+            outbox.ack(last.index)?;
         }
         duplicates += batch.acknowledged.iter().filter(|p| p.duplicate).count();
         published += events.len();
@@ -894,7 +911,7 @@ impl Report {
                 out,
                 "### 3. Publish throughput\n\n\
                  | path | events/s (median of {n}) | runs |\n|---|---|---|\n\
-                 | pc-eventd: `diff` + serialize + `Publisher::publish_batch` (window {WINDOW}) | {pipeline:.0} | {} |\n\
+                 | pc-eventd: `diff` + outbox write + `Publisher::publish_batch` (window {WINDOW}) + outbox ack | {pipeline:.0} | {} |\n\
                  | raw async-nats JetStream publish (window {WINDOW}) | {raw:.0} | {} |\n\
                  | **ratio** | **{ratio:.2}** | |\n\n\
                  {} events per run ({} observations of {THROUGHPUT_PROCESSES} processes: announce, then readiness \

@@ -28,6 +28,7 @@ pub struct Config {
     pub nats: NatsConfig,
     pub health: HealthConfig,
     pub daemon: DaemonConfig,
+    pub outbox: OutboxConfig,
     pub log: LogConfig,
 }
 
@@ -54,13 +55,98 @@ pub struct DaemonConfig {
     /// After SIGTERM, how long unacknowledged events may still be retried before exiting.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Where the outbox lives; see [`DaemonConfig::state_dir`].
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
     fn default() -> Self {
         Self {
             shutdown_timeout: Duration::from_secs(10),
+            state_dir: None,
         }
+    }
+}
+
+impl DaemonConfig {
+    /// The state directory: `state_dir`, else systemd's `$STATE_DIRECTORY` (`StateDirectory=`),
+    /// else `$XDG_STATE_HOME/pc-eventd`, else `~/.local/state/pc-eventd`.
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        let env = |key: &str| std::env::var_os(key).filter(|v| !v.is_empty());
+        self.state_dir
+            .clone()
+            .or_else(|| {
+                // systemd lists one directory per `StateDirectory=` entry, colon-separated.
+                env("STATE_DIRECTORY").and_then(|dirs| std::env::split_paths(&dirs).next())
+            })
+            .or_else(|| env("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("pc-eventd")))
+            .or_else(|| env("HOME").map(|d| PathBuf::from(d).join(".local/state/pc-eventd")))
+    }
+}
+
+/// The on-disk queue of events on their way to NATS (see `crate::outbox`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// Most bytes of unacknowledged events kept; past it, events are dropped and reported.
+    #[serde(with = "byte_size")]
+    pub max_bytes: u64,
+    /// How often written events are flushed to the disk (`0s`: every event).
+    #[serde(with = "humantime_serde")]
+    pub fsync_interval: Duration,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024 * 1024,
+            fsync_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Sizes written as a number of bytes or a string such as `"64MiB"` / `"500 KB"`.
+mod byte_size {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(*bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Size {
+            Bytes(u64),
+            Text(String),
+        }
+        match Size::deserialize(deserializer)? {
+            Size::Bytes(bytes) => Ok(bytes),
+            Size::Text(text) => parse(&text).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a size (e.g. 67108864, \"64MiB\", \"500KB\")"
+                ))
+            }),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<u64> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let unit: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1000,
+            "kib" | "k" => 1 << 10,
+            "mb" => 1000 * 1000,
+            "mib" | "m" => 1 << 20,
+            "gb" => 1000 * 1000 * 1000,
+            "gib" | "g" => 1 << 30,
+            _ => return None,
+        };
+        number.parse::<u64>().ok()?.checked_mul(unit)
     }
 }
 
@@ -508,7 +594,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn one(problem: String) -> Self {
+    pub(crate) fn one(problem: String) -> Self {
         Self {
             problems: vec![problem],
         }
@@ -709,6 +795,16 @@ impl Config {
             "nats.stream.duplicate_window",
             !stream.duplicate_window.is_zero() && stream.duplicate_window <= stream.max_age,
             "must be greater than zero and no longer than max_age",
+        );
+        check(
+            "outbox.max_bytes",
+            self.outbox.max_bytes >= 1024 * 1024,
+            "must be at least 1MiB",
+        );
+        check(
+            "daemon.state_dir",
+            self.daemon.state_dir().is_some(),
+            "not set, and none of STATE_DIRECTORY, XDG_STATE_HOME or HOME is",
         );
         check(
             "log.level",
@@ -955,6 +1051,61 @@ mod tests {
                 text.contains("nats.stream.replicas (from PC_EVENTD_NATS__STREAM__REPLICAS)"),
                 "{text}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn outbox_sizes_read_as_bytes_or_with_a_unit() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "sizes.toml",
+                "[outbox]\nmax_bytes = \"64MiB\"\nfsync_interval = \"0s\"\n",
+            )?;
+            let config = load_file(jail, "sizes.toml").unwrap();
+            assert_eq!(config.outbox.max_bytes, 64 * 1024 * 1024);
+            assert!(config.outbox.fsync_interval.is_zero());
+            jail.set_env("PC_EVENTD_OUTBOX__MAX_BYTES", "2000000");
+            assert_eq!(
+                load_file(jail, "sizes.toml").unwrap().outbox.max_bytes,
+                2_000_000
+            );
+            jail.set_env("PC_EVENTD_OUTBOX__MAX_BYTES", "lots");
+            let text = error_text(load_file(jail, "sizes.toml"));
+            assert!(text.contains("PC_EVENTD_OUTBOX__MAX_BYTES"), "{text}");
+            assert!(text.contains("not a size"), "{text}");
+            jail.set_env("PC_EVENTD_OUTBOX__MAX_BYTES", "10KB");
+            let text = error_text(load_file(jail, "sizes.toml"));
+            assert!(
+                text.contains(
+                    "outbox.max_bytes (from PC_EVENTD_OUTBOX__MAX_BYTES): must be at least 1MiB"
+                ),
+                "{text}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_state_directory_follows_systemd_then_xdg_then_home() {
+        Jail::expect_with(|jail| {
+            jail.set_env("HOME", "/home/ops");
+            jail.set_env("XDG_STATE_HOME", "");
+            jail.set_env("STATE_DIRECTORY", "");
+            let daemon = DaemonConfig::default();
+            assert_eq!(
+                daemon.state_dir(),
+                Some("/home/ops/.local/state/pc-eventd".into())
+            );
+            jail.set_env("XDG_STATE_HOME", "/home/ops/state");
+            assert_eq!(daemon.state_dir(), Some("/home/ops/state/pc-eventd".into()));
+            jail.set_env("STATE_DIRECTORY", "/var/lib/pc-eventd:/var/lib/other");
+            assert_eq!(daemon.state_dir(), Some("/var/lib/pc-eventd".into()));
+            let set = DaemonConfig {
+                state_dir: Some("/srv/pc-eventd".into()),
+                ..DaemonConfig::default()
+            };
+            assert_eq!(set.state_dir(), Some("/srv/pc-eventd".into()));
             Ok(())
         });
     }

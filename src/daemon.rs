@@ -1,16 +1,16 @@
-//! The daemon: the poll → diff → publish loop and its lifecycle (readiness, reload, stop).
+//! The daemon: the observe → diff → outbox loop and its lifecycle (readiness, reload, stop).
 //!
-//! One loop does everything in order: make sure the stream is right, poll `GET /processes`, diff
-//! against what was last published, publish each event and wait for its ack, then sleep. The
-//! snapshot only advances once every event of an observation is acknowledged, so a NATS outage
-//! delays events instead of dropping them. A reload (SIGHUP) swaps only what changed and keeps
+//! One loop observes: make sure the stream is right, read process-compose (stream frames or
+//! polls), diff against what was last observed, and write the events to the outbox. The relay
+//! (`crate::relay`) publishes from the outbox beside it, so a NATS outage delays events instead
+//! of stopping observation or dropping them. A reload (SIGHUP) swaps only what changed and keeps
 //! the snapshot, so no event is lost or repeated across it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -19,13 +19,14 @@ use std::collections::BTreeSet;
 
 use crate::compose::{ComposeClient, ComposeError, StateFrame, StateStream};
 use crate::config::{Config, ConfigError, HealthConfig, NatsConfig, SourceMode, StreamConfig};
-use crate::diff::{DiffContext, Snapshot, diff, diff_one};
-use crate::event::LifecycleEvent;
-use crate::event::SubjectScheme;
+use crate::diff::{DiffContext, ProcessRecord, Snapshot, diff, diff_one};
+use crate::event::{EventsLost, LifecycleEvent, SubjectScheme};
 use crate::logging::LogHandle;
 use crate::notify::{self, Watchdog};
+use crate::outbox::{Outbox, OutboxError, Pushed};
 use crate::process::ProcessState;
-use crate::publish::{PublishError, Publisher};
+use crate::publish::{Message, PublishError, Publisher};
+use crate::relay::{self, Relay};
 use crate::state::StateStore;
 use crate::status::Status;
 
@@ -39,6 +40,8 @@ pub enum DaemonError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
     #[error("cannot serve the health endpoint on {addr}: {source}")]
     Health {
         addr: SocketAddr,
@@ -48,10 +51,6 @@ pub enum DaemonError {
 
 /// Shortest interval between two `STATUS=` updates driven by observations.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
-
-/// Publishes in flight at once: enough to keep a burst (a reconnect's catch-up, a project
-/// start) far from the round-trip bound, few enough to bound what a failure re-sends.
-const PUBLISH_WINDOW: usize = 256;
 
 /// Most names in one state-stream subscription: below the server's 256-frame buffer, which
 /// the connect snapshot must fit in.
@@ -121,9 +120,18 @@ pub struct Daemon {
     /// When `STATUS=` last went out after an observation.
     last_status: std::sync::Mutex<Option<Instant>>,
     /// The last published state per process, kept in NATS (see [`crate::state`]).
-    state: tokio::sync::Mutex<Option<StateStore>>,
+    state: Arc<tokio::sync::Mutex<Option<StateStore>>>,
+    /// Where events wait for JetStream; opened by [`Daemon::run`].
+    queue: Option<Queue>,
     /// The stored state was loaded once (at start); later opens write it instead.
     state_loaded: std::sync::atomic::AtomicBool,
+}
+
+/// The outbox, shared with the relay.
+struct Queue {
+    outbox: Arc<std::sync::Mutex<Outbox>>,
+    /// Wakes the relay after a push.
+    wake: Arc<Notify>,
 }
 
 /// The running health endpoint.
@@ -142,7 +150,8 @@ impl Daemon {
             log: None,
             ready_sent: std::sync::atomic::AtomicBool::new(false),
             last_status: std::sync::Mutex::new(None),
-            state: tokio::sync::Mutex::new(None),
+            state: Arc::default(),
+            queue: None,
             state_loaded: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -156,9 +165,25 @@ impl Daemon {
     /// Runs until `control.shutdown` is cancelled.
     pub async fn run(mut self, mut control: Control) -> Result<(), DaemonError> {
         let mut compose = ComposeClient::from_config(&self.config)?;
+        let outbox = Arc::new(std::sync::Mutex::new(self.open_outbox()?));
         let mut publisher = self.connect().await?;
         let mut health = start_health(&self.config.health, &self.status).await?;
         let shutdown = control.shutdown.clone();
+        let wake = Arc::new(Notify::new());
+        let (publishers, relay_publishers) = watch::channel(None);
+        let finish_relay = CancellationToken::new();
+        let relay = tokio::spawn(
+            Relay {
+                outbox: outbox.clone(),
+                status: self.status.clone(),
+                state: self.state.clone(),
+                publishers: relay_publishers,
+                wake: wake.clone(),
+                shutdown_timeout: self.config.daemon.shutdown_timeout,
+            }
+            .run(finish_relay.clone()),
+        );
+        self.queue = Some(Queue { outbox, wake });
         info!(
             source = %self.config.process_compose.source(),
             nats = %self.config.nats.url,
@@ -175,8 +200,12 @@ impl Daemon {
         let mut stream_supported: Option<bool> = None;
         while !shutdown.is_cancelled() {
             if !stream_ready {
+                publishers.send_replace(None);
                 stream_ready = self.ensure_stream(&publisher, &shutdown).await?
                     && self.open_state(&publisher, &mut snapshot, &shutdown).await;
+                if stream_ready {
+                    publishers.send_replace(Some(publisher.clone()));
+                }
                 continue;
             }
             let use_stream = match self.config.process_compose.mode {
@@ -186,13 +215,7 @@ impl Daemon {
             };
             let wait = if use_stream {
                 let session = self
-                    .stream_session(
-                        &compose,
-                        &publisher,
-                        &mut snapshot,
-                        &shutdown,
-                        &mut control.reloads,
-                    )
+                    .stream_session(&compose, &mut snapshot, &shutdown, &mut control.reloads)
                     .await;
                 match session {
                     SessionEnd::Shutdown => break,
@@ -230,12 +253,7 @@ impl Daemon {
                             );
                         }
                         failures = 0;
-                        if !self
-                            .publish_observation(&publisher, &mut snapshot, &observed, &shutdown)
-                            .await
-                        {
-                            break;
-                        }
+                        self.publish_observation(&mut snapshot, &observed);
                         self.config.process_compose.poll_interval
                     }
                     Err(err) => {
@@ -260,6 +278,9 @@ impl Daemon {
 
         notify::stopping();
         info!("pc-eventd stopping");
+        // Observation has stopped; the relay gets `shutdown_timeout` to empty the outbox.
+        finish_relay.cancel();
+        let _ = relay.await;
         if let Some(health) = health {
             health.stop.cancel();
             let _ = health.task.await;
@@ -340,49 +361,97 @@ impl Daemon {
         }
     }
 
-    /// Diffs a full observation (a poll, a reconnect) against `snapshot`, publishes the events
-    /// and only then advances the snapshot. False if shutdown left events unpublished.
-    async fn publish_observation(
-        &self,
-        publisher: &Publisher,
-        snapshot: &mut Snapshot,
-        observed: &[ProcessState],
-        shutdown: &CancellationToken,
-    ) -> bool {
+    /// Diffs a full observation (a poll, a reconnect) against `snapshot`, queues the events
+    /// with the records they leave behind, and advances the snapshot.
+    fn publish_observation(&self, snapshot: &mut Snapshot, observed: &[ProcessState]) {
         let source = self.config.process_compose.source();
         let subjects = self.config.nats.subjects();
         let ctx = self.diff_context(&source, &subjects, true);
         let (next, events) = diff(snapshot, observed, &ctx);
-        if !self.publish_all(publisher, &events, shutdown).await {
-            return false;
-        }
-        let changed = snapshot.changed_names(&next);
+        let records = next.records(snapshot.changed_names(&next));
         *snapshot = next;
-        self.save_state(snapshot, changed).await;
+        self.enqueue(&events, records);
         self.observed(snapshot);
-        true
     }
 
     /// Like [`Daemon::publish_observation`] for one stream frame.
-    async fn publish_frame(
-        &self,
-        publisher: &Publisher,
-        snapshot: &mut Snapshot,
-        frame: &StateFrame,
-        shutdown: &CancellationToken,
-    ) -> bool {
+    fn publish_frame(&self, snapshot: &mut Snapshot, frame: &StateFrame) {
         let source = self.config.process_compose.source();
         let subjects = self.config.nats.subjects();
         let ctx = self.diff_context(&source, &subjects, frame.snapshot);
         let (update, events) = diff_one(snapshot, &frame.state, &ctx);
-        if !self.publish_all(publisher, &events, shutdown).await {
-            return false;
-        }
         snapshot.apply(update);
-        self.save_state(snapshot, vec![frame.state.name.clone()])
-            .await;
+        let records = snapshot.records([frame.state.name.clone()]);
+        self.enqueue(&events, records);
         self.observed(snapshot);
-        true
+    }
+
+    /// Opens the outbox of this process-compose instance in the state directory.
+    fn open_outbox(&self) -> Result<Outbox, DaemonError> {
+        let source = self.config.process_compose.source();
+        let state_dir = self.config.daemon.state_dir().ok_or_else(|| {
+            ConfigError::one(
+                "daemon.state_dir: not set, and none of STATE_DIRECTORY, XDG_STATE_HOME or HOME is"
+                    .into(),
+            )
+        })?;
+        // One directory per instance: several daemons may share a state directory.
+        let dir = state_dir
+            .join("outbox")
+            .join(crate::event::subject_token(&source).replace('/', "%2F"));
+        let subjects = self.config.nats.subjects();
+        let outbox = Outbox::open(
+            &dir,
+            self.config.outbox.max_bytes,
+            self.config.outbox.fsync_interval,
+            Box::new(move |loss| {
+                let marker = EventsLost::new(
+                    &subjects,
+                    &source,
+                    loss.lost,
+                    loss.first_lost_at,
+                    loss.last_lost_at,
+                );
+                Message::new(
+                    marker.subject.clone(),
+                    marker.id.clone(),
+                    &marker.kind,
+                    &marker,
+                )
+                .expect("markers always serialize")
+            }),
+        )?;
+        let queued = outbox.pending_messages();
+        info!(dir = %dir.display(), queued, "outbox open");
+        self.status.set_outbox(&outbox);
+        Ok(outbox)
+    }
+
+    /// Writes an observation's events to the outbox for the relay. Events it cannot take are
+    /// counted, logged and reported (readiness, and a loss marker once there is room again).
+    fn enqueue(&self, events: &[LifecycleEvent], records: Vec<(String, Option<ProcessRecord>)>) {
+        let queue = self.queue.as_ref().expect("run() opens the outbox first");
+        let mut outbox = relay::lock(&queue.outbox);
+        let pushed = outbox.push(events.iter().map(Message::from).collect(), records);
+        if !matches!(pushed, Ok(Pushed::Stored)) {
+            let dropped = events.len() as u64;
+            self.status.metrics.events_dropped.inc_by(dropped);
+            let lost = outbox.loss().map_or(0, |loss| loss.lost);
+            match pushed {
+                Err(err) => {
+                    error!(error = %err, dropped, lost, "cannot write the outbox: events lost")
+                }
+                _ => error!(
+                    dropped,
+                    lost,
+                    max_bytes = self.config.outbox.max_bytes,
+                    "the outbox is full (NATS has been unreachable too long): events lost"
+                ),
+            }
+        }
+        self.status.set_outbox(&outbox);
+        drop(outbox);
+        queue.wake.notify_one();
     }
 
     /// Reports a new observation to systemd: `READY=1` the first time, then `STATUS=` at most
@@ -409,7 +478,6 @@ impl Daemon {
     async fn stream_session(
         &self,
         compose: &ComposeClient,
-        publisher: &Publisher,
         snapshot: &mut Snapshot,
         shutdown: &CancellationToken,
         reloads: &mut mpsc::Receiver<()>,
@@ -446,12 +514,7 @@ impl Daemon {
             processes = observed.len(),
             "streaming process states"
         );
-        if !self
-            .publish_observation(publisher, snapshot, &observed, shutdown)
-            .await
-        {
-            return SessionEnd::Shutdown;
-        }
+        self.publish_observation(snapshot, &observed);
 
         let reconcile_every = self.config.process_compose.reconcile_interval;
         let mut reconcile = tokio::time::interval_at(
@@ -476,9 +539,7 @@ impl Daemon {
                     // The stream is the authority on known processes (a poll could be older
                     // than frames still queued); the poll adds and removes members.
                     let members = membership(snapshot, &observed);
-                    if !self.publish_observation(publisher, snapshot, &members, shutdown).await {
-                        return SessionEnd::Shutdown;
-                    }
+                    self.publish_observation(snapshot, &members);
                     if chunked {
                         let new: Vec<String> = observed
                             .iter()
@@ -499,9 +560,7 @@ impl Daemon {
                 message = frames.recv() => match message {
                     Some(Ok(frame)) => {
                         let frame = self.complete_frame(compose, frame).await;
-                        if !self.publish_frame(publisher, snapshot, &frame, shutdown).await {
-                            return SessionEnd::Shutdown;
-                        }
+                        self.publish_frame(snapshot, &frame);
                         self.watchdog.pet();
                     }
                     Some(Err(err)) => return SessionEnd::Failed(err),
@@ -545,12 +604,18 @@ impl Daemon {
         let loaded = match opened {
             Ok(store) if self.state_loaded.load(std::sync::atomic::Ordering::Relaxed) => {
                 let mut store = store;
-                store.save(snapshot, snapshot.names().cloned().collect()).await;
+                store
+                    .save(snapshot.records(snapshot.names().cloned()))
+                    .await;
                 Ok(store)
             }
             Ok(store) => store.load().await.map(|loaded| {
-                info!(bucket = %bucket, processes = loaded.len(), "resuming from the last published state");
                 *snapshot = loaded;
+                // What the last run observed but NATS has not acknowledged yet.
+                let queue = self.queue.as_ref().expect("run() opens the outbox first");
+                let outbox = relay::lock(&queue.outbox);
+                snapshot.overlay(outbox.pending_records());
+                info!(bucket = %bucket, processes = snapshot.len(), queued = outbox.pending_messages(), "resuming from the last published state and the outbox");
                 store
             }),
             Err(err) => Err(err),
@@ -573,17 +638,6 @@ impl Daemon {
                 }
                 false
             }
-        }
-    }
-
-    /// Records the processes in `names` as published.
-    async fn save_state(&self, snapshot: &Snapshot, names: Vec<String>) {
-        if names.is_empty() {
-            return;
-        }
-        if let Some(store) = self.state.lock().await.as_mut() {
-            self.status.expect_within(self.config.nats.ack_timeout * 2);
-            store.save(snapshot, names).await;
         }
     }
 
@@ -620,63 +674,6 @@ impl Daemon {
                 Ok(false)
             }
         }
-    }
-
-    /// Publishes events in order, each retried with the same id until JetStream acknowledges it.
-    /// After shutdown is requested, retries go on for `daemon.shutdown_timeout`; returns false
-    /// if events were left unpublished.
-    async fn publish_all(
-        &self,
-        publisher: &Publisher,
-        events: &[LifecycleEvent],
-        shutdown: &CancellationToken,
-    ) -> bool {
-        let metrics = &self.status.metrics;
-        let mut give_up_at: Option<tokio::time::Instant> = None;
-        let mut done = 0;
-        let mut attempt = 0;
-        while done < events.len() {
-            let pending = &events[done..];
-            // Bounded by the window: every ack still outstanding times out by then.
-            self.status.expect_within(self.config.nats.ack_timeout * 2);
-            let batch = publisher.publish_batch(pending, PUBLISH_WINDOW).await;
-            for (event, published) in pending.iter().zip(&batch.acknowledged) {
-                if published.duplicate {
-                    metrics.events_deduplicated.inc();
-                    debug!(subject = %event.subject, id = %event.id, seq = published.stream_sequence, "already in the stream");
-                } else {
-                    metrics.published(event.event_type);
-                    debug!(subject = %event.subject, id = %event.id, seq = published.stream_sequence, summary = %event.summary(), "published");
-                }
-            }
-            done += batch.acknowledged.len();
-            self.watchdog.pet();
-            let Some(err) = batch.error else {
-                self.status.set_publish(Ok(()));
-                break;
-            };
-            metrics.publish_errors.inc();
-            self.status.set_publish(Err(err.to_string()));
-            attempt += 1;
-            let wait = backoff(attempt, NATS_RETRY_MIN, NATS_RETRY_MAX);
-            warn!(error = %err, unacknowledged = events.len() - done, retry_in = ?wait, "publish failed, will retry with the same ids");
-            if shutdown.is_cancelled() && give_up_at.is_none() {
-                give_up_at =
-                    Some(tokio::time::Instant::now() + self.config.daemon.shutdown_timeout);
-            }
-            if give_up_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
-                let dropped = events.len() - done;
-                metrics.events_dropped.inc_by(dropped as u64);
-                error!(dropped, "shutting down with events NATS never acknowledged");
-                return false;
-            }
-            self.status.expect_within(wait);
-            tokio::select! {
-                () = shutdown.cancelled(), if give_up_at.is_none() => {}
-                () = self.watchdog.sleep(wait) => {}
-            }
-        }
-        true
     }
 
     /// Re-reads the configuration and applies what changed; a bad one keeps the old.

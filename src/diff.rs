@@ -51,13 +51,45 @@ impl Snapshot {
 
     /// Rebuilds a snapshot from stored records.
     pub fn from_records(records: impl IntoIterator<Item = ProcessRecord>) -> Self {
+        let records: Vec<_> = records
+            .into_iter()
+            .map(|record| (record.tracked.state.name.clone(), Some(record)))
+            .collect();
         let mut snapshot = Self::default();
-        for record in records {
-            let name = record.tracked.state.name.clone();
-            snapshot.seqs.insert(name.clone(), record.seq);
-            snapshot.processes.insert(name, record.tracked);
-        }
+        snapshot.overlay(&records);
         snapshot
+    }
+
+    /// The records of `names` as they are now (`None`: the process is gone).
+    pub fn records(
+        &self,
+        names: impl IntoIterator<Item = String>,
+    ) -> Vec<(String, Option<ProcessRecord>)> {
+        names
+            .into_iter()
+            .map(|name| {
+                let record = self.record(&name);
+                (name, record)
+            })
+            .collect()
+    }
+
+    /// Lays newer records over this snapshot, oldest first (`None`: the process is gone).
+    pub fn overlay<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a (String, Option<ProcessRecord>)>,
+    ) {
+        for (name, record) in records {
+            match record {
+                Some(record) => {
+                    self.seqs.insert(name.clone(), record.seq);
+                    self.processes.insert(name.clone(), record.tracked.clone());
+                }
+                None => {
+                    self.processes.remove(name);
+                }
+            }
+        }
     }
 
     /// Names whose record differs between `self` and `next` (changed, new or gone).

@@ -239,6 +239,16 @@ impl SubjectScheme {
         format!("{}.>", self.prefix)
     }
 
+    /// Where the loss markers of `source` go (see [`EventsLost`]): the same five tokens, under a
+    /// namespace no process-compose project can have a process in (`_` then a `-`).
+    pub fn events_lost(&self, source: &str) -> String {
+        format!(
+            "{}.{LOSS_NAMESPACE}.{}.{EVENTS_LOST}",
+            self.prefix,
+            subject_token(source)
+        )
+    }
+
     /// A subscription subject; `None` parts match any token.
     pub fn filter(
         &self,
@@ -282,6 +292,63 @@ pub fn subject_token(name: &str) -> String {
     }
     token
 }
+
+/// The namespace token of loss markers.
+pub const LOSS_NAMESPACE: &str = "_pc-eventd";
+/// The type of loss markers.
+pub const EVENTS_LOST: &str = "events_lost";
+
+/// A gap in the record, published once pc-eventd can again: its outbox was full (NATS down too
+/// long for `outbox.max_bytes`), so it had to drop `lost` events between `first_lost_at` and
+/// `last_lost_at`. Consumers that keep state from the events should re-read the processes it
+/// names (`source`). Never published otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventsLost {
+    pub id: String,
+    /// Always `events_lost`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source: String,
+    pub subject: String,
+    pub severity: Severity,
+    /// RFC 3339: when the marker was queued.
+    pub timestamp: String,
+    pub lost: u64,
+    pub first_lost_at: String,
+    pub last_lost_at: String,
+    /// Why: `outbox_full`.
+    pub reason: String,
+}
+
+impl EventsLost {
+    pub fn new(
+        scheme: &SubjectScheme,
+        source: &str,
+        lost: u64,
+        first_lost_at: std::time::SystemTime,
+        last_lost_at: std::time::SystemTime,
+    ) -> Self {
+        let first_lost_at = timestamp(first_lost_at);
+        // One marker per episode, the same however often it is re-sent.
+        let id_input = format!("{source}\n{EVENTS_LOST}\n{first_lost_at}");
+        Self {
+            id: uuid::Uuid::new_v5(&LOSS_ID_NAMESPACE, id_input.as_bytes()).to_string(),
+            kind: EVENTS_LOST.to_owned(),
+            source: source.to_owned(),
+            subject: scheme.events_lost(source),
+            severity: Severity::Error,
+            timestamp: timestamp(std::time::SystemTime::now()),
+            lost,
+            first_lost_at,
+            last_lost_at: timestamp(last_lost_at),
+            reason: "outbox_full".to_owned(),
+        }
+    }
+}
+
+/// Namespace for the v5 UUIDs of loss markers.
+const LOSS_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x8f0e_41d2_6b7a_4c19_9e35_d0c4_7a21_b6e8);
 
 /// Formats a time as the payload's timestamp: RFC 3339, UTC, milliseconds.
 pub fn timestamp(at: std::time::SystemTime) -> String {
@@ -374,6 +441,27 @@ mod tests {
         let mut keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
         keys.sort();
         keys
+    }
+
+    #[test]
+    fn the_loss_marker_schema_describes_exactly_its_payload() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../schema/events-lost.schema.json")).unwrap();
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let marker = EventsLost::new(&SubjectScheme::default(), "web-01/shop", 412, at, at);
+        assert_eq!(
+            marker.subject,
+            "core.process._pc-eventd.web-01/shop.events_lost"
+        );
+        let again = EventsLost::new(&SubjectScheme::default(), "web-01/shop", 413, at, at);
+        assert_eq!(marker.id, again.id, "one id per episode");
+        let value = serde_json::to_value(&marker).unwrap();
+        assert_eq!(keys(&value), keys(&schema["properties"]));
+        let mut required: Vec<String> = serde_json::from_value(schema["required"].clone()).unwrap();
+        required.sort();
+        assert_eq!(keys(&value), required);
+        assert_eq!(value["type"], schema["properties"]["type"]["const"]);
+        assert_eq!(value["reason"], schema["properties"]["reason"]["enum"][0]);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! The pieces, from the edges in: [`config`] (layered settings), [`compose`] (the
 //! process-compose REST client) and [`process`] (its data model), [`diff`] (the pure diff engine),
-//! [`event`] (the published contract), [`publish`] (JetStream), [`daemon`] (the loop that ties
-//! them together), [`watch`] (the live viewer) and [`cli`].
+//! [`event`] (the published contract), [`outbox`] (events on disk until JetStream has them),
+//! [`relay`] (outbox → JetStream), [`publish`] (JetStream), [`daemon`] (the loop that ties them
+//! together), [`watch`] (the live viewer) and [`cli`].
 
 #![forbid(unsafe_code)]
 
@@ -17,8 +18,10 @@ pub mod event;
 pub mod health;
 pub mod logging;
 pub mod notify;
+pub mod outbox;
 pub mod process;
 pub mod publish;
+pub mod relay;
 pub mod state;
 pub mod status;
 pub mod watch;

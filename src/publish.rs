@@ -2,6 +2,7 @@
 
 use async_nats::jetstream::{self, context::GetStreamErrorKind, stream};
 use async_nats::{ConnectOptions, HeaderMap};
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::config::{NatsConfig, OnMismatch, Storage, StreamConfig};
@@ -41,8 +42,6 @@ pub enum PublishError {
         subject: String,
         source: jetstream::context::PublishError,
     },
-    #[error("cannot encode event: {0}")]
-    Encode(#[from] serde_json::Error),
 }
 
 /// What [`Publisher::ensure_stream`] found.
@@ -52,6 +51,46 @@ pub enum StreamOutcome {
     Unchanged,
     /// Updated; the settings that changed, as `key: old → new`.
     Updated(Vec<String>),
+}
+
+/// One message ready to publish: what the outbox stores and [`Publisher::publish_batch`] sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub subject: String,
+    /// Sent as `Nats-Msg-Id`: JetStream stores a message with a given id once per window.
+    pub id: String,
+    /// The event type, for metrics and logs.
+    pub kind: String,
+    /// The JSON body.
+    pub payload: String,
+}
+
+impl Message {
+    pub fn new(
+        subject: String,
+        id: String,
+        kind: &str,
+        body: &impl Serialize,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            subject,
+            id,
+            kind: kind.to_owned(),
+            payload: serde_json::to_string(body)?,
+        })
+    }
+}
+
+impl From<&LifecycleEvent> for Message {
+    fn from(event: &LifecycleEvent) -> Self {
+        Self::new(
+            event.subject.clone(),
+            event.id.clone(),
+            event.event_type.as_str(),
+            event,
+        )
+        .expect("events always serialize")
+    }
 }
 
 /// The result of one publish.
@@ -187,16 +226,16 @@ impl Publisher {
         }
     }
 
-    /// Publishes `events` in order with up to `window` acks outstanding. Stops at the first
-    /// failure: [`Batch::acknowledged`] is the prefix JetStream acknowledged, in order. Events
+    /// Publishes `messages` in order with up to `window` acks outstanding. Stops at the first
+    /// failure: [`Batch::acknowledged`] is the prefix JetStream acknowledged, in order. Messages
     /// after it may have been stored too; re-publishing them is safe, since their ids repeat.
-    pub async fn publish_batch(&self, events: &[LifecycleEvent], window: usize) -> Batch {
+    pub async fn publish_batch(&self, messages: &[&Message], window: usize) -> Batch {
         let mut in_flight = std::collections::VecDeque::with_capacity(window);
         let mut batch = Batch {
-            acknowledged: Vec::with_capacity(events.len()),
+            acknowledged: Vec::with_capacity(messages.len()),
             error: None,
         };
-        for event in events {
+        for &event in messages {
             if in_flight.len() >= window.max(1) {
                 let (event, ack) = in_flight.pop_front().expect("the window is full");
                 if !batch.record(await_ack(event, ack).await) {
@@ -211,12 +250,18 @@ impl Publisher {
                 }
             }
         }
-        // Await what is out even after a failure: an ack future left unawaited holds its
-        // in-flight permit until it times out.
-        for (event, ack) in in_flight {
-            let result = await_ack(event, ack).await;
-            if batch.error.is_none() {
-                batch.record(result);
+        // Await what is out even after a failure (an ack future left unawaited holds its
+        // in-flight permit until it times out), all together: with NATS gone, one by one
+        // would take a timeout each.
+        let results = futures::future::join_all(
+            in_flight
+                .into_iter()
+                .map(|(message, ack)| await_ack(message, ack)),
+        )
+        .await;
+        for result in results {
+            if batch.error.is_some() || !batch.record(result) {
+                break;
             }
         }
         batch
@@ -225,16 +270,19 @@ impl Publisher {
     /// Queues one publish; the returned future resolves with JetStream's ack.
     async fn send(
         &self,
-        event: &LifecycleEvent,
+        message: &Message,
     ) -> Result<jetstream::context::PublishAckFuture, PublishError> {
-        let payload = serde_json::to_vec(event)?;
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", event.id.as_str());
+        headers.insert("Nats-Msg-Id", message.id.as_str());
         self.jetstream
-            .publish_with_headers(event.subject.clone(), headers, payload.into())
+            .publish_with_headers(
+                message.subject.clone(),
+                headers,
+                message.payload.clone().into(),
+            )
             .await
             .map_err(|source| PublishError::Publish {
-                subject: event.subject.clone(),
+                subject: message.subject.clone(),
                 source,
             })
     }
@@ -266,7 +314,7 @@ impl Batch {
 }
 
 async fn await_ack(
-    event: &LifecycleEvent,
+    event: &Message,
     ack: jetstream::context::PublishAckFuture,
 ) -> Result<Published, PublishError> {
     let ack = ack.await.map_err(|source| PublishError::Publish {

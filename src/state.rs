@@ -4,13 +4,14 @@
 //! instead of announcing everything again.
 //!
 //! Why a KV bucket and not a state file: it lives on the same NATS servers as the stream, with
-//! the same replicas, so it survives the loss of the daemon's host and needs no state directory;
-//! and when NATS is unreachable the daemon cannot publish anyway, so it loses nothing by not
-//! being able to read its state then. It is written after JetStream acknowledged the events it
-//! reflects: a daemon killed in between re-derives those events with the same ids on restart,
-//! and JetStream drops them as duplicates (within the stream's duplicate window).
+//! the same replicas, so it survives the loss of the daemon's host and always matches what the
+//! stream holds. What was observed but not yet acknowledged is the outbox's part (each entry
+//! carries its records, laid over these at start). A record is written after JetStream
+//! acknowledged the events it reflects: a daemon killed in between sends those events again from
+//! its outbox with the same ids, and JetStream drops them as duplicates (within the stream's
+//! duplicate window).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
@@ -32,8 +33,8 @@ pub struct StateStore {
     bucket: String,
     /// Keys of this source start with it; several daemons may share a bucket.
     prefix: String,
-    /// Processes whose record failed to save; retried with the next save.
-    unsaved: BTreeSet<String>,
+    /// Records that failed to save; retried with the next save.
+    unsaved: BTreeMap<String, Option<ProcessRecord>>,
 }
 
 impl StateStore {
@@ -66,7 +67,7 @@ impl StateStore {
             store,
             bucket: bucket.to_owned(),
             prefix: format!("s_{}.", hex(source)),
-            unsaved: BTreeSet::new(),
+            unsaved: BTreeMap::new(),
         })
     }
 
@@ -106,15 +107,16 @@ impl StateStore {
         Ok(Snapshot::from_records(records))
     }
 
-    /// Writes the records of `names` as they are in `snapshot` (deleting those it no longer
-    /// has). Failures are logged and retried with the next save; the returned count says how
-    /// many records could not be written.
-    pub async fn save(&mut self, snapshot: &Snapshot, names: Vec<String>) -> usize {
-        let mut names: BTreeSet<String> = names.into_iter().collect();
-        names.append(&mut self.unsaved);
-        for name in names {
+    /// Writes `records`, in order (`None` deletes the process's record). Failures are logged
+    /// and retried with the next save; the returned count says how many records could not be
+    /// written.
+    pub async fn save(&mut self, records: Vec<(String, Option<ProcessRecord>)>) -> usize {
+        let mut all = std::mem::take(&mut self.unsaved);
+        // A newer record replaces the one that failed.
+        all.extend(records);
+        for (name, record) in all {
             let key = format!("{}p_{}", self.prefix, hex(&name));
-            let result = match snapshot.record(&name) {
+            let result = match &record {
                 Some(record) => {
                     let value = serde_json::to_vec(&record).expect("records always serialize");
                     self.store
@@ -127,7 +129,7 @@ impl StateStore {
             };
             if let Err(err) = result {
                 warn!(process = %name, error = %err, "cannot save the process state; will retry");
-                self.unsaved.insert(name);
+                self.unsaved.insert(name, record);
             }
         }
         self.unsaved.len()

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub reloads: Family<ResultLabel, Counter>,
     pub processes: Gauge,
     pub source_mode: Family<ModeLabel, Gauge>,
+    pub outbox_messages: Gauge,
+    pub outbox_bytes: Gauge,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,6 +76,8 @@ impl Metrics {
             reloads: Family::default(),
             processes: Gauge::default(),
             source_mode: Family::default(),
+            outbox_messages: Gauge::default(),
+            outbox_bytes: Gauge::default(),
         }
     }
 
@@ -90,7 +94,7 @@ impl Metrics {
         );
         registry.register(
             "events_dropped",
-            "Events never acknowledged (left unpublished at shutdown)",
+            "Events lost: dropped because the outbox was full, or could not be written",
             self.events_dropped.clone(),
         );
         registry.register(
@@ -144,16 +148,27 @@ impl Metrics {
             self.source_mode.clone(),
         );
         registry.register(
+            "outbox_messages",
+            "Messages in the outbox, waiting for JetStream to acknowledge them",
+            self.outbox_messages.clone(),
+        );
+        registry.register(
+            "outbox_bytes",
+            "Bytes of the outbox's unacknowledged entries (outbox.max_bytes is the limit)",
+            self.outbox_bytes.clone(),
+        );
+        registry.register(
             "processes",
             "Processes process-compose reported at the last poll",
             self.processes.clone(),
         );
     }
 
-    pub fn published(&self, event_type: EventType) {
+    /// Counts a stored message of type `kind` (an event type, or `events_lost`).
+    pub fn published(&self, kind: &str) {
         self.events_published
             .get_or_create(&TypeLabel {
-                r#type: event_type.as_str().to_owned(),
+                r#type: kind.to_owned(),
             })
             .inc();
     }
@@ -214,6 +229,8 @@ pub struct Readiness {
     pub nats: Part,
     pub stream: Part,
     pub publish: Part,
+    /// Failing while the outbox is full (events are being dropped) or cannot be written.
+    pub outbox: Part,
 }
 
 impl Readiness {
@@ -228,6 +245,7 @@ impl Readiness {
             ("nats", &self.nats),
             ("stream", &self.stream),
             ("publish", &self.publish),
+            ("outbox", &self.outbox),
         ]
         .into_iter()
         .filter_map(|(name, part)| part.as_ref().err().map(|e| (name, e.clone())))
@@ -270,6 +288,7 @@ impl Default for Status {
                 nats: Err("connecting".into()),
                 stream: Err("not checked yet".into()),
                 publish: Ok(()),
+                outbox: Ok(()),
             }),
             last_good_poll: Mutex::new(None),
             last_event: Mutex::new(None),
@@ -334,6 +353,25 @@ impl Status {
             *lock(&self.last_event) = Some(Instant::now());
         }
         lock(&self.readiness).publish = part;
+    }
+
+    /// What the outbox holds, and whether it is losing events.
+    pub fn set_outbox(&self, outbox: &crate::outbox::Outbox) {
+        let metrics = &self.metrics;
+        metrics
+            .outbox_messages
+            .set(i64::try_from(outbox.pending_messages()).unwrap_or(i64::MAX));
+        metrics
+            .outbox_bytes
+            .set(i64::try_from(outbox.pending_bytes()).unwrap_or(i64::MAX));
+        lock(&self.readiness).outbox = match outbox.loss() {
+            None => Ok(()),
+            Some(loss) => Err(format!(
+                "full or unwritable: {} events lost since {}",
+                loss.lost,
+                crate::event::timestamp(loss.first_lost_at)
+            )),
+        };
     }
 
     pub fn set_processes(&self, total: usize, unhealthy: usize) {
@@ -404,6 +442,13 @@ impl Status {
             Ok(()) => "NATS connected".into(),
             Err(e) => format!("NATS {e}"),
         });
+        let queued = self.metrics.outbox_messages.get();
+        if queued > 0 {
+            parts.push(format!("{queued} events queued"));
+        }
+        if let Err(e) = &readiness.outbox {
+            parts.push(format!("outbox: {e}"));
+        }
         if let Err(e) = &readiness.process_compose {
             parts.push(format!("process-compose: {e}"));
         }
@@ -456,7 +501,7 @@ mod tests {
     #[test]
     fn metrics_are_exported_with_the_prefix() {
         let status = Status::default();
-        status.metrics.published(EventType::Crashed);
+        status.metrics.published(EventType::Crashed.as_str());
         status.metrics.poll_failed("timeout");
         let text = status.encode_metrics();
         assert!(

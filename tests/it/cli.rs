@@ -35,6 +35,8 @@ impl Binary {
         // Each daemon gets its own health port unless the test names one.
         let health = format!("127.0.0.1:{}", crate::support::free_port());
         command.env("PC_EVENTD_HEALTH__LISTEN", &health);
+        // And its own state directory unless the test names one (to restart into it).
+        command.env("PC_EVENTD_DAEMON__STATE_DIR", crate::support::state_dir());
         let mut child = command
             .args(args)
             .envs(env.iter().copied())

@@ -258,3 +258,66 @@ processes:
     assert_eq!(ids.len(), log.received.len(), "no event stored twice");
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_drops_loudly_and_puts_a_loss_marker_on_the_bus() {
+    let mut nats = NatsServer::start();
+    let pc = crate::support::compose::ProcessCompose::start(
+        r#"
+processes:
+  flaky:
+    command: "sleep 0.2; exit 5"
+    availability:
+      restart: on_failure
+      max_restarts: 8
+      backoff_seconds: 1
+"#,
+    )
+    .await;
+    let mut config = config(&pc.url(), &nats.url());
+    // Room for a few events (about 1 KiB each), not for a crash loop.
+    config.outbox.max_bytes = 6 * 1024;
+    let daemon = Daemon::spawn(config);
+    let stats = daemon.status.clone();
+    let mut log = EventLog::open(&nats.url()).await;
+    log.wait_for("flaky", Crashed).await;
+    nats.stop();
+    assert!(
+        eventually(Duration::from_secs(30), || stats
+            .metrics
+            .events_dropped
+            .get()
+            > 0)
+        .await,
+        "the crash loop overflows the outbox"
+    );
+    let failing = stats.readiness().failing();
+    assert!(
+        failing
+            .get("outbox")
+            .is_some_and(|e| e.contains("events lost")),
+        "readiness says so: {failing:?}"
+    );
+    pc.wait_for_status("flaky", "Completed", Duration::from_secs(30))
+        .await;
+
+    nats.restart();
+    let mut log = EventLog::open(&nats.url()).await;
+    let marker = log.wait_for_loss(Duration::from_secs(30)).await;
+    log.settle(Duration::from_millis(500)).await;
+    assert_eq!(
+        log.losses.len(),
+        1,
+        "one marker per episode:\n{}",
+        log.dump()
+    );
+    assert_eq!(marker.lost, stats.metrics.events_dropped.get());
+    assert_eq!(marker.reason, "outbox_full");
+    assert_eq!(marker.source, "test");
+    assert!(marker.first_lost_at <= marker.last_lost_at);
+    assert!(
+        eventually(Duration::from_secs(10), || stats.readiness().outbox.is_ok()).await,
+        "readiness recovers once the marker is queued"
+    );
+    daemon.stop().await.unwrap();
+}

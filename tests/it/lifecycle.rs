@@ -378,7 +378,13 @@ async fn kill_9_in_a_burst_then_restart_loses_and_repeats_nothing() {
     let pc = ProcessCompose::start(&project).await;
     let port = pc.port().to_string();
     let url = nats.url();
-    let first = Binary::spawn(&run_args(&port, &url));
+    // Both runs share a state directory: the second finds what the first left in its outbox.
+    let state_dir = crate::support::state_dir();
+    let state_env = [(
+        "PC_EVENTD_DAEMON__STATE_DIR",
+        state_dir.to_str().expect("a UTF-8 path"),
+    )];
+    let first = Binary::spawn_with_env(&run_args(&port, &url), &state_env);
     let mut log = EventLog::open(&nats.url()).await;
     // the first events are in: the announcement of 300 processes is under way
     log.wait_until("a first started", LONG, |r| {
@@ -387,7 +393,7 @@ async fn kill_9_in_a_burst_then_restart_loses_and_repeats_nothing() {
     .await;
     first.signal("KILL");
 
-    let mut second = Binary::spawn(&run_args(&port, &url));
+    let mut second = Binary::spawn_with_env(&run_args(&port, &url), &state_env);
     let all = |r: &[crate::support::events::Received]| {
         count(r, None, Started) >= 300 && count(r, None, StatusChanged) >= 300
     };
@@ -398,5 +404,93 @@ async fn kill_9_in_a_burst_then_restart_loses_and_repeats_nothing() {
     assert_eq!(log.received.len(), 600, "nothing else, nothing twice");
     let ids: std::collections::HashSet<_> = log.received.iter().map(|r| &r.event.id).collect();
     assert_eq!(ids.len(), 600);
+    assert_eq!(second.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_in_the_outbox_survive_kill_9_while_nats_is_down() {
+    let mut nats = NatsServer::start();
+    let pc = ProcessCompose::start(
+        r#"
+processes:
+  flaky:
+    command: "sleep 0.3; exit 5"
+    availability:
+      restart: on_failure
+      max_restarts: 5
+      backoff_seconds: 1
+"#,
+    )
+    .await;
+    let port = pc.port().to_string();
+    let url = nats.url();
+    let state_dir = crate::support::state_dir();
+    let state_env = [(
+        "PC_EVENTD_DAEMON__STATE_DIR",
+        state_dir.to_str().expect("a UTF-8 path"),
+    )];
+    let first = Binary::spawn_with_env(&run_args(&port, &url), &state_env);
+    let mut log = EventLog::open(&url).await;
+    log.wait_for("flaky", Crashed).await;
+    nats.stop();
+    // The whole crash loop happens while NATS is away; then the daemon dies without a word.
+    pc.wait_for_status("flaky", "Completed", LONG).await;
+    // {state_dir}/outbox/{source}/*.log
+    let queued = || {
+        let files = |dir: &std::path::Path| {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .collect::<Vec<_>>()
+        };
+        files(&state_dir.join("outbox"))
+            .iter()
+            .flat_map(|source| files(source))
+            .filter(|path| path.extension() == Some("log".as_ref()))
+            .map(|path| std::fs::metadata(path).map_or(0, |m| m.len()))
+            .sum::<u64>()
+    };
+    assert!(
+        eventually(LONG, || queued() > 0).await,
+        "the events wait in the outbox"
+    );
+    first.signal("KILL");
+    nats.restart();
+
+    let mut second = Binary::spawn_with_env(&run_args(&port, &url), &state_env);
+    let mut log = EventLog::open(&url).await;
+    log.wait_until("the last crash", LONG, |r| {
+        count(r, Some("flaky"), Crashed) >= 6
+    })
+    .await;
+    log.settle(Duration::from_secs(1)).await;
+    assert_eq!(
+        count(&log.received, Some("flaky"), Crashed),
+        6,
+        "{}",
+        log.dump()
+    );
+    assert_eq!(
+        count(&log.received, Some("flaky"), Restarted),
+        5,
+        "{}",
+        log.dump()
+    );
+    assert_eq!(
+        count(&log.received, Some("flaky"), Started),
+        1,
+        "{}",
+        log.dump()
+    );
+    let ids: std::collections::HashSet<_> = log.received.iter().map(|r| &r.event.id).collect();
+    assert_eq!(ids.len(), log.received.len(), "no event stored twice");
+    let seqs: Vec<u64> = log.received.iter().map(|r| r.event.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "stream order is event order: {seqs:?}"
+    );
+    assert!(log.losses.is_empty(), "nothing was lost");
     assert_eq!(second.terminate().await, Some(0));
 }

@@ -21,6 +21,7 @@ pub fn config(compose_url: &str, nats_url: &str) -> Config {
     config.nats.url = nats_url.to_owned();
     config.nats.ack_timeout = Duration::from_secs(2);
     config.health.enabled = false;
+    config.daemon.state_dir = Some(super::state_dir());
     config
 }
 

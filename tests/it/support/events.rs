@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
-use pc_eventd::event::{EventType, LifecycleEvent};
+use pc_eventd::event::{EventType, EventsLost, LOSS_NAMESPACE, LifecycleEvent};
 
 /// One stored message.
 #[derive(Debug, Clone)]
@@ -26,6 +26,8 @@ pub fn count(received: &[Received], process: Option<&str>, event_type: EventType
 pub struct EventLog {
     messages: consumer::pull::Ordered,
     pub received: Vec<Received>,
+    /// Loss markers, kept apart from the lifecycle events.
+    pub losses: Vec<EventsLost>,
 }
 
 impl EventLog {
@@ -65,6 +67,7 @@ impl EventLog {
         Self {
             messages,
             received: Vec::new(),
+            losses: Vec::new(),
         }
     }
 
@@ -99,6 +102,22 @@ impl EventLog {
         self.of(process, event_type)[0].clone()
     }
 
+    /// Waits for the first loss marker and returns it.
+    pub async fn wait_for_loss(&mut self, timeout: Duration) -> EventsLost {
+        let deadline = Instant::now() + timeout;
+        while self.losses.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for a loss marker; received:
+{}",
+                self.dump()
+            );
+            self.read_one(left).await;
+        }
+        self.losses[0].clone()
+    }
+
     /// Reads whatever else arrives until nothing has for `quiet`.
     pub async fn settle(&mut self, quiet: Duration) {
         while self.read_one(quiet).await {}
@@ -110,6 +129,12 @@ impl EventLog {
             return false;
         };
         let message = message.expect("stream message");
+        if message.subject.split('.').nth(2) == Some(LOSS_NAMESPACE) {
+            let marker = serde_json::from_slice(&message.payload)
+                .unwrap_or_else(|e| panic!("undecodable marker {:?}: {e}", message.payload));
+            self.losses.push(marker);
+            return true;
+        }
         let event = serde_json::from_slice(&message.payload)
             .unwrap_or_else(|e| panic!("undecodable event {:?}: {e}", message.payload));
         self.received.push(Received {

@@ -31,6 +31,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A new state directory (outbox) for one daemon, or for one daemon and its restarts. Kept
+/// under the target directory after the test, for a look at what was left in it.
+pub fn state_dir() -> std::path::PathBuf {
+    tempfile::Builder::new()
+        .prefix("state-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("create a state directory")
+        .keep()
+}
+
 /// The path of a peer binary named by `var`, as set by scripts/install-peers.sh.
 pub fn peer_binary(var: &str) -> std::path::PathBuf {
     match std::env::var_os(var) {
