@@ -1,6 +1,7 @@
 //! NATS authentication and TLS against a real nats-server, one per test with its own
 //! configuration file (`authorization` and `tls` blocks): user/password, token, nkey, mutual TLS
-//! with a CA made in the test, several server URLs, and secrets kept out of logs and
+//! with a CA made in the test, creds files for users of an operator and account made in the test
+//! (decentralized JWT authentication), several server URLs, and secrets kept out of logs and
 //! `config check`.
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use crate::cli::Binary;
 use crate::support::compose::ProcessCompose;
 use crate::support::daemon::{Daemon, config};
 use crate::support::free_port;
+use crate::support::jwt::{self, Operator};
 use crate::support::nats::NatsServer;
 
 const LONG: Duration = Duration::from_secs(20);
@@ -305,6 +307,75 @@ async fn mutual_tls_with_a_custom_ca_and_a_client_certificate() {
         ..ca_only
     };
     refusal(&plain.url(), &required).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creds_files_authenticate_over_tls_and_users_of_other_accounts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    let operator = Operator::new("pc-eventd-test");
+    let system = operator.system_account();
+    let events = operator.account("EVENTS");
+    let operator_jwt = dir.path().join("operator.jwt");
+    std::fs::write(&operator_jwt, &operator.jwt).unwrap();
+    let tls = format!(
+        "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  timeout: 5\n}}\n",
+        pki.server_cert, pki.server_key
+    );
+    let nats = NatsServer::start_with_config(&operator.server_config(
+        &operator_jwt,
+        &system,
+        &[&events],
+        &tls,
+    ));
+    let url = nats.url().replace("nats://", "tls://");
+    // A creds file written to `dir`, used over TLS with the test's CA.
+    let creds_file = |name: &str, text: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        NatsConfig {
+            creds_file: Some(file),
+            tls_ca_file: Some(pki.ca.clone()),
+            ..NatsConfig::default()
+        }
+    };
+    let good = creds_file("pc-eventd.creds", &events.user_creds("pc-eventd"));
+
+    // First the refusals, while the server has no stream yet. A user of an account that another
+    // operator signed: the server neither knows nor trusts that account.
+    let foreign = Operator::new("stranger").account("EVENTS");
+    let foreign = creds_file("foreign.creds", &foreign.user_creds("pc-eventd"));
+    daemon_is_refused(&url, &foreign, &good).await;
+    assert_eq!(
+        refusal(&url, &foreign).await,
+        ConnectErrorKind::AuthorizationViolation
+    );
+    // A user of an account of the right operator that the server was not given.
+    let unknown = operator.account("UNKNOWN").user_creds("pc-eventd");
+    assert_eq!(
+        refusal(&url, &creds_file("unknown.creds", &unknown)).await,
+        ConnectErrorKind::AuthorizationViolation
+    );
+    let no_creds = NatsConfig {
+        creds_file: None,
+        ..good.clone()
+    };
+    assert_eq!(
+        refusal(&url, &no_creds).await,
+        ConnectErrorKind::AuthorizationViolation,
+        "no creds file at all"
+    );
+    // The right account's JWT for one user, with another user's seed: the nonce signature does
+    // not match the JWT's subject.
+    let user_jwt = events.user_jwt(&nkeys::KeyPair::new_user(), "pc-eventd");
+    let other_seed = nkeys::KeyPair::new_user().seed().unwrap();
+    let imposter = creds_file("imposter.creds", &jwt::creds(&user_jwt, &other_seed));
+    assert_eq!(
+        refusal(&url, &imposter).await,
+        ConnectErrorKind::AuthorizationViolation
+    );
+
+    events_flow(&url, &good).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@ pub mod compose;
 pub mod daemon;
 pub mod events;
 pub mod fake_compose;
+pub mod jwt;
 pub mod nats;
 pub mod notify_socket;
 

@@ -78,6 +78,9 @@ impl NatsServer {
                 self.port = port;
                 return;
             }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("nats-server exited ({status}) while starting; log:\n{text}");
+            }
             assert!(
                 Instant::now() < deadline,
                 "nats-server did not start within 15s; log:\n{text}"
