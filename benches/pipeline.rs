@@ -173,8 +173,10 @@ impl DaemonProcess {
              poll_interval = \"{}\"\nsource = \"bench\"\n\n\
              [nats]\nurl = \"{nats_url}\"\n\n\
              [health]\nlisten = \"127.0.0.1:{health_port}\"\n\n\
+             [daemon]\nstate_dir = \"{}\"\n\n\
              [log]\nformat = \"text\"\n",
-            humantime::format_duration(poll_interval)
+            humantime::format_duration(poll_interval),
+            dir.path().display()
         );
         let config_path = dir.path().join("pc-eventd.toml");
         std::fs::write(&config_path, config)?;

@@ -39,6 +39,8 @@ version: "0.5"
 processes:
   event-adapter:
     command: "$pc_eventd run --compose-port $pc_port --nats-url $nats_url --poll-interval 500ms"
+    environment:
+      - "PC_EVENTD_DAEMON__STATE_DIR=$work/state"
     availability:
       restart: always
   web:
