@@ -155,6 +155,11 @@ processes:
         log.dump()
     );
     assert_eq!(log.of("flaky", Restarted).len(), 6, "{}", log.dump());
+    log.report(
+        "nats-server stopped during a crash loop (7 crashes, 6 restarts)",
+        13,
+        |e| matches!(e.event_type, Crashed | Restarted),
+    );
     let ids: std::collections::HashSet<_> = log.received.iter().map(|r| &r.event.id).collect();
     assert_eq!(ids.len(), log.received.len(), "no event stored twice");
     let seqs: Vec<u64> = log.received.iter().map(|r| r.event.seq).collect();
@@ -254,6 +259,11 @@ processes:
         );
         assert_eq!(log.of(name, Restarted).len(), 4, "{}", log.dump());
     }
+    log.report(
+        "3-node cluster, R3 stream, one node killed during 3 crash loops",
+        27,
+        |e| matches!(e.event_type, Crashed | Restarted),
+    );
     let ids: std::collections::HashSet<_> = log.received.iter().map(|r| &r.event.id).collect();
     assert_eq!(ids.len(), log.received.len(), "no event stored twice");
     daemon.stop().await.unwrap();
@@ -312,6 +322,11 @@ processes:
         log.dump()
     );
     assert_eq!(marker.lost, stats.metrics.events_dropped.get());
+    log.report(
+        "outbox full (6 KiB) while NATS is down for a crash loop (9 crashes, 8 restarts)",
+        17,
+        |e| matches!(e.event_type, Crashed | Restarted),
+    );
     assert_eq!(marker.reason, "outbox_full");
     assert_eq!(marker.source, "test");
     assert!(marker.first_lost_at <= marker.last_lost_at);

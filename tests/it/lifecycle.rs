@@ -376,6 +376,12 @@ async fn kill_9_in_a_burst_then_restart_loses_and_repeats_nothing() {
         project.push_str(&format!("  p{i:03}:\n    command: \"sleep 1000\"\n"));
     }
     let pc = ProcessCompose::start(&project).await;
+    // Every process running before the first daemon looks: the expected events are exactly one
+    // `started` and one `status_changed` each.
+    for i in 0..300 {
+        pc.wait_for_status(&format!("p{i:03}"), "Running", LONG)
+            .await;
+    }
     let port = pc.port().to_string();
     let url = nats.url();
     // Both runs share a state directory: the second finds what the first left in its outbox.
@@ -404,6 +410,11 @@ async fn kill_9_in_a_burst_then_restart_loses_and_repeats_nothing() {
     assert_eq!(log.received.len(), 600, "nothing else, nothing twice");
     let ids: std::collections::HashSet<_> = log.received.iter().map(|r| &r.event.id).collect();
     assert_eq!(ids.len(), 600);
+    log.report(
+        "pc-eventd kill -9 while announcing 300 processes, then restarted",
+        600,
+        |_| true,
+    );
     assert_eq!(second.terminate().await, Some(0));
 }
 
@@ -492,5 +503,10 @@ processes:
         "stream order is event order: {seqs:?}"
     );
     assert!(log.losses.is_empty(), "nothing was lost");
+    log.report(
+        "pc-eventd kill -9 while NATS is down during a crash loop, then both back",
+        11,
+        |e| matches!(e.event_type, Crashed | Restarted),
+    );
     assert_eq!(second.terminate().await, Some(0));
 }

@@ -185,6 +185,11 @@ async fn a_restarted_process_compose_flips_readiness_and_is_caught_up() {
     wait_for_http(health, "/readyz", 200).await;
     assert_eq!(log.of("web", Stopped).len(), 1, "{}", log.dump());
     assert!(mode_is(&daemon, "stream"));
+    log.report(
+        "process-compose stopped and started again (started, stopped, started)",
+        3,
+        |e| matches!(e.event_type, Started | Stopped),
+    );
     daemon.stop().await.unwrap();
 }
 

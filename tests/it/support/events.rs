@@ -158,6 +158,33 @@ impl EventLog {
             .collect()
     }
 
+    /// Prints one row of the reliability table (`scripts/reliability.sh` collects them): of the
+    /// `expected` events that `counted` selects, how many the stream holds, how many it holds
+    /// twice (by id) and how many it lacks.
+    pub fn report(
+        &self,
+        scenario: &str,
+        expected: usize,
+        counted: impl Fn(&LifecycleEvent) -> bool,
+    ) {
+        let stored: Vec<&String> = self
+            .received
+            .iter()
+            .filter(|r| counted(&r.event))
+            .map(|r| &r.event.id)
+            .collect();
+        let delivered: std::collections::HashSet<_> = stored.iter().collect();
+        let duplicates = stored.len() - delivered.len();
+        let lost = expected.saturating_sub(delivered.len());
+        // libtest names the thread that runs a test after the test.
+        let test = std::thread::current().name().unwrap_or("?").to_owned();
+        println!(
+            "RELIABILITY\t{test}\t{scenario}\t{expected}\t{}\t{duplicates}\t{lost}\t{}",
+            delivered.len(),
+            self.losses.iter().map(|l| l.lost).sum::<u64>()
+        );
+    }
+
     pub fn dump(&self) -> String {
         self.received
             .iter()
