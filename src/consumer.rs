@@ -510,7 +510,8 @@ async fn ack(message: &jetstream::Message, kind: AckKind, consumer: &str) {
 ///
 /// Messages that are not lifecycle events are skipped (logged at warn and counted in
 /// [`EventStream::undecodable`]); an ephemeral consumer acknowledges nothing, so there is
-/// nothing to terminate.
+/// nothing to terminate. An `Err` item is a failed read, typically while NATS is away: the
+/// stream goes on, and the ordered consumer recreates itself from the last event it delivered.
 pub struct EventStream {
     messages: consumer::pull::Ordered,
     filter: Filter,

@@ -120,7 +120,13 @@ pub async fn watch(
         let delivery = tokio::select! {
             () = &mut stop => return Ok(()),
             delivery = events.next() => match delivery {
-                Some(delivery) => delivery?,
+                Some(Ok(delivery)) => delivery,
+                // A failed pull while NATS is away; the ordered consumer recreates itself from
+                // where it was once the server is back.
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "reading events");
+                    continue;
+                }
                 None => return Ok(()),
             },
         };

@@ -358,3 +358,37 @@ async fn watch_since_replays_history_and_last_state_prints_one_line_per_process(
         assert_eq!(watcher.terminate().await, Some(0));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_goes_on_after_nats_restarts() {
+    let mut nats = crate::support::nats::NatsServer::start();
+    let pc = crate::support::compose::ProcessCompose::start(
+        "processes:\n  web:\n    command: \"sleep 1000\"\n",
+    )
+    .await;
+    let daemon = crate::support::daemon::Daemon::spawn(crate::support::daemon::config(
+        &pc.url(),
+        &nats.url(),
+    ));
+    let mut watch = Binary::spawn(&["watch", "--nats-url", &nats.url()]);
+    watch.stderr_line_containing("Watching events", LONG).await;
+    watch
+        .stdout_until(LONG, |l| {
+            l.iter().any(|l| l.ends_with(" default/web started"))
+        })
+        .await;
+
+    nats.restart();
+    pc.restart_process("web").await;
+    let lines = watch
+        .stdout_until(LONG, |l| {
+            l.iter().any(|l| l.contains(" default/web restarted"))
+        })
+        .await;
+    assert!(
+        lines.iter().all(|l| l.contains(" default/web ")),
+        "{lines:?}"
+    );
+    assert_eq!(watch.terminate().await, Some(0));
+    daemon.stop().await.unwrap();
+}
