@@ -407,7 +407,7 @@ impl Consumer {
             return Outcome::Skipped;
         }
         let id = event.id.clone();
-        match handler(event).await {
+        match working(message, durable.ack_wait, handler(event)).await {
             Ok(()) => {
                 // Confirmed, so a stop right after this cannot hand the event out again.
                 if let Err(err) = message.double_ack().await {
@@ -498,6 +498,28 @@ fn check_filters(subjects: &[String], created: &consumer::Config) -> Result<(), 
         return Err(ConsumerError::MultipleFiltersUnsupported(subjects.to_vec()));
     }
     Ok(())
+}
+
+/// Runs `handling`, telling the server every half `ack_wait` that the message is still being
+/// worked on, so a slow handler does not get its event handed out a second time.
+async fn working<T>(
+    message: &jetstream::Message,
+    ack_wait: Duration,
+    handling: impl Future<Output = T>,
+) -> T {
+    tokio::pin!(handling);
+    let mut progress =
+        tokio::time::interval_at(tokio::time::Instant::now() + ack_wait / 2, ack_wait / 2);
+    loop {
+        tokio::select! {
+            done = &mut handling => return done,
+            _ = progress.tick() => {
+                if let Err(err) = message.ack_with(AckKind::Progress).await {
+                    tracing::warn!(subject = %message.subject, error = %err, "cannot extend ack_wait");
+                }
+            }
+        }
+    }
 }
 
 async fn ack(message: &jetstream::Message, kind: AckKind, consumer: &str) {
@@ -625,7 +647,9 @@ pub struct Durable {
     /// Delay before redelivering an event whose handler failed, by failed attempt; the last
     /// entry repeats.
     pub backoff: Vec<Duration>,
-    /// How long the server waits for an ack before it redelivers: longer than the handler takes.
+    /// How long the server waits for an ack before it redelivers. A handler may take longer:
+    /// while it runs, the consumer tells the server it is still working every half `ack_wait`.
+    /// What it bounds is how long an event waits after the consumer dies mid-handler.
     pub ack_wait: Duration,
     /// Core NATS subject to republish parked events on, with headers `Pc-Eventd-Consumer`,
     /// `Pc-Eventd-Subject`, `Pc-Eventd-Deliveries` and `Pc-Eventd-Error`. Put a stream on it

@@ -392,3 +392,56 @@ async fn watch_goes_on_after_nats_restarts() {
     assert_eq!(watch.terminate().await, Some(0));
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_slower_than_ack_wait_keeps_its_event_from_a_second_instance() {
+    let stack = settled_stack(THREE_NAMESPACES).await;
+    let mut durable = Durable::new("slow");
+    durable.start = Start::All;
+    durable.ack_wait = Duration::from_secs(1);
+    let calls = AtomicU32::new(0);
+    let (done, _) = tokio::sync::watch::channel(false);
+    let handler = |_: LifecycleEvent| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async {
+            // The work itself: two and a half ack_waits.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            done.send_replace(true);
+            Ok::<(), String>(())
+        }
+    };
+    let stop = || {
+        let mut finished = done.subscribe();
+        async move {
+            let _ = finished.wait_for(|done| *done).await;
+        }
+    };
+    // Two instances of one durable consumer, as for high availability: the second waits with
+    // a pull request open, and would get the event if the server thought the first had died.
+    let consumer = Consumer::connect_url(&stack.nats_url()).await.unwrap();
+    let filter = Filter::default().with_process("crasher").with_type(Crashed);
+    let (first, second) = tokio::time::timeout(LONG, async {
+        tokio::join!(
+            consumer.run_durable(&durable, &filter, handler, stop()),
+            consumer.run_durable(&durable, &filter, handler, stop()),
+        )
+    })
+    .await
+    .expect("handled within 20s");
+    let handled = first.unwrap().handled + second.unwrap().handled;
+    assert_eq!((handled, calls.load(Ordering::SeqCst)), (1, 1));
+
+    let client = async_nats::connect(stack.nats_url()).await.unwrap();
+    let info = jetstream::new(client)
+        .get_stream("PROCESS_EVENTS")
+        .await
+        .unwrap()
+        .consumer_info("slow")
+        .await
+        .unwrap();
+    assert_eq!(
+        (info.num_redelivered, info.num_ack_pending, info.num_pending),
+        (0, 0, 0),
+        "progress acks kept the event from being redelivered: {info:?}"
+    );
+}
