@@ -11,6 +11,7 @@
 //!     --compose-url http://127.0.0.1:8080 [--process fragile]
 //! ```
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::Parser;
@@ -34,6 +35,7 @@ struct Args {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     let mut config = Config::default();

@@ -4,6 +4,7 @@
 //! cargo run --example crash_printer -- --nats-url nats://127.0.0.1:4222 [--since 1h]
 //! ```
 
+use std::io::IsTerminal;
 use std::time::{Duration, SystemTime};
 
 use clap::Parser;
@@ -24,6 +25,7 @@ struct Args {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     let start = match args.since {

@@ -813,6 +813,17 @@ mod tests {
     }
 
     #[test]
+    fn since_becomes_the_servers_start_time() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_760_608_411_123);
+        match Start::Since(at).deliver_policy() {
+            consumer::DeliverPolicy::ByStartTime { start_time } => {
+                assert_eq!(start_time.unix_timestamp_nanos(), 1_760_608_411_123_000_000);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn backoff_repeats_its_last_delay() {
         let mut durable = Durable::new("d");
         durable.backoff = vec![Duration::from_millis(10), Duration::from_millis(20)];

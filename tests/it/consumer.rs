@@ -134,6 +134,21 @@ async fn the_library_receives_exactly_what_its_filter_selects() {
         "a new event, not history"
     );
     assert_eq!(web.undecodable(), 0);
+
+    // something in the stream that is not an event is skipped and counted, not a panic
+    let client = async_nats::connect(stack.nats_url()).await.unwrap();
+    jetstream::new(client)
+        .publish("core.process.default.junk.crashed", "not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut junk = consumer
+        .subscribe(&Filter::default().with_process("junk"), Start::All)
+        .await
+        .unwrap();
+    assert!(junk.history().await.unwrap().is_empty());
+    assert_eq!(junk.undecodable(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
