@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo stack: nats-server (JetStream) + process-compose running a demo project that includes
 # pc-eventd itself as its `event-adapter` (restart: always), a process that crashes now and then
-# and one with a readiness probe that flaps; `pc-eventd watch` runs in the foreground.
+# one with a readiness probe that flaps, and one that crashes for good unless
+# examples/auto_restart.rs restarts it; `pc-eventd watch` runs in the foreground.
 # Ctrl-C ends it, or DEMO_SECONDS=N ends it after N seconds. Everything listens on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +58,9 @@ processes:
     availability:
       restart: always
       backoff_seconds: 2
+  fragile:
+    # crashes after 15 s and has no restart policy: examples/auto_restart.rs brings it back
+    command: "sleep 15; exit 4"
   nightly-report:
     command: "echo report"
     disabled: true

@@ -12,10 +12,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, LogFormat, Overrides, Sources};
+use crate::consumer::Filter;
 use crate::daemon::{ConfigLoader, Control, Daemon, DaemonError};
 use crate::event::{EventType, Severity};
 use crate::status::Status;
-use crate::watch::{self, Filter, Output};
+use crate::watch::{self, History, Output};
 
 /// sysexits' EX_CONFIG: the configuration is wrong.
 pub const EXIT_CONFIG: u8 = 78;
@@ -105,6 +106,15 @@ pub struct WatchArgs {
     /// One JSON event per line, exactly as published
     #[arg(long)]
     pub json: bool,
+    /// First replay the events stored in the last DURATION (e.g. 10m, 2h), then follow new ones
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, group = "history")]
+    pub since: Option<Duration>,
+    /// First replay every event the stream holds, then follow new ones
+    #[arg(long, group = "history")]
+    pub all: bool,
+    /// First show the last event of every process (one line each), then follow new ones
+    #[arg(long, group = "history")]
+    pub last_state: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -263,9 +273,21 @@ fn watch(config: Config, args: &WatchArgs) -> ExitCode {
     let output = if args.json {
         Output::Json
     } else {
-        Output::Text
+        // Icons and colours are for people at a terminal, not for pipes and files.
+        use std::io::IsTerminal;
+        let styled = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        Output::Text { styled }
     };
-    let scheme = config.nats.subjects();
+    let history = match (args.since, args.all, args.last_state) {
+        (Some(since), _, _) => History::Since(
+            std::time::SystemTime::now()
+                .checked_sub(since)
+                .unwrap_or(std::time::UNIX_EPOCH),
+        ),
+        (_, true, _) => History::All,
+        (_, _, true) => History::LastState,
+        _ => History::None,
+    };
     runtime().block_on(async {
         let stop = match cancel_on_termination() {
             Ok(stop) => stop,
@@ -276,7 +298,7 @@ fn watch(config: Config, args: &WatchArgs) -> ExitCode {
         };
         let mut stdout = std::io::stdout();
         let stopped = stop.cancelled();
-        match watch::watch(&config.nats, &scheme, &filter, output, &mut stdout, stopped).await {
+        match watch::watch(&config.nats, &filter, history, output, &mut stdout, stopped).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("pc-eventd watch: {err}");

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode, Uri};
+use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -146,6 +146,13 @@ impl ComposeClient {
         Ok(serde_json::from_slice(&body)?)
     }
 
+    /// `POST /process/restart/{name}`: restarts one process (what an auto-remediation consumer
+    /// does with a `crashed` event).
+    pub async fn restart(&self, name: &str) -> Result<(), ComposeError> {
+        let path = format!("/process/restart/{}", percent_encode(name));
+        self.request(Method::POST, &path).await.map(drop)
+    }
+
     /// Subscribes to the state stream (`GET /process/states/ws`, process-compose v1.110.0+),
     /// for the named processes only or, with `None`, for all. A server without the stream
     /// answers [`ComposeError::StreamUnsupported`].
@@ -197,7 +204,11 @@ impl ComposeClient {
     }
 
     async fn get(&self, path: &str) -> Result<Bytes, ComposeError> {
-        tokio::time::timeout(self.timeout, self.exchange(path))
+        self.request(Method::GET, path).await
+    }
+
+    async fn request(&self, method: Method, path: &str) -> Result<Bytes, ComposeError> {
+        tokio::time::timeout(self.timeout, self.exchange(method, path))
             .await
             .map_err(|_| ComposeError::Timeout(self.timeout))?
     }
@@ -231,15 +242,18 @@ impl ComposeClient {
         })
     }
 
-    async fn exchange(&self, path: &str) -> Result<Bytes, ComposeError> {
+    async fn exchange(&self, method: Method, path: &str) -> Result<Bytes, ComposeError> {
         let (host, path) = self.target(path);
-        let mut request = Request::get(path).header(http::header::HOST, host);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, host);
         if let Some(token) = &self.token {
             request = request.header(TOKEN_HEADER, token.expose());
         }
         let request = request
             .body(Empty::<Bytes>::new())
-            .expect("a GET with valid headers always builds");
+            .expect("a request with valid headers always builds");
         let response = send(self.connect().await?, request).await?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)

@@ -5,13 +5,15 @@
 //! process-compose REST client) and [`process`] (its data model), [`diff`] (the pure diff engine),
 //! [`event`] (the published contract), [`outbox`] (events on disk until JetStream has them),
 //! [`relay`] (outbox → JetStream), [`publish`] (JetStream), [`daemon`] (the loop that ties them
-//! together), [`watch`] (the live viewer) and [`cli`].
+//! together), [`consumer`] (reading the events back: ephemeral tails and durable at-least-once
+//! handlers, usable without the daemon), [`watch`] (the live viewer) and [`cli`].
 
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod compose;
 pub mod config;
+pub mod consumer;
 pub mod daemon;
 pub mod diff;
 pub mod event;

@@ -327,7 +327,7 @@ async fn await_ack(
     })
 }
 
-fn is_not_found(err: &jetstream::context::GetStreamError) -> bool {
+pub(crate) fn is_not_found(err: &jetstream::context::GetStreamError) -> bool {
     matches!(err.kind(), GetStreamErrorKind::JetStream(e)
         if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
 }

@@ -1,197 +1,195 @@
-//! `pc-eventd watch`: live events, filtered by process, namespace, type and severity.
+//! `pc-eventd watch`: events from the stream, filtered by process, namespace, type and severity,
+//! optionally starting with history.
 //!
-//! Filters become subscription subjects of the same five-token shape the daemon publishes
-//! (`{prefix}.{namespace}.{name}.{type}`), with `*` for what is not filtered: a bare process name
-//! matches it in every namespace, and a type matches it for every process. Each requested type is
-//! its own subscription.
+//! A thin front end over [`crate::consumer`]: the filter becomes the same subjects a library
+//! consumer would use, read through an ordered ephemeral JetStream consumer.
 
 use std::io::Write;
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use futures::stream::select_all;
 
 use crate::config::NatsConfig;
-use crate::event::{EventType, LifecycleEvent, Severity, SubjectScheme};
+use crate::consumer::{
+    self, Consumer, ConsumerError, Delivery, EventStream, Filter, FilterError, Start,
+};
+use crate::event::{LifecycleEvent, Severity};
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FilterError {
-    #[error("--process {process} names namespace {process_ns} but --namespace is {namespace}")]
-    NamespaceConflict {
-        process: String,
-        process_ns: String,
-        namespace: String,
-    },
-    #[error("--process must not be empty")]
-    EmptyProcess,
+/// How often to look for a stream that does not exist yet.
+const STREAM_RETRY: Duration = Duration::from_millis(500);
+
+/// What to show before the live events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum History {
+    /// Nothing: new events only.
+    #[default]
+    None,
+    /// Events stored since this time.
+    Since(SystemTime),
+    /// Everything the stream holds.
+    All,
+    /// The last event of every process, one line each.
+    LastState,
 }
 
-/// What to show.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Filter {
-    /// `name` or `namespace/name`.
-    pub process: Option<String>,
-    pub namespace: Option<String>,
-    pub types: Vec<EventType>,
-    /// Events below this severity are hidden unless their type was asked for by name.
-    pub min_severity: Option<Severity>,
-}
-
-impl Filter {
-    /// The subjects to subscribe to.
-    pub fn subjects(&self, scheme: &SubjectScheme) -> Result<Vec<String>, FilterError> {
-        let (mut namespace, name) = match self.process.as_deref() {
-            Some("") => return Err(FilterError::EmptyProcess),
-            Some(process) => match process.split_once('/') {
-                Some((ns, name)) if !ns.is_empty() => (Some(ns), Some(name)),
-                _ => (None, Some(process)),
-            },
-            None => (None, None),
-        };
-        if let Some(wanted) = self.namespace.as_deref() {
-            match namespace {
-                Some(ns) if ns != wanted => {
-                    return Err(FilterError::NamespaceConflict {
-                        process: self.process.clone().unwrap_or_default(),
-                        process_ns: ns.to_owned(),
-                        namespace: wanted.to_owned(),
-                    });
-                }
-                _ => namespace = Some(wanted),
-            }
+impl History {
+    fn start(self) -> Start {
+        match self {
+            Self::None => Start::New,
+            Self::Since(at) => Start::Since(at),
+            Self::All => Start::All,
+            Self::LastState => Start::LastPerSubject,
         }
-        if self.types.is_empty() {
-            return Ok(vec![scheme.filter(namespace, name, None)]);
-        }
-        let mut types = self.types.clone();
-        types.sort();
-        types.dedup();
-        Ok(types
-            .into_iter()
-            .map(|t| scheme.filter(namespace, name, Some(t)))
-            .collect())
-    }
-
-    /// Whether an event that matched the subjects is shown.
-    pub fn shows(&self, event: &LifecycleEvent) -> bool {
-        self.types.contains(&event.event_type)
-            || self.min_severity.is_none_or(|min| event.severity >= min)
     }
 }
 
 /// How events are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
-    /// `09:53:31.123 ℹ️  default/nats started`
-    Text,
+    /// `09:53:31.123 ERROR jobs/crasher crashed (exit=3)`; `styled` puts a severity icon in place
+    /// of the word and colours the line (for a terminal).
+    Text { styled: bool },
     /// One event object per line, exactly as published.
     Json,
 }
 
 /// The seed's one-line format. The time is the event's own (UTC).
-pub fn format_line(event: &LifecycleEvent) -> String {
+pub fn format_line(event: &LifecycleEvent, styled: bool) -> String {
     let time = event.timestamp.get(11..23).unwrap_or(&event.timestamp);
-    let icon = match event.severity {
-        Severity::Debug => "🔍",
-        Severity::Info => "ℹ️",
-        Severity::Warning => "⚠️",
-        Severity::Error => "❌",
+    let summary = event.summary();
+    if !styled {
+        let word = match event.severity {
+            Severity::Debug => "DEBUG",
+            Severity::Info => "INFO",
+            Severity::Warning => "WARN",
+            Severity::Error => "ERROR",
+        };
+        return format!("{time} {word:<5} {summary}");
+    }
+    // ANSI: dim, none, yellow, red.
+    let (icon, colour) = match event.severity {
+        Severity::Debug => ("🔍", "\x1b[2m"),
+        Severity::Info => ("ℹ️", ""),
+        Severity::Warning => ("⚠️", "\x1b[33m"),
+        Severity::Error => ("❌", "\x1b[31m"),
     };
-    format!("{time} {icon}  {}", event.summary())
+    let reset = if colour.is_empty() { "" } else { "\x1b[0m" };
+    format!("{time} {icon}  {colour}{summary}{reset}")
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     #[error(transparent)]
     Filter(#[from] FilterError),
-    #[error("cannot connect to NATS at {url}: {source}")]
-    Connect {
-        url: String,
-        source: async_nats::ConnectError,
-    },
-    #[error("cannot subscribe to {subject}: {source}")]
-    Subscribe {
-        subject: String,
-        source: async_nats::SubscribeError,
-    },
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
     #[error("cannot write output: {0}")]
     Output(std::io::Error),
 }
 
 /// Prints matching events to `out` until `stop` resolves, the connection ends, or `out` is
-/// closed (a closed pipe ends the watch quietly).
+/// closed (a closed pipe ends the watch quietly). "Watching events" goes to stderr once every
+/// event from then on is sure to be shown.
 pub async fn watch(
     nats: &NatsConfig,
-    scheme: &SubjectScheme,
     filter: &Filter,
+    history: History,
     output: Output,
     out: &mut (dyn Write + Send),
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), WatchError> {
-    let subjects = filter.subjects(scheme)?;
-    // The daemon's authentication, TLS and server list (see `NatsConfig::connect`).
-    let options = async_nats::ConnectOptions::new()
-        .name("pc-eventd watch")
-        .connection_timeout(nats.connect_timeout);
-    let client = nats
-        .connect(options)
-        .await
-        .map_err(|source| WatchError::Connect {
-            url: nats.url.clone(),
-            source,
-        })?;
-    let mut subscriptions = Vec::with_capacity(subjects.len());
-    for subject in &subjects {
-        let subscription =
-            client
-                .subscribe(subject.clone())
-                .await
-                .map_err(|source| WatchError::Subscribe {
-                    subject: subject.clone(),
-                    source,
-                })?;
-        subscriptions.push(subscription);
-    }
-    // The subscriptions exist on the server once the flush returns; only then is "watching"
-    // true, which is what a caller that waits for this line relies on.
-    client
-        .flush()
-        .await
-        .map_err(|e| WatchError::Output(std::io::Error::other(e)))?;
-    tracing::info!(subjects = %subjects.join(" "), "watching");
-    eprintln!("Watching events: {}", subjects.join(" "));
-
-    let mut messages = select_all(subscriptions);
     tokio::pin!(stop);
-    loop {
-        let message = tokio::select! {
+    let consumer = Consumer::connect(nats).await?;
+    let subjects = consumer.subjects(filter)?.join(" ");
+    let mut events = tokio::select! {
+        () = &mut stop => return Ok(()),
+        events = subscribe(&consumer, &nats.stream.name, &subjects, filter, history) => events?,
+    };
+    if history == History::LastState {
+        let history = tokio::select! {
             () = &mut stop => return Ok(()),
-            message = messages.next() => match message {
-                Some(message) => message,
+            history = events.history() => history?,
+        };
+        for delivery in consumer::latest_per_process(history) {
+            if !print(out, output, &delivery)? {
+                return Ok(());
+            }
+        }
+    }
+    loop {
+        let delivery = tokio::select! {
+            () = &mut stop => return Ok(()),
+            delivery = events.next() => match delivery {
+                Some(Ok(delivery)) => delivery,
+                // A failed pull while NATS is away; the ordered consumer recreates itself from
+                // where it was once the server is back.
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "reading events");
+                    continue;
+                }
                 None => return Ok(()),
             },
         };
-        let event: LifecycleEvent = match serde_json::from_slice(&message.payload) {
-            Ok(event) => event,
-            Err(err) => {
-                tracing::warn!(subject = %message.subject, error = %err, "skipping a message that is not a lifecycle event");
-                continue;
+        if !print(out, output, &delivery)? {
+            return Ok(());
+        }
+    }
+}
+
+/// Subscribes, waiting for the stream if the daemon has not created it yet.
+async fn subscribe(
+    consumer: &Consumer,
+    stream: &str,
+    subjects: &str,
+    filter: &Filter,
+    history: History,
+) -> Result<EventStream, ConsumerError> {
+    let mut start = history.start();
+    let mut waiting = false;
+    loop {
+        match consumer.subscribe(filter, start).await {
+            Ok(events) => {
+                if !waiting {
+                    eprintln!("Watching events: {subjects}");
+                }
+                tracing::info!(subjects, "watching");
+                return Ok(events);
             }
-        };
-        if !filter.shows(&event) {
-            continue;
+            Err(ConsumerError::NoStream(_)) if !waiting => {
+                // Everything a stream created from now on holds is newer than this watch, so
+                // "new only" becomes "all" and nothing published in between is lost.
+                if start == Start::New {
+                    start = Start::All;
+                }
+                waiting = true;
+                eprintln!(
+                    "Watching events: {subjects} (waiting for stream {stream} to be created)"
+                );
+            }
+            Err(ConsumerError::NoStream(_)) => {}
+            Err(err) => return Err(err),
         }
-        let written = match output {
-            Output::Text => writeln!(out, "{}", format_line(&event)),
-            Output::Json => out
-                .write_all(&message.payload)
-                .and_then(|()| out.write_all(b"\n")),
-        }
-        .and_then(|()| out.flush());
-        match written {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(err) => return Err(WatchError::Output(err)),
-        }
+        tokio::time::sleep(STREAM_RETRY).await;
+    }
+}
+
+/// Prints one event; `false` once `out` is a closed pipe.
+fn print(
+    out: &mut (dyn Write + Send),
+    output: Output,
+    delivery: &Delivery,
+) -> Result<bool, WatchError> {
+    let written = match output {
+        Output::Text { styled } => writeln!(out, "{}", format_line(&delivery.event, styled)),
+        Output::Json => out
+            .write_all(&delivery.payload)
+            .and_then(|()| out.write_all(b"\n")),
+    }
+    .and_then(|()| out.flush());
+    match written {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(err) => Err(WatchError::Output(err)),
     }
 }
 
@@ -199,63 +197,27 @@ pub async fn watch(
 mod tests {
     use super::*;
 
-    fn subjects(filter: Filter) -> Vec<String> {
-        filter.subjects(&SubjectScheme::default()).unwrap()
+    fn crashed() -> LifecycleEvent {
+        serde_json::from_value(serde_json::json!({
+            "id": "x", "type": "crashed", "process": "crasher", "namespace": "jobs",
+            "timestamp": "2026-11-27T09:53:31.123Z", "subject": "core.process.jobs.crasher.crashed",
+            "severity": "error", "seq": 1, "source": "test", "exit_code": 3,
+            "state": {"name": "crasher", "namespace": "jobs", "namespaces": ["jobs"],
+                      "status": "Completed", "is_ready": "-", "has_ready_probe": false,
+                      "restarts": 0, "exit_code": 3, "is_running": false, "pid": 7}
+        }))
+        .unwrap()
     }
 
     #[test]
-    fn no_filter_watches_everything() {
-        assert_eq!(subjects(Filter::default()), ["core.process.*.*.*"]);
-    }
-
-    #[test]
-    fn a_bare_process_name_matches_every_namespace() {
-        let filter = Filter {
-            process: Some("nats".into()),
-            ..Filter::default()
-        };
-        assert_eq!(subjects(filter), ["core.process.*.nats.*"]);
-    }
-
-    #[test]
-    fn namespace_slash_name_pins_both() {
-        let filter = Filter {
-            process: Some("default/pocketbase".into()),
-            ..Filter::default()
-        };
-        assert_eq!(subjects(filter), ["core.process.default.pocketbase.*"]);
-    }
-
-    #[test]
-    fn a_type_matches_every_process_and_types_add_up() {
-        let filter = Filter {
-            types: vec![EventType::Unhealthy, EventType::Crashed, EventType::Crashed],
-            ..Filter::default()
-        };
+    fn plain_lines_name_the_severity_and_styled_ones_show_an_icon_in_colour() {
         assert_eq!(
-            subjects(filter),
-            ["core.process.*.*.crashed", "core.process.*.*.unhealthy"]
+            format_line(&crashed(), false),
+            "09:53:31.123 ERROR jobs/crasher crashed (exit=3)"
         );
-    }
-
-    #[test]
-    fn combined_filters_and_odd_names() {
-        let filter = Filter {
-            process: Some("api.v2".into()),
-            namespace: Some("shop".into()),
-            types: vec![EventType::Crashed],
-            ..Filter::default()
-        };
-        assert_eq!(subjects(filter), ["core.process.shop.api%2Ev2.crashed"]);
-    }
-
-    #[test]
-    fn conflicting_namespaces_are_an_error() {
-        let filter = Filter {
-            process: Some("a/web".into()),
-            namespace: Some("b".into()),
-            ..Filter::default()
-        };
-        assert!(filter.subjects(&SubjectScheme::default()).is_err());
+        assert_eq!(
+            format_line(&crashed(), true),
+            "09:53:31.123 ❌  \x1b[31mjobs/crasher crashed (exit=3)\x1b[0m"
+        );
     }
 }

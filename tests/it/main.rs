@@ -2,6 +2,7 @@
 //! support/), plus a fake process-compose only for faults the real one will not produce on demand.
 
 mod cli;
+mod consumer;
 mod faults;
 mod lifecycle;
 mod nats_auth;

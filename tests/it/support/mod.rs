@@ -116,7 +116,7 @@ pub struct Stack {
     pub daemon: Option<daemon::Daemon>,
     pub pc: compose::ProcessCompose,
     /// Held for its lifetime: dropping it stops the server.
-    _nats: nats::NatsServer,
+    nats: nats::NatsServer,
 }
 
 impl Stack {
@@ -134,8 +134,12 @@ impl Stack {
             log,
             daemon: Some(daemon),
             pc,
-            _nats: nats,
+            nats,
         }
+    }
+
+    pub fn nats_url(&self) -> String {
+        self.nats.url()
     }
 
     /// Stops the daemon and checks that it ended cleanly.
