@@ -395,8 +395,10 @@ async fn watch_goes_on_after_nats_restarts() {
 
     nats.restart();
     pc.restart_process("web").await;
+    // The ordered consumer is recreated after two missed idle heartbeats (about 15 s alone,
+    // more on a loaded machine).
     let lines = watch
-        .stdout_until(LONG, |l| {
+        .stdout_until(Duration::from_secs(60), |l| {
             l.iter().any(|l| l.contains(" default/web restarted"))
         })
         .await;
