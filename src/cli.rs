@@ -52,6 +52,17 @@ pub enum Command {
     Run(RunArgs),
     /// Print live events from NATS
     Watch(WatchArgs),
+    /// Restart processes that crash or go unhealthy, within a policy ([remediate])
+    #[command(
+        long_about = "Restart processes that crash or go unhealthy, within a policy.\n\n\
+            Reads crashed/unhealthy events (remediate.on) through the durable consumer \
+            remediate.durable, checks the process is still down, and restarts it through \
+            process-compose's API within remediate.policy / remediate.rules (attempts per \
+            window, backoff, circuit breaker, allow and deny lists). Every decision is published \
+            on core.remediation.{namespace}.{name}.{action}; `pc-eventd watch --remediation` \
+            shows them. SIGTERM and SIGINT stop it after the event in hand."
+    )]
+    Remediate(RemediateArgs),
     /// Inspect the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -64,6 +75,28 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub compose: ComposeArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// How often to poll process-compose, e.g. 2s or 500ms [config: process_compose.poll_interval]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub poll_interval: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct RemediateArgs {
+    #[command(flatten)]
+    pub compose: ComposeArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Decide and publish, but restart nothing [config: remediate.dry_run]
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ComposeArgs {
     /// process-compose API base URL [config: process_compose.url]
     #[arg(long, value_name = "URL", conflicts_with = "compose_port")]
     pub compose_url: Option<String>,
@@ -73,11 +106,6 @@ pub struct RunArgs {
     /// process-compose unix socket, instead of the URL [config: process_compose.socket]
     #[arg(long, value_name = "PATH")]
     pub compose_socket: Option<PathBuf>,
-    #[command(flatten)]
-    pub nats: NatsArgs,
-    /// How often to poll process-compose, e.g. 2s or 500ms [config: process_compose.poll_interval]
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub poll_interval: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +143,10 @@ pub struct WatchArgs {
     /// First show the last event of every process (one line each), then follow new ones
     #[arg(long, group = "history")]
     pub last_state: bool,
+    /// Show what `pc-eventd remediate` did instead (all of it, then new actions); only
+    /// --process and --json apply
+    #[arg(long, conflicts_with_all = ["namespace", "types", "since", "all", "last_state"])]
+    pub remediation: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -153,15 +185,19 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => {
             let overrides = Overrides {
-                compose_url: args.compose_url,
-                compose_port: args.compose_port,
-                compose_socket: args.compose_socket,
-                nats_url: args.nats.nats_url,
                 poll_interval: args.poll_interval,
+                ..args.compose.overrides(args.nats)
             };
             run(Sources {
                 file: cli.config,
                 overrides,
+            })
+        }
+        Command::Remediate(args) => {
+            let overrides = args.compose.overrides(args.nats);
+            with_config(cli.config, overrides, |mut config| {
+                config.remediate.dry_run |= args.dry_run;
+                remediate(config)
             })
         }
         Command::Watch(args) => {
@@ -182,6 +218,18 @@ pub fn main() -> ExitCode {
                 eprintln!("configuration OK");
                 ExitCode::SUCCESS
             })
+        }
+    }
+}
+
+impl ComposeArgs {
+    fn overrides(self, nats: NatsArgs) -> Overrides {
+        Overrides {
+            compose_url: self.compose_url,
+            compose_port: self.compose_port,
+            compose_socket: self.compose_socket,
+            nats_url: nats.nats_url,
+            ..Overrides::default()
         }
     }
 }
@@ -298,10 +346,43 @@ fn watch(config: Config, args: &WatchArgs) -> ExitCode {
         };
         let mut stdout = std::io::stdout();
         let stopped = stop.cancelled();
+        if args.remediation {
+            let process = args.process.as_deref();
+            return match crate::remediate::tail(&config, process, args.json, &mut stdout, stopped)
+                .await
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("pc-eventd watch: {err}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         match watch::watch(&config.nats, &filter, history, output, &mut stdout, stopped).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("pc-eventd watch: {err}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn remediate(config: Config) -> ExitCode {
+    runtime().block_on(async {
+        let stop = match cancel_on_termination() {
+            Ok(stop) => stop,
+            Err(err) => {
+                eprintln!("pc-eventd remediate: cannot install signal handlers: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let _log = crate::logging::init(&config.log.level, config.log.format);
+        match crate::remediate::run(config, stop).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(crate::remediate::RemediateError::Config(err)) => config_failure(&err),
+            Err(err) => {
+                tracing::error!(error = %err, "pc-eventd remediate failed");
                 ExitCode::FAILURE
             }
         }

@@ -29,6 +29,7 @@ pub struct Config {
     pub health: HealthConfig,
     pub daemon: DaemonConfig,
     pub outbox: OutboxConfig,
+    pub remediate: RemediateConfig,
     pub log: LogConfig,
 }
 
@@ -101,6 +102,50 @@ impl Default for OutboxConfig {
         Self {
             max_bytes: 64 * 1024 * 1024,
             fsync_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `pc-eventd remediate`: which triggers, which processes, which policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemediateConfig {
+    /// The event types that trigger a restart.
+    pub on: Vec<crate::event::EventType>,
+    /// Decide and publish, but never call process-compose's restart.
+    pub dry_run: bool,
+    /// The durable consumer's name: its position survives restarts of the remediator.
+    pub durable: String,
+    /// Outcome events go to `{subject_prefix}.{namespace}.{name}.{action}`.
+    pub subject_prefix: String,
+    /// The stream that keeps them (created if missing).
+    pub stream: String,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Globs on `name` or `namespace/name`; empty allows every process.
+    pub allow: Vec<String>,
+    /// Globs; a denied process is never restarted.
+    pub deny: Vec<String>,
+    /// The policy of processes no rule matches.
+    pub policy: crate::remediate::policy::Policy,
+    /// Policies by glob, first match wins (`[[remediate.rules]]` with `match = "db-*"`).
+    pub rules: Vec<crate::remediate::policy::Rule>,
+}
+
+impl Default for RemediateConfig {
+    fn default() -> Self {
+        use crate::event::EventType;
+        Self {
+            on: vec![EventType::Crashed, EventType::Unhealthy],
+            dry_run: false,
+            durable: "pc-eventd-remediate".into(),
+            subject_prefix: "core.remediation".into(),
+            stream: "REMEDIATION_EVENTS".into(),
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            policy: crate::remediate::policy::Policy::default(),
+            rules: Vec::new(),
         }
     }
 }
@@ -796,6 +841,39 @@ impl Config {
             !stream.duplicate_window.is_zero() && stream.duplicate_window <= stream.max_age,
             "must be greater than zero and no longer than max_age",
         );
+        let remediate = &self.remediate;
+        check(
+            "remediate.subject_prefix",
+            is_literal_subject(&remediate.subject_prefix)
+                && remediate.subject_prefix != nats.subject_prefix
+                && !remediate
+                    .subject_prefix
+                    .starts_with(&format!("{}.", nats.subject_prefix)),
+            "must be a literal subject outside nats.subject_prefix",
+        );
+        check(
+            "remediate.durable",
+            !remediate.durable.is_empty()
+                && !remediate
+                    .durable
+                    .contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>')),
+            "must be non-empty, without spaces, `.`, `*` or `>`",
+        );
+        for (i, policy) in std::iter::once(&remediate.policy)
+            .chain(remediate.rules.iter().map(|r| &r.policy))
+            .enumerate()
+        {
+            let key = if i == 0 {
+                "remediate.policy".to_owned()
+            } else {
+                format!("remediate.rules[{}]", i - 1)
+            };
+            check(
+                &key,
+                policy.max_attempts > 0 && !policy.window.is_zero(),
+                "max_attempts and window must be greater than zero",
+            );
+        }
         check(
             "outbox.max_bytes",
             self.outbox.max_bytes >= 1024 * 1024,

@@ -93,6 +93,18 @@ pub enum Severity {
     Error,
 }
 
+impl Severity {
+    /// The word in plain text output: `DEBUG`, `INFO`, `WARN`, `ERROR`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Debug => "DEBUG",
+            Self::Info => "INFO",
+            Self::Warning => "WARN",
+            Self::Error => "ERROR",
+        }
+    }
+}
+
 /// Why a run ended or a restart happened, where pc-eventd can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -225,12 +237,17 @@ impl SubjectScheme {
 
     /// `{prefix}.{namespace}.{name}.{type}` with both names made subject-safe.
     pub fn subject(&self, namespace: &str, name: &str, event_type: EventType) -> String {
+        self.subject_of_kind(namespace, name, event_type.as_str())
+    }
+
+    /// Like [`SubjectScheme::subject`] for other kinds of message about a process (the
+    /// remediator's actions).
+    pub fn subject_of_kind(&self, namespace: &str, name: &str, kind: &str) -> String {
         format!(
-            "{}.{}.{}.{}",
+            "{}.{}.{}.{kind}",
             self.prefix,
             subject_token(namespace),
             subject_token(name),
-            event_type
         )
     }
 
@@ -355,6 +372,40 @@ pub fn timestamp(at: std::time::SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// A full event, for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) fn sample_event() -> LifecycleEvent {
+    LifecycleEvent {
+        id: "6f1c2a52-61a8-5f57-9a3d-3d1c0e1d2b4f".into(),
+        event_type: EventType::Restarted,
+        process: "web".into(),
+        namespace: "default".into(),
+        timestamp: "2025-10-16T09:53:31.123Z".into(),
+        subject: "core.process.default.web.restarted".into(),
+        severity: Severity::Info,
+        seq: 7,
+        source: "http://127.0.0.1:8080".into(),
+        previous_status: Some("Restarting".into()),
+        exit_code: Some(2),
+        restarts: Some(3),
+        restarts_delta: Some(1),
+        reason: Some(Reason::RestartPolicy),
+        synthetic: true,
+        state: EventState {
+            name: "web".into(),
+            namespace: "default".into(),
+            namespaces: vec!["default".into()],
+            status: "Running".into(),
+            is_ready: "-".into(),
+            has_ready_probe: false,
+            restarts: 3,
+            exit_code: 2,
+            is_running: true,
+            pid: 4242,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,38 +454,6 @@ mod tests {
             assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
         }
         assert!("crash".parse::<EventType>().is_err());
-    }
-
-    fn sample_event() -> LifecycleEvent {
-        LifecycleEvent {
-            id: "6f1c2a52-61a8-5f57-9a3d-3d1c0e1d2b4f".into(),
-            event_type: EventType::Restarted,
-            process: "web".into(),
-            namespace: "default".into(),
-            timestamp: "2025-10-16T09:53:31.123Z".into(),
-            subject: "core.process.default.web.restarted".into(),
-            severity: Severity::Info,
-            seq: 7,
-            source: "http://127.0.0.1:8080".into(),
-            previous_status: Some("Restarting".into()),
-            exit_code: Some(2),
-            restarts: Some(3),
-            restarts_delta: Some(1),
-            reason: Some(Reason::RestartPolicy),
-            synthetic: true,
-            state: EventState {
-                name: "web".into(),
-                namespace: "default".into(),
-                namespaces: vec!["default".into()],
-                status: "Running".into(),
-                is_ready: "-".into(),
-                has_ready_probe: false,
-                restarts: 3,
-                exit_code: 2,
-                is_running: true,
-                pid: 4242,
-            },
-        }
     }
 
     fn keys(value: &serde_json::Value) -> Vec<String> {

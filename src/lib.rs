@@ -24,6 +24,7 @@ pub mod outbox;
 pub mod process;
 pub mod publish;
 pub mod relay;
+pub mod remediate;
 pub mod state;
 pub mod status;
 pub mod watch;

@@ -58,13 +58,7 @@ pub fn format_line(event: &LifecycleEvent, styled: bool) -> String {
     let time = event.timestamp.get(11..23).unwrap_or(&event.timestamp);
     let summary = event.summary();
     if !styled {
-        let word = match event.severity {
-            Severity::Debug => "DEBUG",
-            Severity::Info => "INFO",
-            Severity::Warning => "WARN",
-            Severity::Error => "ERROR",
-        };
-        return format!("{time} {word:<5} {summary}");
+        return format!("{time} {:<5} {summary}", event.severity.word());
     }
     // ANSI: dim, none, yellow, red.
     let (icon, colour) = match event.severity {

@@ -7,5 +7,6 @@ mod faults;
 mod lifecycle;
 mod nats_auth;
 mod pipeline;
+mod remediate;
 mod stream;
 mod support;

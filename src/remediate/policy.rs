@@ -1,0 +1,405 @@
+//! Remediation policy: whether to restart a process that crashed or went unhealthy, and when to
+//! stop trying. Pure: the planner's history and the clock go in, a decision comes out.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+/// How hard to try for one process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Restarts allowed per `window` for one process; past it, triggers are skipped.
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Wait before a restart, doubled for every earlier attempt still in the window.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// A restart counts as failed when the API refuses it, or when the process crashes or goes
+    /// unhealthy again less than this long after it.
+    #[serde(with = "humantime_serde")]
+    pub settle_time: Duration,
+    /// Consecutive failed restarts that open the circuit breaker (0: never).
+    pub breaker_failures: u32,
+    /// How long an open breaker skips every trigger; then one attempt is allowed again.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            window: Duration::from_secs(600),
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            settle_time: Duration::from_secs(60),
+            breaker_failures: 3,
+            breaker_cooldown: Duration::from_secs(900),
+        }
+    }
+}
+
+/// A policy for the processes whose `name` or `namespace/name` matches `pattern`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// A glob (`*` any run of characters, `?` one character).
+    #[serde(rename = "match")]
+    pub pattern: String,
+    #[serde(flatten)]
+    pub policy: Policy,
+}
+
+/// Which processes may be touched, and with which policy.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Policies {
+    /// Globs; empty allows every process.
+    pub allow: Vec<String>,
+    /// Globs; a denied process is never restarted, even when allowed.
+    pub deny: Vec<String>,
+    /// The first matching rule wins; `default` applies to the rest.
+    pub rules: Vec<Rule>,
+    pub default: Policy,
+}
+
+impl Policies {
+    /// The policy for `namespace/name`, or why the process may not be touched.
+    pub fn for_process(&self, namespace: &str, name: &str) -> Result<&Policy, Skip> {
+        let matches = |pattern: &String| {
+            glob_match(pattern, name) || glob_match(pattern, &format!("{namespace}/{name}"))
+        };
+        if self.deny.iter().any(matches) {
+            return Err(Skip::Denied);
+        }
+        if !self.allow.is_empty() && !self.allow.iter().any(matches) {
+            return Err(Skip::NotAllowed);
+        }
+        Ok(self
+            .rules
+            .iter()
+            .find(|rule| matches(&rule.pattern))
+            .map_or(&self.default, |rule| &rule.policy))
+    }
+}
+
+/// Why a trigger did not lead to a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    Denied,
+    NotAllowed,
+    /// `max_attempts` restarts within `window` already.
+    LimitReached,
+    /// The circuit breaker is open until this time.
+    BreakerOpen(SystemTime),
+}
+
+impl Skip {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Denied => "denied",
+            Self::NotAllowed => "not_allowed",
+            Self::LimitReached => "limit_reached",
+            Self::BreakerOpen(_) => "breaker_open",
+        }
+    }
+}
+
+/// What to do about one trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Restart after `delay`; this is attempt `attempt` in the window.
+    Restart {
+        attempt: u32,
+        delay: Duration,
+    },
+    Skip(Skip),
+}
+
+/// What happened to a restart, as the planner needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Requested (or, in a dry run, would have been).
+    Restarted,
+    /// The API refused it.
+    Failed,
+}
+
+/// One process's recent restarts.
+#[derive(Debug, Default, Clone)]
+struct History {
+    attempts: VecDeque<SystemTime>,
+    /// When the last restart was requested, while it has not yet proven itself.
+    unsettled: Option<SystemTime>,
+    consecutive_failures: u32,
+    breaker_until: Option<SystemTime>,
+}
+
+/// The restart history of every process, and the decisions made from it.
+#[derive(Debug, Default)]
+pub struct Planner {
+    histories: BTreeMap<String, History>,
+}
+
+impl Planner {
+    /// Decides about a trigger for `key` (`namespace/name`) at `now` under `policy`.
+    pub fn decide(&mut self, key: &str, policy: &Policy, now: SystemTime) -> Decision {
+        let history = self.histories.entry(key.to_owned()).or_default();
+        // A trigger soon after our restart means that restart did not help.
+        if let Some(at) = history.unsettled.take() {
+            if elapsed(at, now) < policy.settle_time {
+                history.consecutive_failures += 1;
+            } else {
+                history.consecutive_failures = 0;
+            }
+        }
+        if policy.breaker_failures > 0 && history.consecutive_failures >= policy.breaker_failures {
+            let until = *history
+                .breaker_until
+                .get_or_insert(now + policy.breaker_cooldown);
+            if now < until {
+                return Decision::Skip(Skip::BreakerOpen(until));
+            }
+            // Half open: one more attempt; another failure opens it again at once.
+            history.breaker_until = None;
+            history.consecutive_failures = policy.breaker_failures - 1;
+        }
+        while history
+            .attempts
+            .front()
+            .is_some_and(|at| elapsed(*at, now) >= policy.window)
+        {
+            history.attempts.pop_front();
+        }
+        let earlier = history.attempts.len() as u32;
+        if earlier >= policy.max_attempts {
+            return Decision::Skip(Skip::LimitReached);
+        }
+        let delay = policy
+            .backoff
+            .saturating_mul(1u32 << earlier.min(20))
+            .min(policy.max_backoff);
+        Decision::Restart {
+            attempt: earlier + 1,
+            delay,
+        }
+    }
+
+    /// Records what came of a restart decided for `key` at `at`.
+    pub fn record(&mut self, key: &str, outcome: Outcome, at: SystemTime) {
+        let history = self.histories.entry(key.to_owned()).or_default();
+        history.attempts.push_back(at);
+        match outcome {
+            Outcome::Restarted => history.unsettled = Some(at),
+            Outcome::Failed => {
+                history.unsettled = None;
+                history.consecutive_failures += 1;
+            }
+        }
+    }
+}
+
+fn elapsed(since: SystemTime, now: SystemTime) -> Duration {
+    now.duration_since(since).unwrap_or_default()
+}
+
+/// `*` matches any run of characters (`/` included), `?` any one character.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (pattern, text): (Vec<char>, Vec<char>) =
+        (pattern.chars().collect(), text.chars().collect());
+    let (mut p, mut t) = (0, 0);
+    // Where the last `*` was, and how much of the text it has taken so far.
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some('*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == '?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((star_p, star_t)) => {
+                    p = star_p + 1;
+                    t = star_t + 1;
+                    star = Some((star_p, star_t + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: SystemTime = SystemTime::UNIX_EPOCH;
+
+    fn at(secs: u64) -> SystemTime {
+        T0 + Duration::from_secs(secs)
+    }
+
+    fn restart(planner: &mut Planner, policy: &Policy, now: SystemTime) -> Decision {
+        let decision = planner.decide("default/web", policy, now);
+        if let Decision::Restart { .. } = decision {
+            planner.record("default/web", Outcome::Restarted, now);
+        }
+        decision
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", "anything/at all"));
+        assert!(glob_match("db-*", "db-primary"));
+        assert!(!glob_match("db-*", "web"));
+        assert!(glob_match("shop/*", "shop/web"));
+        assert!(glob_match("w?b", "web"));
+        assert!(!glob_match("w?b", "webb"));
+        assert!(glob_match("*b*", "abc"));
+        assert!(glob_match("a*c*e", "abcdcxe"));
+        assert!(!glob_match("a*c*e", "abcdcx"));
+    }
+
+    #[test]
+    fn deny_wins_over_allow_and_the_first_rule_applies() {
+        let strict = Policy {
+            max_attempts: 1,
+            ..Policy::default()
+        };
+        let policies = Policies {
+            allow: vec!["shop/*".into(), "worker-?".into()],
+            deny: vec!["shop/db".into()],
+            rules: vec![Rule {
+                pattern: "web*".into(),
+                policy: strict.clone(),
+            }],
+            default: Policy::default(),
+        };
+        assert_eq!(policies.for_process("shop", "db"), Err(Skip::Denied));
+        assert_eq!(policies.for_process("ops", "cron"), Err(Skip::NotAllowed));
+        assert_eq!(policies.for_process("shop", "web-1"), Ok(&strict));
+        assert_eq!(
+            policies.for_process("ops", "worker-3"),
+            Ok(&Policy::default())
+        );
+    }
+
+    #[test]
+    fn attempts_are_limited_per_window_with_growing_backoff() {
+        let policy = Policy {
+            max_attempts: 3,
+            window: Duration::from_secs(600),
+            backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(5),
+            settle_time: Duration::ZERO,
+            breaker_failures: 0,
+            ..Policy::default()
+        };
+        let mut planner = Planner::default();
+        let delays: Vec<_> = (0..4)
+            .map(|i| restart(&mut planner, &policy, at(i * 100)))
+            .collect();
+        assert_eq!(
+            delays,
+            [
+                Decision::Restart {
+                    attempt: 1,
+                    delay: Duration::from_secs(2)
+                },
+                Decision::Restart {
+                    attempt: 2,
+                    delay: Duration::from_secs(4)
+                },
+                Decision::Restart {
+                    attempt: 3,
+                    delay: Duration::from_secs(5)
+                },
+                Decision::Skip(Skip::LimitReached),
+            ]
+        );
+        // The first attempt leaves the window: one more is allowed.
+        assert!(matches!(
+            restart(&mut planner, &policy, at(601)),
+            Decision::Restart { attempt: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn restarts_that_do_not_settle_open_the_breaker_until_the_cooldown() {
+        let policy = Policy {
+            max_attempts: 100,
+            settle_time: Duration::from_secs(60),
+            breaker_failures: 2,
+            breaker_cooldown: Duration::from_secs(300),
+            ..Policy::default()
+        };
+        let mut planner = Planner::default();
+        assert!(matches!(
+            restart(&mut planner, &policy, at(0)),
+            Decision::Restart { .. }
+        ));
+        // crashed again 10 s later: failure 1
+        assert!(matches!(
+            restart(&mut planner, &policy, at(10)),
+            Decision::Restart { .. }
+        ));
+        // and again: failure 2 opens the breaker
+        let until = at(20) + Duration::from_secs(300);
+        assert_eq!(
+            restart(&mut planner, &policy, at(20)),
+            Decision::Skip(Skip::BreakerOpen(until))
+        );
+        assert_eq!(
+            restart(&mut planner, &policy, at(200)),
+            Decision::Skip(Skip::BreakerOpen(until))
+        );
+        // after the cooldown: one attempt; failing again reopens it at once
+        assert!(matches!(
+            restart(&mut planner, &policy, at(330)),
+            Decision::Restart { .. }
+        ));
+        assert!(matches!(
+            restart(&mut planner, &policy, at(340)),
+            Decision::Skip(Skip::BreakerOpen(_))
+        ));
+    }
+
+    #[test]
+    fn a_restart_that_settles_resets_the_failures_and_refused_ones_count() {
+        let policy = Policy {
+            max_attempts: 100,
+            settle_time: Duration::from_secs(60),
+            breaker_failures: 2,
+            ..Policy::default()
+        };
+        let mut planner = Planner::default();
+        restart(&mut planner, &policy, at(0));
+        restart(&mut planner, &policy, at(10)); // failure 1
+        restart(&mut planner, &policy, at(500)); // the one at 10 settled: reset
+        assert!(matches!(
+            restart(&mut planner, &policy, at(1000)),
+            Decision::Restart { .. }
+        ));
+        // Two refused restarts in a row open it too.
+        let mut planner = Planner::default();
+        for now in [at(0), at(1000)] {
+            assert!(matches!(
+                planner.decide("default/web", &policy, now),
+                Decision::Restart { .. }
+            ));
+            planner.record("default/web", Outcome::Failed, now);
+        }
+        assert!(matches!(
+            planner.decide("default/web", &policy, at(2000)),
+            Decision::Skip(Skip::BreakerOpen(_))
+        ));
+    }
+}

@@ -1,0 +1,241 @@
+//! `pc-eventd remediate` against real peers: restarts within its policy, stops at the limit,
+//! publishes its outcomes, changes nothing in a dry run, and survives its own restart.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use pc_eventd::config::Config;
+use pc_eventd::event::EventType::*;
+use pc_eventd::remediate::{Action, RemediationEvent};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::Stack;
+use crate::support::events::count;
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// Crashes a third of a second after each start; nothing restarts it but the remediator.
+const FRAGILE: &str = r#"
+processes:
+  fragile:
+    command: "sleep 0.3; exit 3"
+    disabled: true
+"#;
+
+/// The remediator, in-process, until stopped.
+struct Remediator {
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), pc_eventd::remediate::RemediateError>>,
+}
+
+impl Remediator {
+    /// Starts it and waits until its durable consumer exists, so no trigger precedes it.
+    async fn start(config: &Config) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(pc_eventd::remediate::run(config.clone(), stop.clone()));
+        let js = jetstream::new(async_nats::connect(&config.nats.url).await.unwrap());
+        let deadline = Instant::now() + LONG;
+        loop {
+            let ready = match js.get_stream("PROCESS_EVENTS").await {
+                Ok(stream) => stream
+                    .consumer_info(&config.remediate.durable)
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            };
+            if ready {
+                return Self { stop, task };
+            }
+            assert!(
+                !task.is_finished(),
+                "the remediator ended: {:?}",
+                task.await
+            );
+            assert!(Instant::now() < deadline, "the remediator never subscribed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(LONG, self.task)
+            .await
+            .expect("the remediator stops")
+            .expect("no panic")
+            .expect("no error");
+    }
+}
+
+fn remediator_config(stack: &Stack, max_attempts: u32) -> Config {
+    let mut config = crate::support::daemon::config(&stack.pc.url(), &stack.nats_url());
+    let policy = &mut config.remediate.policy;
+    policy.max_attempts = max_attempts;
+    policy.backoff = Duration::from_millis(100);
+    // Every crash comes 0.3 s after a restart: keep the breaker out of this.
+    policy.breaker_failures = 0;
+    config
+}
+
+/// Reads the remediation stream until `done` holds, panicking after `LONG`.
+async fn outcomes(
+    nats_url: &str,
+    done: impl Fn(&[RemediationEvent]) -> bool,
+) -> Vec<RemediationEvent> {
+    let js = jetstream::new(async_nats::connect(nats_url).await.unwrap());
+    let mut messages = js
+        .get_stream("REMEDIATION_EVENTS")
+        .await
+        .expect("the remediator created its stream")
+        .create_consumer(consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + LONG;
+    while !done(&seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, messages.next()).await {
+            Ok(Some(message)) => {
+                let message = message.unwrap();
+                seen.push(serde_json::from_slice(&message.payload).expect("a remediation event"));
+            }
+            _ => panic!("timed out; outcomes so far: {seen:#?}"),
+        }
+    }
+    seen
+}
+
+fn actions(outcomes: &[RemediationEvent]) -> Vec<(Action, Option<u32>, Option<&str>)> {
+    outcomes
+        .iter()
+        .map(|o| (o.action, o.attempt, o.reason.as_deref()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_are_restarted_within_the_policy_until_the_limit() {
+    let mut stack = Stack::start_on(None, FRAGILE).await;
+    let config = remediator_config(&stack, 2);
+    let remediator = Remediator::start(&config).await;
+    stack.pc.start_process("fragile").await;
+
+    let seen = outcomes(&stack.nats_url(), |o| o.len() >= 3).await;
+    assert_eq!(
+        actions(&seen),
+        [
+            (Action::Restarted, Some(1), None),
+            (Action::Restarted, Some(2), None),
+            (Action::Skipped, None, Some("limit_reached")),
+        ]
+    );
+    // Each crash was one trigger, and what the outcomes say happened did happen.
+    let triggers: std::collections::HashSet<_> = seen.iter().map(|o| &o.trigger.id).collect();
+    assert_eq!(triggers.len(), 3);
+    stack
+        .log
+        .wait_until("three crashes", LONG, |r| {
+            count(r, Some("fragile"), Crashed) >= 3
+        })
+        .await;
+    stack.pc.wait_for_status("fragile", "Completed", LONG).await;
+    stack.log.settle(Duration::from_secs(1)).await;
+    assert_eq!(count(&stack.log.received, Some("fragile"), Crashed), 3);
+    assert_eq!(count(&stack.log.received, Some("fragile"), Started), 3);
+    assert!(
+        seen.iter()
+            .all(|o| o.trigger.event_type == Crashed && !o.dry_run)
+    );
+
+    // The audit trail, for people.
+    let mut watch = crate::cli::Binary::spawn(&[
+        "watch",
+        "--remediation",
+        "--process",
+        "fragile",
+        "--nats-url",
+        &stack.nats_url(),
+    ]);
+    let lines = watch
+        .stdout_until(LONG, |l| l.iter().any(|l| l.contains("skipped")))
+        .await;
+    assert!(
+        lines[0].ends_with("INFO  default/fragile restarted (attempt 1, after crashed)"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].ends_with("WARN  default/fragile skipped (limit_reached, after crashed)"),
+        "{lines:?}"
+    );
+    assert_eq!(watch.terminate().await, Some(0));
+    remediator.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_decides_and_publishes_but_restarts_nothing() {
+    let mut stack = Stack::start_on(None, FRAGILE).await;
+    let mut config = remediator_config(&stack, 2);
+    config.remediate.dry_run = true;
+    let remediator = Remediator::start(&config).await;
+    stack.pc.start_process("fragile").await;
+
+    let seen = outcomes(&stack.nats_url(), |o| !o.is_empty()).await;
+    assert_eq!(actions(&seen), [(Action::WouldRestart, Some(1), None)]);
+    assert!(seen[0].dry_run);
+    // Nothing happens after the one crash: no second start.
+    stack.log.settle(Duration::from_secs(2)).await;
+    assert_eq!(count(&stack.log.received, Some("fragile"), Started), 1);
+    assert_eq!(count(&stack.log.received, Some("fragile"), Crashed), 1);
+    remediator.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_remediator_neither_loses_nor_doubles_an_action() {
+    let mut stack = Stack::start_on(None, FRAGILE).await;
+    let config = remediator_config(&stack, 2);
+    let first = Remediator::start(&config).await;
+    stack.pc.start_process("fragile").await;
+    outcomes(&stack.nats_url(), |o| !o.is_empty()).await;
+    // Down while the restarted process crashes again.
+    first.stop().await;
+    stack
+        .log
+        .wait_until("the second crash", LONG, |r| {
+            count(r, Some("fragile"), Crashed) >= 2
+        })
+        .await;
+
+    let second = Remediator::start(&config).await;
+    let seen = outcomes(&stack.nats_url(), |o| o.len() >= 3).await;
+    assert_eq!(
+        actions(&seen),
+        [
+            (Action::Restarted, Some(1), None),
+            // the crash that came while it was down: not lost
+            (Action::Restarted, Some(2), None),
+            // and the limit counts the first run's attempt too
+            (Action::Skipped, None, Some("limit_reached")),
+        ]
+    );
+    stack
+        .log
+        .wait_until("the third crash", LONG, |r| {
+            count(r, Some("fragile"), Crashed) >= 3
+        })
+        .await;
+    let crashes: Vec<_> = stack
+        .log
+        .of("fragile", Crashed)
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let triggers: Vec<_> = seen.iter().map(|o| o.trigger.id.clone()).collect();
+    assert_eq!(triggers, crashes[..3], "each crash handled once, in order");
+    second.stop().await;
+    stack.stop().await;
+}
