@@ -63,6 +63,14 @@ pub enum Command {
             shows them. SIGTERM and SIGINT stop it after the event in hand."
     )]
     Remediate(RemediateArgs),
+    /// Post crash-loop and health alerts to a webhook, one per episode ([alert])
+    #[command(long_about = "Post alerts to a webhook, one per episode.\n\n\
+            Reads the event types alert.types through the durable consumer alert.durable and \
+            groups them by process and type: a crash loop is one `opened` alert, one `escalated` \
+            after alert.escalate_after events, and one `resolved` after alert.quiet_period \
+            without another. Each alert is a JSON POST to alert.url, retried with backoff. \
+            SIGTERM and SIGINT stop it.")]
+    Alert(AlertArgs),
     /// Inspect the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -93,6 +101,15 @@ pub struct RemediateArgs {
     /// Decide and publish, but restart nothing [config: remediate.dry_run]
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AlertArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// The webhook to POST alerts to [config: alert.url]
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -197,7 +214,30 @@ pub fn main() -> ExitCode {
             let overrides = args.compose.overrides(args.nats);
             with_config(cli.config, overrides, |mut config| {
                 config.remediate.dry_run |= args.dry_run;
-                remediate(config)
+                consumer_command(
+                    "remediate",
+                    config,
+                    crate::remediate::run,
+                    |err| match err {
+                        crate::remediate::RemediateError::Config(err) => Some(err),
+                        _ => None,
+                    },
+                )
+            })
+        }
+        Command::Alert(args) => {
+            let overrides = Overrides {
+                nats_url: args.nats.nats_url,
+                ..Overrides::default()
+            };
+            with_config(cli.config, overrides, |mut config| {
+                if let Some(url) = args.url {
+                    config.alert.url = Some(crate::config::Secret::new(url));
+                }
+                consumer_command("alert", config, crate::alert::run, |err| match err {
+                    crate::alert::AlertError::Config(err) => Some(err),
+                    _ => None,
+                })
             })
         }
         Command::Watch(args) => {
@@ -368,23 +408,36 @@ fn watch(config: Config, args: &WatchArgs) -> ExitCode {
     })
 }
 
-fn remediate(config: Config) -> ExitCode {
+/// Runs a long-lived consumer command (`remediate`, `alert`) until SIGTERM or SIGINT; an error
+/// that `config_error` recognises exits 78.
+fn consumer_command<Fut, E>(
+    name: &str,
+    config: Config,
+    command: impl FnOnce(Config, CancellationToken) -> Fut,
+    config_error: impl Fn(&E) -> Option<&ConfigError>,
+) -> ExitCode
+where
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     runtime().block_on(async {
         let stop = match cancel_on_termination() {
             Ok(stop) => stop,
             Err(err) => {
-                eprintln!("pc-eventd remediate: cannot install signal handlers: {err}");
+                eprintln!("pc-eventd {name}: cannot install signal handlers: {err}");
                 return ExitCode::FAILURE;
             }
         };
         let _log = crate::logging::init(&config.log.level, config.log.format);
-        match crate::remediate::run(config, stop).await {
+        match command(config, stop).await {
             Ok(()) => ExitCode::SUCCESS,
-            Err(crate::remediate::RemediateError::Config(err)) => config_failure(&err),
-            Err(err) => {
-                tracing::error!(error = %err, "pc-eventd remediate failed");
-                ExitCode::FAILURE
-            }
+            Err(err) => match config_error(&err) {
+                Some(err) => config_failure(err),
+                None => {
+                    tracing::error!(error = %err, "pc-eventd {name} failed");
+                    ExitCode::FAILURE
+                }
+            },
         }
     })
 }

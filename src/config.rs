@@ -30,6 +30,7 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub outbox: OutboxConfig,
     pub remediate: RemediateConfig,
+    pub alert: AlertConfig,
     pub log: LogConfig,
 }
 
@@ -146,6 +147,47 @@ impl Default for RemediateConfig {
             deny: Vec::new(),
             policy: crate::remediate::policy::Policy::default(),
             rules: Vec::new(),
+        }
+    }
+}
+
+/// `pc-eventd alert`: the webhook and how alerts are grouped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertConfig {
+    /// The webhook (http:// or https://). A secret: such URLs often carry a token, so logs and
+    /// `config check` show only its scheme and host.
+    pub url: Option<Secret>,
+    /// The event types that alert.
+    pub types: Vec<crate::event::EventType>,
+    /// The durable consumer's name: alerting resumes where it stopped.
+    pub durable: String,
+    /// Events in one episode that make it escalate (once).
+    pub escalate_after: u32,
+    /// An episode is resolved after this long without another event of its kind.
+    #[serde(with = "humantime_serde")]
+    pub quiet_period: Duration,
+    /// Longest wait for the webhook to answer one attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Retries of a failed call (connection error, timeout, 5xx, 408, 429), waits doubling.
+    pub retries: u32,
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        use crate::event::EventType;
+        Self {
+            url: None,
+            types: vec![EventType::Crashed, EventType::Unhealthy],
+            durable: "pc-eventd-alert".into(),
+            escalate_after: 5,
+            quiet_period: Duration::from_secs(300),
+            timeout: Duration::from_secs(5),
+            retries: 3,
+            retry_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -852,13 +894,31 @@ impl Config {
             "must be a literal subject outside nats.subject_prefix",
         );
         check(
-            "remediate.durable",
-            !remediate.durable.is_empty()
-                && !remediate
-                    .durable
-                    .contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>')),
-            "must be non-empty, without spaces, `.`, `*` or `>`",
+            "alert.url",
+            self.alert.url.as_ref().is_none_or(|url| {
+                url.expose().parse::<http::Uri>().is_ok_and(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+                })
+            }),
+            "expected an http:// or https:// URL (value not shown)",
         );
+        check(
+            "alert.quiet_period",
+            !self.alert.quiet_period.is_zero() && !self.alert.timeout.is_zero(),
+            "quiet_period and timeout must be greater than zero",
+        );
+        for (key, durable) in [
+            ("remediate.durable", &self.remediate.durable),
+            ("alert.durable", &self.alert.durable),
+        ] {
+            check(
+                key,
+                !durable.is_empty()
+                    && !durable
+                        .contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>')),
+                "must be non-empty, without spaces, `.`, `*` or `>`",
+            );
+        }
         for (i, policy) in std::iter::once(&remediate.policy)
             .chain(remediate.rules.iter().map(|r| &r.policy))
             .enumerate()

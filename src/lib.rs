@@ -6,10 +6,12 @@
 //! [`event`] (the published contract), [`outbox`] (events on disk until JetStream has them),
 //! [`relay`] (outbox → JetStream), [`publish`] (JetStream), [`daemon`] (the loop that ties them
 //! together), [`consumer`] (reading the events back: ephemeral tails and durable at-least-once
-//! handlers, usable without the daemon), [`watch`] (the live viewer) and [`cli`].
+//! handlers, usable without the daemon), [`watch`] (the live viewer), [`remediate`] and [`alert`]
+//! (consumers shipped as commands) and [`cli`].
 
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod cli;
 pub mod compose;
 pub mod config;

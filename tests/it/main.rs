@@ -1,6 +1,7 @@
 //! Integration tests against real peers: a `nats-server -js` and process-compose per test (see
 //! support/), plus a fake process-compose only for faults the real one will not produce on demand.
 
+mod alert;
 mod cli;
 mod consumer;
 mod faults;

@@ -35,27 +35,11 @@ impl Remediator {
     async fn start(config: &Config) -> Self {
         let stop = CancellationToken::new();
         let task = tokio::spawn(pc_eventd::remediate::run(config.clone(), stop.clone()));
-        let js = jetstream::new(async_nats::connect(&config.nats.url).await.unwrap());
-        let deadline = Instant::now() + LONG;
-        loop {
-            let ready = match js.get_stream("PROCESS_EVENTS").await {
-                Ok(stream) => stream
-                    .consumer_info(&config.remediate.durable)
-                    .await
-                    .is_ok(),
-                Err(_) => false,
-            };
-            if ready {
-                return Self { stop, task };
-            }
-            assert!(
-                !task.is_finished(),
-                "the remediator ended: {:?}",
-                task.await
-            );
-            assert!(Instant::now() < deadline, "the remediator never subscribed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::support::wait_for_consumer(&config.nats.url, &config.remediate.durable, || {
+            task.is_finished()
+        })
+        .await;
+        Self { stop, task }
     }
 
     async fn stop(self) {

@@ -42,6 +42,23 @@ pub fn state_dir() -> std::path::PathBuf {
         .keep()
 }
 
+/// Waits until the durable consumer `name` exists on stream `PROCESS_EVENTS` (a consumer
+/// command has subscribed), or `ended` says its task is gone.
+pub async fn wait_for_consumer(nats_url: &str, name: &str, ended: impl Fn() -> bool) {
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.expect("connect"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(stream) = js.get_stream("PROCESS_EVENTS").await
+            && stream.consumer_info(name).await.is_ok()
+        {
+            return;
+        }
+        assert!(!ended(), "the consumer's task ended before subscribing");
+        assert!(Instant::now() < deadline, "consumer {name} never appeared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The path of a peer binary named by `var`, as set by scripts/install-peers.sh.
 pub fn peer_binary(var: &str) -> std::path::PathBuf {
     match std::env::var_os(var) {

@@ -1,0 +1,139 @@
+//! `pc-eventd alert` against real peers and a local webhook receiver: one alert per crash-loop
+//! episode (opened, escalated once, resolved), retried on a 500.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use pc_eventd::config::Secret;
+use pc_eventd::event::EventType::*;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::Stack;
+use crate::support::events::count;
+
+const LONG: Duration = Duration::from_secs(40);
+
+/// What the receiver was sent: the status it answered, and the body.
+type Calls = Arc<Mutex<Vec<(u16, serde_json::Value)>>>;
+
+/// A webhook endpoint on loopback that answers 500 to its first `failures` calls, then 200.
+async fn receiver(failures: usize) -> (String, Calls) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/hooks/secret-token",
+        listener.local_addr().unwrap()
+    );
+    let calls: Calls = Arc::default();
+    let recorded = calls.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let calls = recorded.clone();
+            let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let calls = calls.clone();
+                async move {
+                    let body = request.into_body().collect().await?.to_bytes();
+                    let mut calls = calls.lock().unwrap();
+                    let status = if calls.len() < failures { 500 } else { 200 };
+                    calls.push((status, serde_json::from_slice(&body).expect("JSON")));
+                    Ok::<_, hyper::Error>(
+                        hyper::Response::builder()
+                            .status(status)
+                            .body(http_body_util::Empty::<bytes::Bytes>::new())
+                            .expect("a valid response"),
+                    )
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    (url, calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_is_one_alert_per_episode_and_a_500_is_retried() {
+    let mut stack = Stack::start_on(
+        None,
+        r#"
+processes:
+  flaky:
+    command: "sleep 0.2; exit 3"
+    disabled: true
+    availability: { restart: on_failure, max_restarts: 5, backoff_seconds: 1 }
+"#,
+    )
+    .await;
+    let (url, calls) = receiver(1).await;
+    let mut config = crate::support::daemon::config(&stack.pc.url(), &stack.nats_url());
+    config.alert.url = Some(Secret::new(url));
+    config.alert.types = vec![Crashed];
+    config.alert.escalate_after = 3;
+    config.alert.quiet_period = Duration::from_secs(3);
+    config.alert.retry_backoff = Duration::from_millis(100);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(pc_eventd::alert::run(config.clone(), stop.clone()));
+    crate::support::wait_for_consumer(&stack.nats_url(), &config.alert.durable, || {
+        task.is_finished()
+    })
+    .await;
+    stack.pc.start_process("flaky").await;
+
+    let resolved = || {
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(status, body)| *status == 200 && body["alert"] == "resolved")
+    };
+    assert!(
+        crate::support::eventually(LONG, resolved).await,
+        "no resolution: {:#?}",
+        calls.lock().unwrap()
+    );
+    stack
+        .log
+        .wait_until("six crashes", LONG, |r| {
+            count(r, Some("flaky"), Crashed) >= 6
+        })
+        .await;
+
+    let calls = calls.lock().unwrap().clone();
+    let summary: Vec<_> = calls
+        .iter()
+        .map(|(status, body)| {
+            (
+                *status,
+                body["alert"].as_str().unwrap(),
+                body["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (500, "opened", 1),
+            (200, "opened", 1),
+            (200, "escalated", 3),
+            (200, "resolved", 6),
+        ],
+        "one episode, six crashes"
+    );
+    let episode = &calls[0].1["episode"];
+    assert!(calls.iter().all(|(_, body)| &body["episode"] == episode));
+    let last = &calls[3].1;
+    assert_eq!(last["process"], "flaky");
+    assert_eq!(last["type"], "crashed");
+    assert_eq!(
+        last["event"]["type"], "crashed",
+        "the latest event rides along"
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    stack.stop().await;
+}
