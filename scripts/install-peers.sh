@@ -7,6 +7,8 @@
 #                   ldflags so that it never runs its update check. If the Go module proxy refuses
 #                   it, the repository's emulator (tools/pc-emulator) is built instead, and this
 #                   script says so loudly: the tests then run against the emulator, never silently.
+#   python          a venv with pinned nats-py and jsonschema, for the test of an outside client
+#                   that knows only the JSON Schema (tests/schema_client.py).
 #
 # Binaries are cached in $EVENTD_PEERS_DIR (default ~/.cache/pc-eventd/peers), so a second
 # run costs nothing. Output: $EVENTD_PEERS_DIR/env, a file of `export` lines.
@@ -14,6 +16,8 @@ set -euo pipefail
 
 NATS_SERVER_VERSION=v2.12.1
 PROCESS_COMPOSE_VERSION=v1.122.0
+NATS_PY_VERSION=2.16.0
+JSONSCHEMA_VERSION=4.26.0
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 peers=${EVENTD_PEERS_DIR:-$HOME/.cache/pc-eventd/peers}
@@ -69,10 +73,22 @@ else
     process_compose_kind="pc-emulator (stand-in: process-compose $PROCESS_COMPOSE_VERSION unavailable)"
 fi
 
+venv="$peers/python-nats-py-$NATS_PY_VERSION-jsonschema-$JSONSCHEMA_VERSION"
+if [ ! -f "$venv/.complete" ]; then
+    command -v python3 >/dev/null 2>&1 || { say "ERROR: python3 is needed for the schema client test"; exit 1; }
+    say "installing nats-py $NATS_PY_VERSION and jsonschema $JSONSCHEMA_VERSION into $venv (one time)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "nats-py==$NATS_PY_VERSION" "jsonschema==$JSONSCHEMA_VERSION" >&2
+    touch "$venv/.complete"
+fi
+
 cat >"$peers/env" <<ENV
 export TEST_NATS_SERVER='$nats_server'
 export TEST_PROCESS_COMPOSE='$process_compose'
 export TEST_PROCESS_COMPOSE_KIND='$process_compose_kind'
+export TEST_PYTHON='$venv/bin/python'
 ENV
 say "nats-server:     $nats_server"
 say "process-compose: $process_compose ($process_compose_kind)"

@@ -7,6 +7,7 @@ mod consumer;
 mod faults;
 mod lifecycle;
 mod nats_auth;
+mod outside;
 mod pipeline;
 mod remediate;
 mod stream;
