@@ -45,7 +45,7 @@ use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt};
 
 use crate::config::NatsConfig;
-use crate::event::{EventType, LifecycleEvent, Severity, SubjectScheme};
+use crate::event::{EventType, EventsLost, LifecycleEvent, Severity, SubjectScheme};
 
 /// Which events to read. Everything unset matches anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -196,6 +196,12 @@ pub enum ConsumerError {
     MultipleFiltersUnsupported(Vec<String>),
     #[error("cannot read messages: {0}")]
     Messages(String),
+    /// A loss marker: the daemon had to drop events (its outbox was full). The stream goes on.
+    #[error(
+        "{} events of {} were lost between {} and {} ({})",
+        .0.lost, .0.source, .0.first_lost_at, .0.last_lost_at, .0.reason
+    )]
+    EventsLost(Box<EventsLost>),
     #[error("invalid durable consumer {name}: {problem}")]
     InvalidDurable { name: String, problem: &'static str },
 }
@@ -396,6 +402,11 @@ impl Consumer {
         let delivered = message.info().map_or(1, |info| info.delivered);
         let event: LifecycleEvent = match serde_json::from_slice(&message.payload) {
             Ok(event) => event,
+            Err(_) if let Some(marker) = loss_marker(message) => {
+                tracing::warn!(consumer = %durable.name, lost = marker.lost, source = %marker.source, "the daemon reported lost events");
+                ack(message, AckKind::Ack, &durable.name).await;
+                return Outcome::Skipped;
+            }
             Err(err) => {
                 tracing::warn!(consumer = %durable.name, subject = %message.subject, error = %err, "terminating a message that is not a lifecycle event");
                 ack(message, AckKind::Term, &durable.name).await;
@@ -522,6 +533,15 @@ async fn working<T>(
     }
 }
 
+/// The loss marker `message` holds, if it is one (see [`EventsLost`]).
+fn loss_marker(message: &async_nats::Message) -> Option<EventsLost> {
+    let namespace = message.subject.split('.').rev().nth(2)?;
+    if namespace != crate::event::LOSS_NAMESPACE {
+        return None;
+    }
+    serde_json::from_slice(&message.payload).ok()
+}
+
 async fn ack(message: &jetstream::Message, kind: AckKind, consumer: &str) {
     if let Err(err) = message.ack_with(kind).await {
         tracing::warn!(consumer, subject = %message.subject, error = %err, "cannot send ack");
@@ -557,6 +577,9 @@ impl EventStream {
             match futures::future::poll_fn(|cx| self.poll_message(cx)).await {
                 Some(Ok(Some(delivery))) => shown.push(delivery),
                 Some(Ok(None)) => {}
+                Some(Err(ConsumerError::EventsLost(marker))) => {
+                    tracing::warn!(lost = marker.lost, source = %marker.source, "the history has a gap: the daemon reported lost events");
+                }
                 Some(Err(err)) => return Err(err),
                 None => break,
             }
@@ -579,6 +602,9 @@ impl EventStream {
         self.backlog = self.backlog.saturating_sub(1);
         let event: LifecycleEvent = match serde_json::from_slice(&message.payload) {
             Ok(event) => event,
+            Err(_) if let Some(marker) = loss_marker(&message) => {
+                return Poll::Ready(Some(Err(ConsumerError::EventsLost(Box::new(marker)))));
+            }
             Err(err) => {
                 self.undecodable += 1;
                 tracing::warn!(subject = %message.subject, error = %err, "skipping a message that is not a lifecycle event");

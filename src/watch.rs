@@ -13,7 +13,7 @@ use crate::config::NatsConfig;
 use crate::consumer::{
     self, Consumer, ConsumerError, Delivery, EventStream, Filter, FilterError, Start,
 };
-use crate::event::{LifecycleEvent, Severity};
+use crate::event::{EventsLost, LifecycleEvent, Severity};
 
 /// How often to look for a stream that does not exist yet.
 const STREAM_RETRY: Duration = Duration::from_millis(500);
@@ -115,6 +115,13 @@ pub async fn watch(
             () = &mut stop => return Ok(()),
             delivery = events.next() => match delivery {
                 Some(Ok(delivery)) => delivery,
+                // Never quietly: a gap in the record is shown like an error event.
+                Some(Err(ConsumerError::EventsLost(marker))) => {
+                    if !print_loss(out, output, &marker)? {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 // A failed pull while NATS is away; the ordered consumer recreates itself from
                 // where it was once the server is back.
                 Some(Err(err)) => {
@@ -173,14 +180,32 @@ fn print(
     output: Output,
     delivery: &Delivery,
 ) -> Result<bool, WatchError> {
-    let written = match output {
-        Output::Text { styled } => writeln!(out, "{}", format_line(&delivery.event, styled)),
-        Output::Json => out
-            .write_all(&delivery.payload)
-            .and_then(|()| out.write_all(b"\n")),
-    }
-    .and_then(|()| out.flush());
-    match written {
+    let line = match output {
+        Output::Text { styled } => format_line(&delivery.event, styled),
+        Output::Json => String::from_utf8_lossy(&delivery.payload).into_owned(),
+    };
+    write_line(out, &line)
+}
+
+/// Prints a loss marker: `10:00:31.000 ERROR 412 events of web-01 were lost between … (outbox_full)`.
+fn print_loss(
+    out: &mut (dyn Write + Send),
+    output: Output,
+    marker: &EventsLost,
+) -> Result<bool, WatchError> {
+    let line = match output {
+        Output::Json => serde_json::to_string(marker).expect("markers always serialize"),
+        Output::Text { .. } => {
+            let time = marker.timestamp.get(11..23).unwrap_or(&marker.timestamp);
+            let lost = ConsumerError::EventsLost(Box::new(marker.clone()));
+            format!("{time} {:<5} {lost}", Severity::Error.word())
+        }
+    };
+    write_line(out, &line)
+}
+
+fn write_line(out: &mut (dyn Write + Send), line: &str) -> Result<bool, WatchError> {
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
         Ok(()) => Ok(true),
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
         Err(err) => Err(WatchError::Output(err)),

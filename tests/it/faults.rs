@@ -338,5 +338,18 @@ processes:
     assert_eq!(marker.reason, "outbox_full");
     assert_eq!(marker.source, "test");
     assert!(marker.first_lost_at <= marker.last_lost_at);
+    // `watch` shows the gap where it is, as loudly as a crash.
+    let mut watch = crate::cli::Binary::spawn(&["watch", "--all", "--nats-url", &nats.url()]);
+    let lines = watch
+        .stdout_until(Duration::from_secs(20), |l| {
+            l.iter().any(|l| l.contains("were lost"))
+        })
+        .await;
+    let expected = format!(
+        "ERROR {} events of test were lost between {} and {} (outbox_full)",
+        marker.lost, marker.first_lost_at, marker.last_lost_at
+    );
+    assert!(lines.iter().any(|l| l.ends_with(&expected)), "{lines:?}");
+    assert_eq!(watch.terminate().await, Some(0));
     daemon.stop().await.unwrap();
 }
