@@ -386,19 +386,17 @@ fn watch(config: Config, args: &WatchArgs) -> ExitCode {
         };
         let mut stdout = std::io::stdout();
         let stopped = stop.cancelled();
-        if args.remediation {
+        let watched = if args.remediation {
             let process = args.process.as_deref();
-            return match crate::remediate::tail(&config, process, args.json, &mut stdout, stopped)
+            crate::remediate::tail(&config, process, args.json, &mut stdout, stopped)
                 .await
-            {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    eprintln!("pc-eventd watch: {err}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
-        match watch::watch(&config.nats, &filter, history, output, &mut stdout, stopped).await {
+                .map_err(|err| err.to_string())
+        } else {
+            watch::watch(&config.nats, &filter, history, output, &mut stdout, stopped)
+                .await
+                .map_err(|err| err.to_string())
+        };
+        match watched {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("pc-eventd watch: {err}");

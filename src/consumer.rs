@@ -278,13 +278,7 @@ impl Consumer {
             deliver_policy: start.deliver_policy(),
             ..Default::default()
         };
-        let created = self
-            .stream()
-            .await?
-            .create_consumer(config)
-            .await
-            .map_err(|source| self.create_error(source))?;
-        check_filters(&subjects, &created.cached_info().config)?;
+        let created = self.create(config, &subjects).await?;
         let backlog = created.cached_info().num_pending;
         let messages = created
             .messages()
@@ -334,13 +328,7 @@ impl Consumer {
             max_deliver: durable.max_deliver,
             ..Default::default()
         };
-        let created = self
-            .stream()
-            .await?
-            .create_consumer(config)
-            .await
-            .map_err(|source| self.create_error(source))?;
-        check_filters(&subjects, &created.cached_info().config)?;
+        let created = self.create(config, &subjects).await?;
         // One message fetched at a time: handling is sequential, and whatever waits in a local
         // buffer has its ack_wait running.
         let mut messages = created
@@ -484,11 +472,26 @@ impl Consumer {
             })
     }
 
-    fn create_error(&self, source: jetstream::stream::ConsumerError) -> ConsumerError {
-        ConsumerError::CreateConsumer {
-            stream: self.stream.clone(),
-            source,
-        }
+    /// Creates (or updates) a consumer on the stream and checks the server kept its filter.
+    async fn create<C>(
+        &self,
+        config: C,
+        subjects: &[String],
+    ) -> Result<consumer::Consumer<C>, ConsumerError>
+    where
+        C: consumer::IntoConsumerConfig + consumer::FromConsumer,
+    {
+        let created = self
+            .stream()
+            .await?
+            .create_consumer(config)
+            .await
+            .map_err(|source| ConsumerError::CreateConsumer {
+                stream: self.stream.clone(),
+                source,
+            })?;
+        check_filters(subjects, &created.cached_info().config)?;
+        Ok(created)
     }
 }
 

@@ -245,20 +245,7 @@ async fn run_takes_the_seed_flags_and_stops_cleanly_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_filters_by_process_type_and_namespace() {
     let nats = NatsServer::start();
-    let pc = ProcessCompose::start(
-        r#"
-processes:
-  web:
-    command: "sleep 1000"
-  nats:
-    command: "sleep 1000"
-    namespace: infra
-  crasher:
-    command: "sleep 0.5; exit 3"
-    namespace: jobs
-"#,
-    )
-    .await;
+    let pc = ProcessCompose::start(crate::support::THREE_NAMESPACES).await;
     let url = nats.url();
     let mut by_name_json =
         Binary::spawn(&["watch", "--nats-url", &url, "--process", "nats", "--json"]);

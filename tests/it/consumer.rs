@@ -16,18 +16,6 @@ use crate::support::Stack;
 
 const LONG: Duration = Duration::from_secs(20);
 
-const THREE_NAMESPACES: &str = r#"
-processes:
-  web:
-    command: "sleep 1000"
-  nats:
-    command: "sleep 1000"
-    namespace: infra
-  crasher:
-    command: "sleep 0.5; exit 3"
-    namespace: jobs
-"#;
-
 /// Which events of the log a filter should select.
 type Selects = fn(&LifecycleEvent) -> bool;
 
@@ -68,7 +56,7 @@ fn compose_client(stack: &Stack) -> ComposeClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_library_receives_exactly_what_its_filter_selects() {
-    let stack = settled_stack(THREE_NAMESPACES).await;
+    let stack = settled_stack(crate::support::THREE_NAMESPACES).await;
     let consumer = Consumer::connect_url(&stack.nats_url()).await.unwrap();
 
     let cases: Vec<(Filter, Selects)> = vec![
@@ -237,7 +225,7 @@ async fn a_durable_consumer_stopped_mid_stream_handles_each_event_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_always_fails_gets_its_event_parked_after_max_deliver() {
-    let stack = settled_stack(THREE_NAMESPACES).await;
+    let stack = settled_stack(crate::support::THREE_NAMESPACES).await;
     let client = async_nats::connect(stack.nats_url()).await.unwrap();
     let mut parked = client.subscribe("parked.test").await.unwrap();
     client.flush().await.unwrap();
@@ -321,7 +309,7 @@ async fn a_handler_that_always_fails_gets_its_event_parked_after_max_deliver() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_since_replays_history_and_last_state_prints_one_line_per_process() {
-    let stack = settled_stack(THREE_NAMESPACES).await;
+    let stack = settled_stack(crate::support::THREE_NAMESPACES).await;
     let url = stack.nats_url();
     let line_ends = |event: &LifecycleEvent| format_line(event, false)[13..].to_owned();
 
@@ -412,7 +400,7 @@ async fn watch_goes_on_after_nats_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_slower_than_ack_wait_keeps_its_event_from_a_second_instance() {
-    let stack = settled_stack(THREE_NAMESPACES).await;
+    let stack = settled_stack(crate::support::THREE_NAMESPACES).await;
     let mut durable = Durable::new("slow");
     durable.start = Start::All;
     durable.ack_wait = Duration::from_secs(1);

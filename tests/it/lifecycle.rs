@@ -75,6 +75,14 @@ async fn polls_within(health: u16, polls: u32, window: Duration) -> bool {
     false
 }
 
+/// The environment that points the binary at `dir` for its state (to restart into it).
+fn state_dir_env(dir: &std::path::Path) -> [(&'static str, &str); 1] {
+    [(
+        "PC_EVENTD_DAEMON__STATE_DIR",
+        dir.to_str().expect("a UTF-8 path"),
+    )]
+}
+
 fn run_args<'a>(pc_port: &'a str, nats_url: &'a str) -> Vec<&'a str> {
     vec![
         "run",
@@ -386,10 +394,7 @@ async fn kill_9_in_a_burst_then_restart_loses_and_repeats_nothing() {
     let url = nats.url();
     // Both runs share a state directory: the second finds what the first left in its outbox.
     let state_dir = crate::support::state_dir();
-    let state_env = [(
-        "PC_EVENTD_DAEMON__STATE_DIR",
-        state_dir.to_str().expect("a UTF-8 path"),
-    )];
+    let state_env = state_dir_env(&state_dir);
     let first = Binary::spawn_with_env(&run_args(&port, &url), &state_env);
     let mut log = EventLog::open(&nats.url()).await;
     // the first events are in: the announcement of 300 processes is under way
@@ -436,10 +441,7 @@ processes:
     let port = pc.port().to_string();
     let url = nats.url();
     let state_dir = crate::support::state_dir();
-    let state_env = [(
-        "PC_EVENTD_DAEMON__STATE_DIR",
-        state_dir.to_str().expect("a UTF-8 path"),
-    )];
+    let state_env = state_dir_env(&state_dir);
     let first = Binary::spawn_with_env(&run_args(&port, &url), &state_env);
     let mut log = EventLog::open(&url).await;
     log.wait_for("flaky", Crashed).await;

@@ -93,6 +93,13 @@ async fn outcomes(
     seen
 }
 
+/// Two restarts, then the limit of two attempts per window.
+const TWO_RESTARTS_THEN_THE_LIMIT: [(Action, Option<u32>, Option<&str>); 3] = [
+    (Action::Restarted, Some(1), None),
+    (Action::Restarted, Some(2), None),
+    (Action::Skipped, None, Some("limit_reached")),
+];
+
 fn actions(outcomes: &[RemediationEvent]) -> Vec<(Action, Option<u32>, Option<&str>)> {
     outcomes
         .iter()
@@ -108,14 +115,7 @@ async fn crashes_are_restarted_within_the_policy_until_the_limit() {
     stack.pc.start_process("fragile").await;
 
     let seen = outcomes(&stack.nats_url(), |o| o.len() >= 3).await;
-    assert_eq!(
-        actions(&seen),
-        [
-            (Action::Restarted, Some(1), None),
-            (Action::Restarted, Some(2), None),
-            (Action::Skipped, None, Some("limit_reached")),
-        ]
-    );
+    assert_eq!(actions(&seen), TWO_RESTARTS_THEN_THE_LIMIT);
     // Each crash was one trigger, and what the outcomes say happened did happen.
     let triggers: std::collections::HashSet<_> = seen.iter().map(|o| &o.trigger.id).collect();
     assert_eq!(triggers.len(), 3);
@@ -196,16 +196,9 @@ async fn a_restarted_remediator_neither_loses_nor_doubles_an_action() {
 
     let second = Remediator::start(&config).await;
     let seen = outcomes(&stack.nats_url(), |o| o.len() >= 3).await;
-    assert_eq!(
-        actions(&seen),
-        [
-            (Action::Restarted, Some(1), None),
-            // the crash that came while it was down: not lost
-            (Action::Restarted, Some(2), None),
-            // and the limit counts the first run's attempt too
-            (Action::Skipped, None, Some("limit_reached")),
-        ]
-    );
+    // The crash that came while it was down is not lost (attempt 2), and the limit counts the
+    // first run's attempt too.
+    assert_eq!(actions(&seen), TWO_RESTARTS_THEN_THE_LIMIT);
     stack
         .log
         .wait_until("the third crash", LONG, |r| {

@@ -10,6 +10,19 @@ pub mod notify_socket;
 
 use std::time::{Duration, Instant};
 
+/// A project of three processes in three namespaces, one of them crashing once.
+pub const THREE_NAMESPACES: &str = r#"
+processes:
+  web:
+    command: "sleep 1000"
+  nats:
+    command: "sleep 1000"
+    namespace: infra
+  crasher:
+    command: "sleep 0.5; exit 3"
+    namespace: jobs
+"#;
+
 /// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
 pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
