@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The demo stack: nats-server (JetStream) + process-compose running a demo project that includes
-# pc-eventd itself as its `event-adapter` (restart: always), a process that crashes now and then
-# one with a readiness probe that flaps, and one that crashes for good unless
-# examples/auto_restart.rs restarts it; `pc-eventd watch` runs in the foreground.
+# pc-eventd itself as its `event-adapter` (restart: always), a process that crashes now and then,
+# one with a readiness probe that flaps, one that crashes for good unless something restarts it,
+# and `pc-eventd remediate` (allowed to touch that one only) as `remediator`; `pc-eventd watch`
+# runs in the foreground, with `watch --remediation` beside it.
 # Ctrl-C ends it, or DEMO_SECONDS=N ends it after N seconds. Everything listens on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,14 @@ for _ in $(seq 150); do
 done
 grep -q "Server is ready" "$work/nats.log" || { echo "demo: nats-server did not start" >&2; exit 1; }
 
+cat >"$work/pc-eventd.toml" <<TOML
+[remediate]
+allow = ["fragile"]
+[remediate.policy]
+max_attempts = 3
+window = "2m"
+TOML
+
 cat >"$work/process-compose.yaml" <<YAML
 version: "0.5"
 processes:
@@ -59,8 +68,13 @@ processes:
       restart: always
       backoff_seconds: 2
   fragile:
-    # crashes after 15 s and has no restart policy: examples/auto_restart.rs brings it back
+    # crashes after 15 s and has no restart policy: the remediator brings it back, three times
+    # in two minutes at most
     command: "sleep 15; exit 4"
+  remediator:
+    command: "$pc_eventd remediate --config $work/pc-eventd.toml --compose-port $pc_port --nats-url $nats_url"
+    availability:
+      restart: always
   nightly-report:
     command: "echo report"
     disabled: true
@@ -72,6 +86,8 @@ echo "demo: files in $work; Ctrl-C to stop"
     -L "$work/process-compose.log" >/dev/null 2>&1 &
 pids+=($!)
 
+"$pc_eventd" watch --remediation --nats-url "$nats_url" &
+pids+=($!)
 watch_args=(watch --nats-url "$nats_url")
 if [ -n "${DEMO_SECONDS:-}" ]; then
     timeout --signal=INT --preserve-status "$DEMO_SECONDS" "$pc_eventd" "${watch_args[@]}" || true

@@ -472,6 +472,31 @@ impl Consumer {
             })
     }
 
+    /// Waits until the daemon has created the stream (true), or `stop` resolves first (false).
+    pub async fn wait_for_stream(
+        &self,
+        stop: impl Future<Output = ()>,
+    ) -> Result<bool, ConsumerError> {
+        tokio::pin!(stop);
+        let mut said = false;
+        loop {
+            match self.stream().await {
+                Ok(_) => return Ok(true),
+                Err(ConsumerError::NoStream(name)) => {
+                    if !said {
+                        tracing::info!(stream = %name, "waiting for the stream to be created");
+                        said = true;
+                    }
+                }
+                Err(err) => return Err(err),
+            }
+            tokio::select! {
+                () = &mut stop => return Ok(false),
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
     /// Creates (or updates) a consumer on the stream and checks the server kept its filter.
     async fn create<C>(
         &self,

@@ -99,6 +99,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Aler
         types: settings.types.clone(),
         ..Filter::default()
     };
+    if !consumer.wait_for_stream(shutdown.cancelled()).await? {
+        return Ok(());
+    }
     let durable = Durable::new(settings.durable.clone());
     info!(durable = %durable.name, types = ?settings.types, "alerting");
     let tick =

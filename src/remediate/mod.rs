@@ -20,7 +20,7 @@ use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::compose::ComposeClient;
 use crate::config::{Config, ConfigError, NatsConfig, RemediateConfig, StreamConfig};
@@ -28,7 +28,7 @@ use crate::consumer::{Consumer, ConsumerError, Durable, Filter};
 use crate::event::{EventType, LifecycleEvent, Severity, SubjectScheme, timestamp};
 use crate::process::{ProcessState, Readiness};
 use crate::publish::{Message, PublishError, Publisher};
-use policy::{Decision, Outcome, Planner, Policies, Skip};
+use policy::{Decision, Outcome, Planner, Policies, Policy, Skip};
 
 /// Namespace for the v5 UUIDs of remediation events.
 const REMEDIATION_ID_NAMESPACE: uuid::Uuid =
@@ -56,7 +56,7 @@ pub enum Action {
     WouldRestart,
     /// The restart request failed (`error` says why).
     RestartFailed,
-    /// The policy said no (`reason`: denied, not_allowed, limit_reached, breaker_open).
+    /// The policy said no (`reason`: limit_reached, breaker_open).
     Skipped,
     /// The process already runs again (or is being restarted by its own policy): nothing to do.
     AlreadyRecovered,
@@ -124,7 +124,7 @@ pub struct RemediationEvent {
 }
 
 impl RemediationEvent {
-    /// One line for people: `default/web restarted (attempt 2, after crashed)`.
+    /// One line for people: `default/web remediation: restarted (attempt 2, after crashed)`.
     pub fn summary(&self) -> String {
         let mut details = Vec::new();
         if let Some(attempt) = self.attempt {
@@ -141,7 +141,7 @@ impl RemediationEvent {
         }
         details.push(format!("after {}", self.trigger.event_type));
         format!(
-            "{}/{} {} ({})",
+            "{}/{} remediation: {} ({})",
             self.namespace,
             self.process,
             self.action.as_str(),
@@ -235,6 +235,9 @@ impl Remediator {
             types: self.config.on.clone(),
             ..Filter::default()
         };
+        if !consumer.wait_for_stream(shutdown.cancelled()).await? {
+            return Ok(());
+        }
         let mut durable = Durable::new(self.config.durable.clone());
         // A retry is a failed publish of an outcome (the restart itself is never retried).
         durable.max_deliver = 10;
@@ -260,7 +263,18 @@ impl Remediator {
     /// not be published) asks for redelivery; the check for a recovered process keeps the
     /// second delivery from restarting it again.
     pub async fn handle(&self, trigger: LifecycleEvent) -> Result<(), PublishError> {
-        let outcome = self.decide_and_act(&trigger).await;
+        // Processes outside `allow`, or in `deny`, are none of its business: no action, no event.
+        let policy = match self
+            .policies
+            .for_process(&trigger.namespace, &trigger.process)
+        {
+            Ok(policy) => policy,
+            Err(skip) => {
+                debug!(process = %trigger.process, reason = skip.as_str(), "not remediated");
+                return Ok(());
+            }
+        };
+        let outcome = self.decide_and_act(&trigger, policy).await;
         info!(summary = %outcome.summary(), "remediation");
         let message = Message::new(
             outcome.subject.clone(),
@@ -276,16 +290,9 @@ impl Remediator {
         }
     }
 
-    async fn decide_and_act(&self, trigger: &LifecycleEvent) -> RemediationEvent {
+    async fn decide_and_act(&self, trigger: &LifecycleEvent, policy: &Policy) -> RemediationEvent {
         let dry_run = self.config.dry_run;
         let event = |action| RemediationEvent::new(&self.subjects, trigger, action, dry_run);
-        let policy = match self
-            .policies
-            .for_process(&trigger.namespace, &trigger.process)
-        {
-            Ok(policy) => policy,
-            Err(skip) => return skipped(event(Action::Skipped), skip),
-        };
         match self.compose.process(&trigger.process).await {
             Ok(current) if recovered(trigger, &current) => return event(Action::AlreadyRecovered),
             Ok(_) => {}
@@ -442,10 +449,20 @@ pub async fn tail(
         None => (None, None),
     };
     let subject = nats.subjects().filter(namespace, name, None);
-    let consumer = js
-        .get_stream(&nats.stream.name)
-        .await
-        .map_err(|e| stream_error(e.to_string()))?
+    tokio::pin!(stop);
+    // The remediator creates the stream when it first starts.
+    let stream = loop {
+        match js.get_stream(&nats.stream.name).await {
+            Ok(stream) => break stream,
+            Err(err) if crate::publish::is_not_found(&err) => {}
+            Err(err) => return Err(stream_error(err.to_string())),
+        }
+        tokio::select! {
+            () = &mut stop => return Ok(()),
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    };
+    let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: subject,
             deliver_policy: consumer::DeliverPolicy::All,
@@ -457,7 +474,6 @@ pub async fn tail(
         .messages()
         .await
         .map_err(|e| stream_error(e.to_string()))?;
-    tokio::pin!(stop);
     loop {
         let message = tokio::select! {
             () = &mut stop => return Ok(()),

@@ -147,11 +147,13 @@ async fn crashes_are_restarted_within_the_policy_until_the_limit() {
         .stdout_until(LONG, |l| l.iter().any(|l| l.contains("skipped")))
         .await;
     assert!(
-        lines[0].ends_with("INFO  default/fragile restarted (attempt 1, after crashed)"),
+        lines[0]
+            .ends_with("INFO  default/fragile remediation: restarted (attempt 1, after crashed)"),
         "{lines:?}"
     );
     assert!(
-        lines[2].ends_with("WARN  default/fragile skipped (limit_reached, after crashed)"),
+        lines[2]
+            .ends_with("WARN  default/fragile remediation: skipped (limit_reached, after crashed)"),
         "{lines:?}"
     );
     assert_eq!(watch.terminate().await, Some(0));
@@ -160,20 +162,38 @@ async fn crashes_are_restarted_within_the_policy_until_the_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dry_run_decides_and_publishes_but_restarts_nothing() {
-    let mut stack = Stack::start_on(None, FRAGILE).await;
+async fn a_dry_run_decides_and_publishes_but_restarts_nothing_and_denied_is_left_alone() {
+    let project =
+        format!("{FRAGILE}  kept-down:\n    command: \"sleep 0.3; exit 5\"\n    disabled: true\n");
+    let mut stack = Stack::start_on(None, &project).await;
     let mut config = remediator_config(&stack, 2);
     config.remediate.dry_run = true;
+    config.remediate.deny = vec!["default/kept-*".into()];
     let remediator = Remediator::start(&config).await;
+    stack.pc.start_process("kept-down").await;
     stack.pc.start_process("fragile").await;
 
     let seen = outcomes(&stack.nats_url(), |o| !o.is_empty()).await;
     assert_eq!(actions(&seen), [(Action::WouldRestart, Some(1), None)]);
     assert!(seen[0].dry_run);
-    // Nothing happens after the one crash: no second start.
+    assert_eq!(seen[0].process, "fragile");
+    // Nothing happens after the one crash of each: no second start, no event for the denied.
+    stack
+        .log
+        .wait_until("both crashed", LONG, |r| count(r, None, Crashed) >= 2)
+        .await;
     stack.log.settle(Duration::from_secs(2)).await;
-    assert_eq!(count(&stack.log.received, Some("fragile"), Started), 1);
-    assert_eq!(count(&stack.log.received, Some("fragile"), Crashed), 1);
+    for name in ["fragile", "kept-down"] {
+        assert_eq!(count(&stack.log.received, Some(name), Started), 1, "{name}");
+        assert_eq!(count(&stack.log.received, Some(name), Crashed), 1, "{name}");
+    }
+    let js = jetstream::new(async_nats::connect(stack.nats_url()).await.unwrap());
+    let mut stream = js.get_stream("REMEDIATION_EVENTS").await.unwrap();
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        1,
+        "one decision in all"
+    );
     remediator.stop().await;
     stack.stop().await;
 }
