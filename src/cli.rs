@@ -388,7 +388,7 @@ fn watch(config: Config, args: &WatchArgs) -> ExitCode {
         let stopped = stop.cancelled();
         let watched = if args.remediation {
             let process = args.process.as_deref();
-            crate::remediate::tail(&config, process, args.json, &mut stdout, stopped)
+            crate::remediate::tail(&config, process, output, &mut stdout, stopped)
                 .await
                 .map_err(|err| err.to_string())
         } else {

@@ -55,13 +55,18 @@ pub enum Output {
 
 /// The seed's one-line format. The time is the event's own (UTC).
 pub fn format_line(event: &LifecycleEvent, styled: bool) -> String {
-    let time = event.timestamp.get(11..23).unwrap_or(&event.timestamp);
-    let summary = event.summary();
+    styled_line(&event.timestamp, event.severity, &event.summary(), styled)
+}
+
+/// `HH:MM:SS.mmm SEVERITY summary` from an RFC 3339 `timestamp`; `styled`: an icon for the
+/// severity and colour (for a terminal).
+pub fn styled_line(timestamp: &str, severity: Severity, summary: &str, styled: bool) -> String {
+    let time = timestamp.get(11..23).unwrap_or(timestamp);
     if !styled {
-        return format!("{time} {:<5} {summary}", event.severity.word());
+        return format!("{time} {:<5} {summary}", severity.word());
     }
     // ANSI: dim, none, yellow, red.
-    let (icon, colour) = match event.severity {
+    let (icon, colour) = match severity {
         Severity::Debug => ("🔍", "\x1b[2m"),
         Severity::Info => ("ℹ️", ""),
         Severity::Warning => ("⚠️", "\x1b[33m"),
@@ -195,10 +200,14 @@ fn print_loss(
 ) -> Result<bool, WatchError> {
     let line = match output {
         Output::Json => serde_json::to_string(marker).expect("markers always serialize"),
-        Output::Text { .. } => {
-            let time = marker.timestamp.get(11..23).unwrap_or(&marker.timestamp);
+        Output::Text { styled } => {
             let lost = ConsumerError::EventsLost(Box::new(marker.clone()));
-            format!("{time} {:<5} {lost}", Severity::Error.word())
+            styled_line(
+                &marker.timestamp,
+                marker.severity,
+                &lost.to_string(),
+                styled,
+            )
         }
     };
     write_line(out, &line)

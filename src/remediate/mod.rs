@@ -429,7 +429,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Reme
 pub async fn tail(
     config: &Config,
     process: Option<&str>,
-    json: bool,
+    output: crate::watch::Output,
     out: &mut impl std::io::Write,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), RemediateError> {
@@ -485,19 +485,18 @@ pub async fn tail(
         let Ok(message) = message else {
             continue;
         };
-        let line = if json {
-            String::from_utf8_lossy(&message.payload).into_owned()
-        } else {
-            match serde_json::from_slice::<RemediationEvent>(&message.payload) {
-                Ok(event) => {
-                    let time = event.timestamp.get(11..23).unwrap_or(&event.timestamp);
-                    format!(
-                        "{time} {:<5} {}",
-                        event.action.severity().word(),
-                        event.summary()
-                    )
+        let line = match output {
+            crate::watch::Output::Json => String::from_utf8_lossy(&message.payload).into_owned(),
+            crate::watch::Output::Text { styled } => {
+                match serde_json::from_slice::<RemediationEvent>(&message.payload) {
+                    Ok(event) => crate::watch::styled_line(
+                        &event.timestamp,
+                        event.severity,
+                        &event.summary(),
+                        styled,
+                    ),
+                    Err(_) => continue,
                 }
-                Err(_) => continue,
             }
         };
         if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
