@@ -380,8 +380,15 @@ impl Daemon {
         let subjects = self.config.nats.subjects();
         let ctx = self.diff_context(&source, &subjects, frame.snapshot);
         let (update, events) = diff_one(snapshot, &frame.state, &ctx);
+        let name = &frame.state.name;
+        let before = snapshot.record(name);
         snapshot.apply(update);
-        let records = snapshot.records([frame.state.name.clone()]);
+        // A frame that changed nothing (most of the snapshot sent on connect) stores nothing.
+        let records = if snapshot.record(name) == before {
+            Vec::new()
+        } else {
+            snapshot.records([name.clone()])
+        };
         self.enqueue(&events, records);
         self.observed(snapshot);
     }

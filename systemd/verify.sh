@@ -22,3 +22,10 @@ else
     echo "verify: systemd $version predates Type=notify-reload; the drop-in is not checked here" >&2
 fi
 systemd-analyze security --offline=true "$work/pc-eventd.service" | tail -1
+# The consumer template, through its two instances.
+sed "s#/usr/bin/pc-eventd#$PWD/target/debug/pc-eventd#" "systemd/pc-eventd-consumer@.service" \
+    >"$work/pc-eventd-consumer@.service"
+for command in remediate alert; do
+    SYSTEMD_UNIT_PATH="$work:" systemd-analyze verify "pc-eventd-consumer@$command.service"
+done
+SYSTEMD_UNIT_PATH="$work:" systemd-analyze security --offline=true "pc-eventd-consumer@remediate.service" | tail -1

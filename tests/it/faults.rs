@@ -170,6 +170,10 @@ processes:
     daemon.stop().await.unwrap();
 }
 
+/// How long a 3-node cluster on a loaded 2-core machine may take to form, or to elect new
+/// leaders after losing a node, and serve JetStream (over 30 s was seen).
+const ELECTIONS: Duration = Duration::from_secs(120);
+
 // Run on its own by scripts/test.sh (`-- --ignored`): three nats-servers electing leaders on
 // two cores shared with the rest of the suite sometimes took over 30 s to serve JetStream again.
 #[ignore = "run alone by scripts/test.sh"]
@@ -216,18 +220,14 @@ processes:
     config.nats.stream.replicas = 3;
     let daemon = Daemon::spawn(config);
     // read through a node that stays up
-    let mut log = EventLog::open(&nodes[2].url()).await;
+    let mut log = EventLog::open_within(&nodes[2].url(), "PROCESS_EVENTS", ELECTIONS).await;
     // the daemon watches before anything runs
-    log.wait_until(
-        "three disabled processes announced",
-        Duration::from_secs(30),
-        |r| {
-            r.iter()
-                .filter(|r| r.event.state.status == "Disabled")
-                .count()
-                == 3
-        },
-    )
+    log.wait_until("three disabled processes announced", ELECTIONS, |r| {
+        r.iter()
+            .filter(|r| r.event.state.status == "Disabled")
+            .count()
+            == 3
+    })
     .await;
     for name in ["a", "b", "c"] {
         pc.start_process(name).await;
@@ -241,8 +241,8 @@ processes:
     // A fresh reader, so that what is checked is the stream, not how the first reader's
     // consumer rode out the lost node. Generous: a leader election after the kill can hold
     // the daemon's publishes back for several retries.
-    let mut log = EventLog::open(&nodes[2].url()).await;
-    log.wait_until("every final crash", Duration::from_secs(120), |r| {
+    let mut log = EventLog::open_within(&nodes[2].url(), "PROCESS_EVENTS", ELECTIONS).await;
+    log.wait_until("every final crash", ELECTIONS, |r| {
         r.iter()
             .filter(|r| r.event.event_type == Crashed && r.event.state.status == "Completed")
             .count()

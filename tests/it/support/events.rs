@@ -37,13 +37,18 @@ impl EventLog {
     }
 
     pub async fn open_stream(nats_url: &str, name: &str) -> Self {
+        Self::open_within(nats_url, name, Duration::from_secs(30)).await
+    }
+
+    /// Like [`EventLog::open_stream`], waiting up to `patience` (a cluster electing leaders).
+    pub async fn open_within(nats_url: &str, name: &str, patience: Duration) -> Self {
         let client = async_nats::connect(nats_url)
             .await
             .expect("connect to NATS");
         let js = jetstream::new(client);
         // The stream may not exist yet (the daemon creates it), and in a cluster that just lost
         // a node the consumer may not be placed until a new leader is elected: retry both.
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + patience;
         let messages = loop {
             let opened = async {
                 let stream = js.get_stream(name).await.map_err(|e| e.to_string())?;
