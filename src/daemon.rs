@@ -198,94 +198,100 @@ impl Daemon {
         let mut failures: u32 = 0;
         // In `auto` mode: whether the server has the state stream (None: not known yet).
         let mut stream_supported: Option<bool> = None;
-        while !shutdown.is_cancelled() {
-            if !stream_ready {
-                publishers.send_replace(None);
-                stream_ready = self.ensure_stream(&publisher, &shutdown).await?
-                    && self.open_state(&publisher, &mut snapshot, &shutdown).await;
-                if stream_ready {
-                    publishers.send_replace(Some(publisher.clone()));
+        // Whatever ends observation (shutdown, or an error no retry can fix), the relay gets
+        // `shutdown_timeout` to empty the outbox and the health endpoint stops.
+        let observed: Result<(), DaemonError> = async {
+            while !shutdown.is_cancelled() {
+                if !stream_ready {
+                    publishers.send_replace(None);
+                    stream_ready = self.ensure_stream(&publisher, &shutdown).await?
+                        && self.open_state(&publisher, &mut snapshot, &shutdown).await;
+                    if stream_ready {
+                        publishers.send_replace(Some(publisher.clone()));
+                    }
+                    continue;
                 }
-                continue;
-            }
-            let use_stream = match self.config.process_compose.mode {
-                SourceMode::Poll => false,
-                SourceMode::Stream => true,
-                SourceMode::Auto => stream_supported != Some(false),
-            };
-            let wait = if use_stream {
-                let session = self
-                    .stream_session(&compose, &mut snapshot, &shutdown, &mut control.reloads)
-                    .await;
-                match session {
-                    SessionEnd::Shutdown => break,
-                    SessionEnd::Reload => {
+                let use_stream = match self.config.process_compose.mode {
+                    SourceMode::Poll => false,
+                    SourceMode::Stream => true,
+                    SourceMode::Auto => stream_supported != Some(false),
+                };
+                let wait = if use_stream {
+                    let session = self
+                        .stream_session(&compose, &mut snapshot, &shutdown, &mut control.reloads)
+                        .await;
+                    match session {
+                        SessionEnd::Shutdown => break,
+                        SessionEnd::Reload => {
+                            let changed =
+                                self.reload(&mut compose, &mut publisher, &mut health).await;
+                            stream_ready &= !changed.stream;
+                            continue;
+                        }
+                        SessionEnd::Failed(ComposeError::StreamUnsupported)
+                            if self.config.process_compose.mode == SourceMode::Auto =>
+                        {
+                            info!("process-compose has no state stream (before v1.110.0): polling");
+                            stream_supported = Some(false);
+                            continue;
+                        }
+                        SessionEnd::Failed(err) => {
+                            stream_supported = None;
+                            failures = failures.saturating_add(1);
+                            self.source_failed(&err, failures)
+                        }
+                    }
+                } else {
+                    // A poll changes nothing until it returns, so it can be abandoned at shutdown.
+                    let polled = tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        polled = self.poll(&compose) => polled,
+                    };
+                    match polled {
+                        Ok(observed) => {
+                            self.status.set_mode(SourceMode::Poll);
+                            if failures > 0 {
+                                info!(
+                                    after_failures = failures,
+                                    "process-compose is answering again"
+                                );
+                            }
+                            failures = 0;
+                            self.publish_observation(&mut snapshot, &observed);
+                            self.config.process_compose.poll_interval
+                        }
+                        Err(err) => {
+                            // It may come back upgraded: look for the stream again.
+                            stream_supported = None;
+                            failures = failures.saturating_add(1);
+                            self.source_failed(&err, failures)
+                        }
+                    }
+                };
+                self.watchdog.pet();
+                self.status.expect_within(wait);
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    Some(()) = control.reloads.recv() => {
                         let changed = self.reload(&mut compose, &mut publisher, &mut health).await;
                         stream_ready &= !changed.stream;
-                        continue;
                     }
-                    SessionEnd::Failed(ComposeError::StreamUnsupported)
-                        if self.config.process_compose.mode == SourceMode::Auto =>
-                    {
-                        info!("process-compose has no state stream (before v1.110.0): polling");
-                        stream_supported = Some(false);
-                        continue;
-                    }
-                    SessionEnd::Failed(err) => {
-                        stream_supported = None;
-                        failures = failures.saturating_add(1);
-                        self.source_failed(&err, failures)
-                    }
+                    () = self.watchdog.sleep(wait) => {}
                 }
-            } else {
-                // A poll changes nothing until it returns, so it can be abandoned at shutdown.
-                let polled = tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    polled = self.poll(&compose) => polled,
-                };
-                match polled {
-                    Ok(observed) => {
-                        self.status.set_mode(SourceMode::Poll);
-                        if failures > 0 {
-                            info!(
-                                after_failures = failures,
-                                "process-compose is answering again"
-                            );
-                        }
-                        failures = 0;
-                        self.publish_observation(&mut snapshot, &observed);
-                        self.config.process_compose.poll_interval
-                    }
-                    Err(err) => {
-                        // It may come back upgraded: look for the stream again.
-                        stream_supported = None;
-                        failures = failures.saturating_add(1);
-                        self.source_failed(&err, failures)
-                    }
-                }
-            };
-            self.watchdog.pet();
-            self.status.expect_within(wait);
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                Some(()) = control.reloads.recv() => {
-                    let changed = self.reload(&mut compose, &mut publisher, &mut health).await;
-                    stream_ready &= !changed.stream;
-                }
-                () = self.watchdog.sleep(wait) => {}
             }
+            Ok(())
         }
+        .await;
 
         notify::stopping();
         info!("pc-eventd stopping");
-        // Observation has stopped; the relay gets `shutdown_timeout` to empty the outbox.
         finish_relay.cancel();
         let _ = relay.await;
         if let Some(health) = health {
             health.stop.cancel();
             let _ = health.task.await;
         }
-        Ok(())
+        observed
     }
 
     /// Connects to NATS with the current settings, reporting the connection state.
