@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -47,7 +48,7 @@ pub enum OutboxError {
 
 /// What one observation leaves to publish: its messages, and the records of the processes it
 /// changed (`None`: the process is gone), saved to the state store once the messages are in.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
     pub index: u64,
     pub messages: Vec<Message>,
@@ -88,8 +89,9 @@ pub struct Outbox {
     segment_bytes: u64,
     /// Closed segments with the index of their last entry, oldest first.
     closed: VecDeque<(PathBuf, u64)>,
-    /// Unacknowledged entries with their size on disk, oldest first.
-    pending: VecDeque<(Entry, u64)>,
+    /// Unacknowledged entries with their size on disk, oldest first (shared with the relay
+    /// while it publishes them).
+    pending: VecDeque<(Arc<Entry>, u64)>,
     pending_bytes: u64,
     pending_messages: usize,
     next_index: u64,
@@ -149,7 +151,12 @@ impl Outbox {
             let entries = read_segment(path).map_err(io(path))?;
             let segment_last = entries.last().map_or(last_index, |(e, _)| e.index);
             last_index = last_index.max(segment_last);
-            pending.extend(entries.into_iter().filter(|(e, _)| e.index > acked));
+            pending.extend(
+                entries
+                    .into_iter()
+                    .filter(|(e, _)| e.index > acked)
+                    .map(|(e, size)| (Arc::new(e), size)),
+            );
             closed.push_back((path.clone(), segment_last));
         }
         let segment_number = segments.last().map_or(0, |(n, _)| n + 1);
@@ -229,7 +236,7 @@ impl Outbox {
     }
 
     /// Up to `max_messages` messages' worth of the oldest entries (at least one entry).
-    pub fn peek(&self, max_messages: usize) -> Vec<Entry> {
+    pub fn peek(&self, max_messages: usize) -> Vec<Arc<Entry>> {
         let mut taken = 0;
         self.pending
             .iter()
@@ -238,7 +245,7 @@ impl Outbox {
                 taken += e.messages.len();
                 first || taken <= max_messages
             })
-            .map(|(e, _)| e.clone())
+            .map(|(e, _)| Arc::clone(e))
             .collect()
     }
 
@@ -249,20 +256,24 @@ impl Outbox {
             self.pending_bytes -= size;
             self.pending_messages -= entry.messages.len();
         }
-        let path = self.dir.join("acked");
-        write_atomically(&path, index.to_string().as_bytes(), self.must_sync())
-            .map_err(|source| OutboxError::Io { path, source })?;
         self.delete_acked_segments(index);
         self.close_loss_episode()?;
-        if self.pending.is_empty() && self.segment_bytes > 0 {
-            // Everything in the open segment is acknowledged: reuse it from the start.
-            let path = segment_file(&self.dir, self.segment_number);
-            self.segment
-                .set_len(0)
-                .map_err(|source| OutboxError::Io { path, source })?;
-            self.segment_bytes = 0;
+        if self.pending.is_empty() {
+            // Everything is acknowledged: empty the open segment instead of moving the cursor
+            // (the usual case while NATS is up, one call instead of a file replaced). A cursor
+            // left behind is harmless: it is below every index that comes later.
+            if self.segment_bytes > 0 {
+                let path = segment_file(&self.dir, self.segment_number);
+                self.segment
+                    .set_len(0)
+                    .map_err(|source| OutboxError::Io { path, source })?;
+                self.segment_bytes = 0;
+            }
+            return Ok(());
         }
-        Ok(())
+        let path = self.dir.join("acked");
+        write_atomically(&path, index.to_string().as_bytes(), self.must_sync())
+            .map_err(|source| OutboxError::Io { path, source })
     }
 
     /// Flushes written entries to the disk if the fsync interval has passed.
@@ -344,7 +355,7 @@ impl Outbox {
         self.pending_bytes += size;
         self.pending_messages += entry.messages.len();
         self.next_index = entry.index + 1;
-        self.pending.push_back((entry, size));
+        self.pending.push_back((Arc::new(entry), size));
         Ok(())
     }
 
@@ -478,12 +489,16 @@ fn write_atomically(path: &Path, content: &[u8], sync: bool) -> std::io::Result<
 mod tests {
     use super::*;
 
+    fn raw(json: String) -> Box<serde_json::value::RawValue> {
+        serde_json::value::RawValue::from_string(json).unwrap()
+    }
+
     fn message(n: u64) -> Message {
         Message {
             subject: format!("core.process.default.p{n}.started"),
             id: format!("id-{n}"),
             kind: "started".into(),
-            payload: format!("{{\"n\":{n}}}"),
+            payload: raw(format!("{{\"n\":{n}}}")),
         }
     }
 
@@ -492,11 +507,11 @@ mod tests {
             subject: "core.process._pc-eventd.test.events_lost".into(),
             id: format!("lost-{}", loss.lost),
             kind: "events_lost".into(),
-            payload: format!("{{\"lost\":{}}}", loss.lost),
+            payload: raw(format!("{{\"lost\":{}}}", loss.lost)),
         }
     }
 
-    fn ids(entries: &[Entry]) -> Vec<String> {
+    fn ids(entries: &[Arc<Entry>]) -> Vec<String> {
         entries
             .iter()
             .flat_map(|e| e.messages.iter().map(|m| m.id.clone()))
@@ -594,7 +609,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut outbox = open(dir.path(), u64::MAX);
         let big = Message {
-            payload: "x".repeat(1024 * 1024),
+            payload: raw(format!("\"{}\"", "x".repeat(1024 * 1024))),
             ..message(0)
         };
         for _ in 0..10 {

@@ -54,15 +54,15 @@ pub enum StreamOutcome {
 }
 
 /// One message ready to publish: what the outbox stores and [`Publisher::publish_batch`] sends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Message {
     pub subject: String,
     /// Sent as `Nats-Msg-Id`: JetStream stores a message with a given id once per window.
     pub id: String,
     /// The event type, for metrics and logs.
     pub kind: String,
-    /// The JSON body.
-    pub payload: String,
+    /// The JSON body, kept as JSON (the outbox stores it inside its own lines unescaped).
+    pub payload: Box<serde_json::value::RawValue>,
 }
 
 impl Message {
@@ -76,7 +76,7 @@ impl Message {
             subject,
             id,
             kind: kind.to_owned(),
-            payload: serde_json::to_string(body)?,
+            payload: serde_json::value::to_raw_value(body)?,
         })
     }
 }
@@ -278,7 +278,7 @@ impl Publisher {
             .publish_with_headers(
                 message.subject.clone(),
                 headers,
-                message.payload.clone().into(),
+                bytes::Bytes::copy_from_slice(message.payload.get().as_bytes()),
             )
             .await
             .map_err(|source| PublishError::Publish {

@@ -110,7 +110,7 @@ impl Relay {
             if let Some(last) = done.last().map(|e| e.index) {
                 if let Some(store) = self.state.lock().await.as_mut() {
                     store
-                        .save(done.into_iter().flat_map(|e| e.records).collect())
+                        .save(done.iter().flat_map(|e| e.records.iter().cloned()).collect())
                         .await;
                 }
                 if let Err(err) = lock(&self.outbox).ack(last) {
