@@ -32,6 +32,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
@@ -44,6 +45,9 @@ use pc_eventd::event::{EventType, LifecycleEvent, SubjectScheme};
 use pc_eventd::outbox::Outbox;
 use pc_eventd::process::{ProcessState, ProcessStatus, Readiness};
 use pc_eventd::publish::{Message, Publisher};
+use pc_eventd::relay::{self, Relay};
+use pc_eventd::state::StateStore;
+use pc_eventd::status::Status;
 use tempfile::TempDir;
 
 use support::compose::ProcessCompose;
@@ -510,9 +514,11 @@ fn diff_context<'a>(source: &'a str, subjects: &'a SubjectScheme) -> DiffContext
     }
 }
 
-/// The daemon's path: diff each observation, write its events to an outbox (default fsync
-/// policy), then `publish_batch` them from there with 256 acks in flight, every ack awaited,
-/// and acknowledge them in the outbox. `source` makes the ids unique per run.
+/// The daemon's path, as the daemon runs it: one task diffs each observation and writes its
+/// events to an outbox (default size and fsync policy) while the daemon's [`Relay`] publishes
+/// from there with 256 acks in flight, every ack awaited, then saves the changed processes'
+/// records to a KV bucket and acknowledges the entries in the outbox. Timed until the outbox is
+/// empty. `source` makes the ids (and the records' keys) unique per run.
 async fn pipeline_pass(
     publisher: &Publisher,
     rounds: &[Vec<ProcessState>],
@@ -521,35 +527,56 @@ async fn pipeline_pass(
     let subjects = SubjectScheme::default();
     let dir = tempfile::tempdir()?;
     let defaults = pc_eventd::config::OutboxConfig::default();
-    let mut outbox = Outbox::open(
+    let outbox = Arc::new(std::sync::Mutex::new(Outbox::open(
         dir.path(),
         defaults.max_bytes,
         defaults.fsync_interval,
         Box::new(|_| unreachable!("the bench never fills the outbox")),
-    )?;
+    )?));
+    let status = Arc::new(Status::default());
+    let store = StateStore::open(publisher.jetstream(), "BENCH_STATE", 1, source).await?;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (_publishers, receiver) = tokio::sync::watch::channel(Some(publisher.clone()));
+    let finish = tokio_util::sync::CancellationToken::new();
+    let started = Instant::now();
+    let relay = tokio::spawn(
+        Relay {
+            outbox: outbox.clone(),
+            status: status.clone(),
+            state: Arc::new(tokio::sync::Mutex::new(Some(store))),
+            publishers: receiver,
+            wake: wake.clone(),
+            shutdown_timeout: Duration::from_secs(120),
+        }
+        .run(finish.clone()),
+    );
     let mut snapshot = Snapshot::default();
     let mut published = 0;
-    let mut duplicates = 0;
-    let started = Instant::now();
     for observed in rounds {
         let ctx = diff_context(source, &subjects);
         let (next, events) = diff(&snapshot, observed, &ctx);
         let records = next.records(snapshot.changed_names(&next));
-        outbox.push(events.iter().map(Message::from).collect(), records)?;
-        let entries = outbox.peek(usize::MAX);
-        let messages: Vec<&Message> = entries.iter().flat_map(|e| &e.messages).collect();
-        let batch = publisher.publish_batch(&messages, WINDOW).await;
-        if let Some(err) = batch.error {
-            return Err(err.into());
-        }
-        if let Some(last) = entries.last() {
-            outbox.ack(last.index)?;
-        }
-        duplicates += batch.acknowledged.iter().filter(|p| p.duplicate).count();
+        relay::lock(&outbox).push(events.iter().map(Message::from).collect(), records)?;
+        wake.notify_one();
         published += events.len();
         snapshot = next;
     }
-    Ok((published, duplicates, started.elapsed()))
+    // The relay empties the outbox before it ends.
+    finish.cancel();
+    relay.await?;
+    let elapsed = started.elapsed();
+    let left = relay::lock(&outbox).pending_messages();
+    let metrics = &status.metrics;
+    if left > 0 || metrics.events_dropped.get() > 0 || metrics.publish_errors.get() > 0 {
+        return Err(format!(
+            "the relay left {left} events, dropped {}, failed {} publishes",
+            metrics.events_dropped.get(),
+            metrics.publish_errors.get()
+        )
+        .into());
+    }
+    let duplicates = usize::try_from(metrics.events_deduplicated.get())?;
+    Ok((published, duplicates, elapsed))
 }
 
 /// Raw async-nats: the same subjects and payloads, already serialized, with unique
@@ -913,7 +940,7 @@ impl Report {
                 out,
                 "### 3. Publish throughput\n\n\
                  | path | events/s (median of {n}) | runs |\n|---|---|---|\n\
-                 | pc-eventd: `diff` + outbox write + `Publisher::publish_batch` (window {WINDOW}) + outbox ack | {pipeline:.0} | {} |\n\
+                 | pc-eventd: `diff` + outbox write ∥ relay: `Publisher::publish_batch` (window {WINDOW}) + KV records + outbox ack | {pipeline:.0} | {} |\n\
                  | raw async-nats JetStream publish (window {WINDOW}) | {raw:.0} | {} |\n\
                  | **ratio** | **{ratio:.2}** | |\n\n\
                  {} events per run ({} observations of {THROUGHPUT_PROCESSES} processes: announce, then readiness \

@@ -235,11 +235,13 @@ impl Outbox {
         Ok(Pushed::Dropped)
     }
 
-    /// Up to `max_messages` messages' worth of the oldest entries (at least one entry).
-    pub fn peek(&self, max_messages: usize) -> Vec<Arc<Entry>> {
+    /// Up to `max_messages` messages' worth of the oldest entries after index `after` (those
+    /// up to it are published already), at least one entry.
+    pub fn peek_after(&self, after: Option<u64>, max_messages: usize) -> Vec<Arc<Entry>> {
         let mut taken = 0;
         self.pending
             .iter()
+            .skip_while(|(e, _)| after.is_some_and(|after| e.index <= after))
             .take_while(|(e, _)| {
                 let first = taken == 0;
                 taken += e.messages.len();
@@ -533,10 +535,10 @@ mod tests {
         drop(outbox);
 
         let mut outbox = open(dir.path(), 1 << 20);
-        assert_eq!(ids(&outbox.peek(100)), ["id-2", "id-3"]);
+        assert_eq!(ids(&outbox.peek_after(None, 100)), ["id-2", "id-3"]);
         assert_eq!(outbox.pending_messages(), 2);
         outbox.push(vec![message(4)], vec![]).unwrap();
-        let entries = outbox.peek(100);
+        let entries = outbox.peek_after(None, 100);
         assert_eq!(
             entries.iter().map(|e| e.index).collect::<Vec<_>>(),
             [2, 3, 4],
@@ -545,7 +547,7 @@ mod tests {
         outbox.ack(4).unwrap();
         drop(outbox);
         let outbox = open(dir.path(), 1 << 20);
-        assert!(outbox.peek(100).is_empty());
+        assert!(outbox.peek_after(None, 100).is_empty());
         assert_eq!(outbox.pending_bytes(), 0);
     }
 
@@ -563,11 +565,11 @@ mod tests {
         drop(file);
 
         let mut outbox = open(dir.path(), 1 << 20);
-        assert_eq!(ids(&outbox.peek(100)), ["id-1", "id-2"]);
+        assert_eq!(ids(&outbox.peek_after(None, 100)), ["id-1", "id-2"]);
         outbox.push(vec![message(3)], vec![]).unwrap();
         drop(outbox);
         let outbox = open(dir.path(), 1 << 20);
-        assert_eq!(ids(&outbox.peek(100)), ["id-1", "id-2", "id-3"]);
+        assert_eq!(ids(&outbox.peek_after(None, 100)), ["id-1", "id-2", "id-3"]);
     }
 
     #[test]
@@ -599,7 +601,7 @@ mod tests {
         // Acknowledging makes room: the marker goes in before anything else.
         outbox.ack(3).unwrap();
         outbox.push(vec![message(7)], vec![]).unwrap();
-        assert_eq!(ids(&outbox.peek(100)), ["lost-3", "id-7"]);
+        assert_eq!(ids(&outbox.peek_after(None, 100)), ["lost-3", "id-7"]);
         assert!(outbox.loss().is_none());
         assert!(!dir.path().join("lost").exists());
     }
@@ -649,10 +651,10 @@ mod tests {
             .unwrap();
         outbox.push(vec![message(4)], vec![]).unwrap();
         assert_eq!(
-            outbox.peek(2).len(),
+            outbox.peek_after(None, 2).len(),
             1,
             "the first entry even past the limit"
         );
-        assert_eq!(outbox.peek(4).len(), 2);
+        assert_eq!(outbox.peek_after(None, 4).len(), 2);
     }
 }

@@ -1,5 +1,7 @@
 //! The relay: moves entries from the outbox to JetStream, oldest first, and only then records
-//! them as published (the state store, then the outbox cursor).
+//! them as published (the state store, then the outbox cursor) at a checkpoint: at once when
+//! the outbox runs empty, at most every [`CHECKPOINT_EVERY`] during a burst, so a process that
+//! changes fast is saved once per checkpoint instead of once per event.
 //!
 //! It runs beside the event loop, so a NATS outage never stops observation: the loop keeps
 //! diffing into the outbox, and the relay catches up when NATS is back, with the original ids.
@@ -7,12 +9,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::daemon::backoff;
+use crate::diff::ProcessRecord;
 use crate::outbox::Outbox;
 use crate::publish::{Message, Publisher};
 use crate::state::StateStore;
@@ -28,6 +33,19 @@ const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 /// How often an idle relay looks whether the outbox is due an fsync.
 const SYNC_TICK: Duration = Duration::from_millis(200);
+/// Longest time published entries wait for their checkpoint while more keep coming. A daemon
+/// killed in between sends them again from the outbox at its next start, and JetStream drops
+/// them: this must stay well inside the stream's duplicate window.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Entries published but not yet recorded as such.
+#[derive(Default)]
+struct Published {
+    /// The index of the last of them.
+    through: Option<u64>,
+    /// The records they leave behind, newest per process.
+    records: BTreeMap<String, Option<ProcessRecord>>,
+}
 
 /// Locks the outbox, which a panic elsewhere cannot leave half-written: each change is one
 /// method call.
@@ -55,6 +73,8 @@ impl Relay {
     pub async fn run(mut self, finish: CancellationToken) {
         let mut attempt: u32 = 0;
         let mut deadline: Option<Instant> = None;
+        let mut published = Published::default();
+        let mut last_checkpoint = Instant::now();
         loop {
             if finish.is_cancelled() {
                 let at = *deadline.get_or_insert(Instant::now() + self.shutdown_timeout);
@@ -62,9 +82,11 @@ impl Relay {
                     break;
                 }
             }
-            let entries = lock(&self.outbox).peek(ROUND);
+            let entries = lock(&self.outbox).peek_after(published.through, ROUND);
             self.report();
             if entries.is_empty() {
+                self.checkpoint(&mut published).await;
+                last_checkpoint = Instant::now();
                 if finish.is_cancelled() {
                     break;
                 }
@@ -107,16 +129,15 @@ impl Relay {
                     whole
                 })
                 .collect();
-            if let Some(last) = done.last().map(|e| e.index) {
-                if let Some(store) = self.state.lock().await.as_mut() {
-                    store
-                        .save(done.iter().flat_map(|e| e.records.iter().cloned()).collect())
-                        .await;
+            if let Some(last) = done.last() {
+                published.through = Some(last.index);
+                for entry in &done {
+                    published.records.extend(entry.records.iter().cloned());
                 }
-                if let Err(err) = lock(&self.outbox).ack(last) {
-                    // The entries go out again at the next start; JetStream drops them.
-                    error!(error = %err, "cannot record published entries in the outbox");
-                }
+            }
+            if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                self.checkpoint(&mut published).await;
+                last_checkpoint = Instant::now();
             }
             let Some(err) = batch.error else {
                 attempt = 0;
@@ -133,6 +154,7 @@ impl Relay {
                 () = interrupted(&finish, deadline) => {}
             }
         }
+        self.checkpoint(&mut published).await;
         let mut outbox = lock(&self.outbox);
         if let Err(err) = outbox.sync() {
             error!(error = %err, "cannot flush the outbox to disk");
@@ -146,6 +168,22 @@ impl Relay {
         }
         drop(outbox);
         self.report();
+    }
+
+    /// Records the published entries: their records in the state store, then the outbox's
+    /// acknowledgement.
+    async fn checkpoint(&self, published: &mut Published) {
+        let Some(through) = published.through.take() else {
+            return;
+        };
+        let records = std::mem::take(&mut published.records);
+        if let Some(store) = self.state.lock().await.as_mut() {
+            store.save(records.into_iter().collect()).await;
+        }
+        if let Err(err) = lock(&self.outbox).ack(through) {
+            // The entries go out again at the next start; JetStream drops them.
+            error!(error = %err, "cannot record published entries in the outbox");
+        }
     }
 
     fn report(&self) {

@@ -107,26 +107,36 @@ impl StateStore {
         Ok(Snapshot::from_records(records))
     }
 
-    /// Writes `records`, in order (`None` deletes the process's record). Failures are logged
-    /// and retried with the next save; the returned count says how many records could not be
-    /// written.
+    /// Writes `records` (`None` deletes the process's record), several at a time: each key
+    /// appears once, the newest record winning. Failures are logged and retried with the next
+    /// save; the returned count says how many records could not be written.
     pub async fn save(&mut self, records: Vec<(String, Option<ProcessRecord>)>) -> usize {
         let mut all = std::mem::take(&mut self.unsaved);
         // A newer record replaces the one that failed.
         all.extend(records);
-        for (name, record) in all {
+        let writes = all.into_iter().map(|(name, record)| {
             let key = format!("{}p_{}", self.prefix, hex(&name));
-            let result = match &record {
-                Some(record) => {
-                    let value = serde_json::to_vec(&record).expect("records always serialize");
-                    self.store
-                        .put(&key, value.into())
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                }
-                None => self.store.delete(&key).await.map_err(|e| e.to_string()),
-            };
+            let store = &self.store;
+            async move {
+                let result = match &record {
+                    Some(record) => {
+                        let value = serde_json::to_vec(&record).expect("records always serialize");
+                        store
+                            .put(&key, value.into())
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    }
+                    None => store.delete(&key).await.map_err(|e| e.to_string()),
+                };
+                (name, record, result)
+            }
+        });
+        let results: Vec<_> = futures::stream::iter(writes)
+            .buffer_unordered(SAVES_IN_FLIGHT)
+            .collect()
+            .await;
+        for (name, record, result) in results {
             if let Err(err) = result {
                 warn!(process = %name, error = %err, "cannot save the process state; will retry");
                 self.unsaved.insert(name, record);
@@ -135,6 +145,9 @@ impl StateStore {
         self.unsaved.len()
     }
 }
+
+/// Record writes in flight at once: a project start saves a record per process.
+const SAVES_IN_FLIGHT: usize = 64;
 
 /// Hex of `text`: KV keys allow only `[-/_=.a-zA-Z0-9]`, and names may hold anything.
 fn hex(text: &str) -> String {
