@@ -369,12 +369,16 @@ async fn watch_goes_on_after_nats_restarts() {
         "processes:\n  web:\n    command: \"sleep 1000\"\n",
     )
     .await;
+    // The watch first: it finds no stream yet, so it will show everything the new one gets.
+    // (Started after the daemon, it could subscribe for new events just after `web started`.)
+    let mut watch = Binary::spawn(&["watch", "--nats-url", &nats.url()]);
+    watch
+        .stderr_line_containing("waiting for stream", LONG)
+        .await;
     let daemon = crate::support::daemon::Daemon::spawn(crate::support::daemon::config(
         &pc.url(),
         &nats.url(),
     ));
-    let mut watch = Binary::spawn(&["watch", "--nats-url", &nats.url()]);
-    watch.stderr_line_containing("Watching events", LONG).await;
     watch
         .stdout_until(LONG, |l| {
             l.iter().any(|l| l.ends_with(" default/web started"))
