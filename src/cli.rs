@@ -52,7 +52,7 @@ pub enum Command {
     Run(RunArgs),
     /// Print live events from NATS
     Watch(WatchArgs),
-    /// Restart processes that crash or go unhealthy, within a policy ([remediate])
+    /// Restart processes that crash or go unhealthy, within a policy [config: remediate]
     #[command(
         long_about = "Restart processes that crash or go unhealthy, within a policy.\n\n\
             Reads crashed/unhealthy events (remediate.on) through the durable consumer \
@@ -63,7 +63,7 @@ pub enum Command {
             shows them. SIGTERM and SIGINT stop it after the event in hand."
     )]
     Remediate(RemediateArgs),
-    /// Post crash-loop and health alerts to a webhook, one per episode ([alert])
+    /// Post crash-loop and health alerts to a webhook, one per episode [config: alert]
     #[command(long_about = "Post alerts to a webhook, one per episode.\n\n\
             Reads the event types alert.types through the durable consumer alert.durable and \
             groups them by process and type: a crash loop is one `opened` alert, one `escalated` \
