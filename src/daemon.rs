@@ -49,6 +49,9 @@ pub enum DaemonError {
     },
 }
 
+/// How much longer than its shutdown timeout a predecessor may hold the outbox's lock.
+const OUTBOX_LOCK_SLACK: Duration = Duration::from_secs(5);
+
 /// Shortest interval between two `STATUS=` updates driven by observations.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
@@ -165,7 +168,7 @@ impl Daemon {
     /// Runs until `control.shutdown` is cancelled.
     pub async fn run(mut self, mut control: Control) -> Result<(), DaemonError> {
         let mut compose = ComposeClient::from_config(&self.config)?;
-        let outbox = Arc::new(std::sync::Mutex::new(self.open_outbox()?));
+        let outbox = Arc::new(std::sync::Mutex::new(self.open_outbox().await?));
         let mut publisher = self.connect().await?;
         let mut health = start_health(&self.config.health, &self.status).await?;
         let shutdown = control.shutdown.clone();
@@ -400,7 +403,9 @@ impl Daemon {
     }
 
     /// Opens the outbox of this process-compose instance in the state directory.
-    fn open_outbox(&self) -> Result<Outbox, DaemonError> {
+    /// Waits (up to the shutdown timeout and 5 s more) for a lock held by another daemon: a
+    /// predecessor killed or stopping may not have exited yet when its successor starts.
+    async fn open_outbox(&self) -> Result<Outbox, DaemonError> {
         let source = self.config.process_compose.source();
         let state_dir = self.config.daemon.state_dir().ok_or_else(|| {
             ConfigError::one(
@@ -412,11 +417,8 @@ impl Daemon {
         let dir = state_dir
             .join("outbox")
             .join(crate::event::subject_token(&source).replace('/', "%2F"));
-        let subjects = self.config.nats.subjects();
-        let outbox = Outbox::open(
-            &dir,
-            self.config.outbox.max_bytes,
-            self.config.outbox.fsync_interval,
+        let loss_marker = || -> crate::outbox::LossMarker {
+            let (subjects, source) = (self.config.nats.subjects(), source.clone());
             Box::new(move |loss| {
                 let marker = EventsLost::new(
                     &subjects,
@@ -432,8 +434,19 @@ impl Daemon {
                     &marker,
                 )
                 .expect("markers always serialize")
-            }),
-        )?;
+            })
+        };
+        let give_up_at = Instant::now() + self.config.daemon.shutdown_timeout + OUTBOX_LOCK_SLACK;
+        let outbox = loop {
+            let outbox = &self.config.outbox;
+            match Outbox::open(&dir, outbox.max_bytes, outbox.fsync_interval, loss_marker()) {
+                Err(OutboxError::Locked(_)) if Instant::now() < give_up_at => {
+                    warn!(dir = %dir.display(), "the outbox is locked by another pc-eventd; waiting for it to exit");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                opened => break opened?,
+            }
+        };
         let queued = outbox.pending_messages();
         info!(dir = %dir.display(), queued, "outbox open");
         self.status.set_outbox(&outbox);
