@@ -437,11 +437,14 @@ impl Daemon {
             })
         };
         let give_up_at = Instant::now() + self.config.daemon.shutdown_timeout + OUTBOX_LOCK_SLACK;
+        let mut said = false;
         let outbox = loop {
             let outbox = &self.config.outbox;
             match Outbox::open(&dir, outbox.max_bytes, outbox.fsync_interval, loss_marker()) {
                 Err(OutboxError::Locked(_)) if Instant::now() < give_up_at => {
-                    warn!(dir = %dir.display(), "the outbox is locked by another pc-eventd; waiting for it to exit");
+                    if !std::mem::replace(&mut said, true) {
+                        warn!(dir = %dir.display(), "the outbox is locked by another pc-eventd; waiting for it to exit");
+                    }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 opened => break opened?,
