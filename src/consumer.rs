@@ -152,7 +152,7 @@ pub enum Start {
 }
 
 impl Start {
-    fn deliver_policy(self) -> consumer::DeliverPolicy {
+    pub(crate) fn deliver_policy(self) -> consumer::DeliverPolicy {
         match self {
             Self::New => consumer::DeliverPolicy::New,
             Self::All => consumer::DeliverPolicy::All,

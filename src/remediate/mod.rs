@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::compose::ComposeClient;
 use crate::config::{Config, ConfigError, NatsConfig, RemediateConfig, StreamConfig};
-use crate::consumer::{Consumer, ConsumerError, Durable, Filter};
+use crate::consumer::{Consumer, ConsumerError, Durable, Filter, Start};
 use crate::event::{EventType, LifecycleEvent, Severity, SubjectScheme, timestamp};
 use crate::process::{ProcessState, Readiness};
 use crate::publish::{Message, PublishError, Publisher};
@@ -339,19 +339,13 @@ impl Remediator {
             stream: stream.to_owned(),
             message,
         };
-        let nanos = since
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let start_time = async_nats::datetime::from_nanos(nanos as i128)
-            .map_err(|e| history_error(e.to_string()))?;
         let js = self.publisher.jetstream();
         let consumer = js
             .get_stream(stream)
             .await
             .map_err(|e| history_error(e.to_string()))?
             .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time },
+                deliver_policy: Start::Since(since).deliver_policy(),
                 ..Default::default()
             })
             .await
