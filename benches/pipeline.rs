@@ -40,7 +40,7 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use futures::StreamExt;
 use pc_eventd::config::NatsConfig;
-use pc_eventd::diff::{DiffContext, Snapshot, diff};
+use pc_eventd::diff::{DiffContext, ReadinessGrace, Snapshot, diff};
 use pc_eventd::event::{EventType, LifecycleEvent, SubjectScheme};
 use pc_eventd::outbox::Outbox;
 use pc_eventd::process::{ProcessState, ProcessStatus, Readiness};
@@ -506,11 +506,14 @@ fn throughput_rounds() -> Vec<Vec<ProcessState>> {
 }
 
 fn diff_context<'a>(source: &'a str, subjects: &'a SubjectScheme) -> DiffContext<'a> {
+    static GRACE: std::sync::LazyLock<ReadinessGrace> =
+        std::sync::LazyLock::new(ReadinessGrace::default);
     DiffContext {
         source,
         subjects,
         observed_at: SystemTime::now(),
         synthetic: true,
+        readiness_grace: &GRACE,
     }
 }
 

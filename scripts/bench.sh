@@ -15,8 +15,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 # shellcheck disable=SC1090
 source "$(scripts/install-peers.sh)"
-echo "bench: nats-server     $TEST_NATS_SERVER" >&2
-echo "bench: process-compose $TEST_PROCESS_COMPOSE_KIND" >&2
+echo "bench: peers: $TEST_PEER_VERSIONS" >&2
 
 doc=docs/benchmarks.md
 begin='<!-- results:begin (written by scripts/bench.sh) -->'
@@ -59,14 +58,7 @@ fi
     echo "| pc-eventd | $version ($revision), \`cargo bench\` profile (release) |"
     echo "| toolchain | $(rustc --version) |"
     echo "| nats-server | $("$TEST_NATS_SERVER" --version 2>&1 | head -n 1 | sed 's/^nats-server: //') (\`-js\`, file store in a temp dir, 127.0.0.1) |"
-    case $TEST_PROCESS_COMPOSE_KIND in
-    pc-emulator*)
-        echo "| process-compose | **not process-compose: the emulator** \`tools/pc-emulator\` ($("$TEST_PROCESS_COMPOSE" --version 2>&1 | head -n 1), debug build as \`scripts/install-peers.sh\` makes it, emulating process-compose v1.122.0), because process-compose itself could not be installed |"
-        ;;
-    *)
-        echo "| process-compose | $TEST_PROCESS_COMPOSE_KIND |"
-        ;;
-    esac
+    echo "| process-compose | $("$TEST_PROCESS_COMPOSE" version --short 2>/dev/null) (\`--tui=false\`, 127.0.0.1), as \`scripts/install-peers.sh\` installs it |"
     echo
     cat "$tables"
     echo

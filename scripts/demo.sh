@@ -80,7 +80,8 @@ processes:
     disabled: true
 YAML
 
-echo "demo: nats-server on $nats_url, process-compose ($TEST_PROCESS_COMPOSE_KIND) on 127.0.0.1:$pc_port"
+echo "demo: peers: $TEST_PEER_VERSIONS"
+echo "demo: nats-server on $nats_url, process-compose on 127.0.0.1:$pc_port"
 echo "demo: files in $work; Ctrl-C to stop"
 "$TEST_PROCESS_COMPOSE" up -f "$work/process-compose.yaml" -t=false --address 127.0.0.1 -p "$pc_port" \
     -L "$work/process-compose.log" >/dev/null 2>&1 &

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Installs the pinned peers that the tests and the demo run against, and prints the environment
-# that points at them (eval it, or source the file it writes).
+# Installs the pinned peers that the tests, the demo and the benchmarks run against, and prints
+# the environment that points at them (eval it, or source the file it writes).
 #
-#   nats-server     built with `go install` at a pinned version.
-#   process-compose built with `go install` at a pinned version, with its Version set through
-#                   ldflags so that it never runs its update check. If the Go module proxy refuses
-#                   it, the repository's emulator (tools/pc-emulator) is built instead, and this
-#                   script says so loudly: the tests then run against the emulator, never silently.
-#   python          a venv with pinned nats-py and jsonschema, for the test of an outside client
-#                   that knows only the JSON Schema (tests/schema_client.py).
+#   nats-server      built with `go install` at a pinned version.
+#   process-compose  two real releases: v1.122.0 (with the WebSocket state stream) and v1.103.0
+#                    (before it: the tests of polling and of `auto` falling back to it).
+#                    First `go install`, with Version set through ldflags so that it never runs
+#                    its update check. Where the Go module proxy refuses the module, the real
+#                    sources are built with process-compose's own build script from the shared
+#                    peers folder ($EVENTD_SHARED_PEERS, default ../shared/peers beside the
+#                    checkout). If neither works this script fails: nothing else ever stands in
+#                    for process-compose.
+#   python           a venv with pinned nats-py and jsonschema, for the test of an outside client
+#                    that knows only the JSON Schema (tests/schema_client.py).
 #
 # Binaries are cached in $EVENTD_PEERS_DIR (default ~/.cache/pc-eventd/peers), so a second
 # run costs nothing. Output: $EVENTD_PEERS_DIR/env, a file of `export` lines.
@@ -16,11 +20,14 @@ set -euo pipefail
 
 NATS_SERVER_VERSION=v2.12.1
 PROCESS_COMPOSE_VERSION=v1.122.0
+# The newest release before the state stream (v1.110.0).
+PROCESS_COMPOSE_POLL_VERSION=v1.103.0
 NATS_PY_VERSION=2.16.0
 JSONSCHEMA_VERSION=4.26.0
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 peers=${EVENTD_PEERS_DIR:-$HOME/.cache/pc-eventd/peers}
+shared_peers=${EVENTD_SHARED_PEERS:-$root/../shared/peers}
 mkdir -p "$peers"
 
 say() { printf 'install-peers: %s\n' "$*" >&2; }
@@ -28,7 +35,7 @@ say() { printf 'install-peers: %s\n' "$*" >&2; }
 need_go() {
     command -v go >/dev/null 2>&1 && return
     say "Go is needed to build the pinned peers (it builds them only; the product is Rust)."
-    say "Install Go 1.24 or later and run this again."
+    say "Install Go 1.26 or later and run this again."
     exit 1
 }
 
@@ -36,7 +43,6 @@ need_go() {
 go_install() {
     local name=$1 version=$2 module=$3 ldflags=${4:-}
     local target="$peers/$name-$version"
-    [ -x "$target" ] && return 0
     need_go
     local gobin
     gobin=$(mktemp -d)
@@ -51,27 +57,32 @@ go_install() {
     return 1
 }
 
-go_install nats-server "$NATS_SERVER_VERSION" github.com/nats-io/nats-server/v2 || {
+# process_compose VERSION: the real process-compose VERSION in $peers, by go install or else
+# by the shared build script; exits with an explanation when neither can make it.
+process_compose() {
+    local version=$1 target="$peers/process-compose-$1"
+    local module=github.com/f1bonacc1/process-compose
+    [ -x "$target" ] && return 0
+    go_install process-compose "$version" "$module" "-X $module/src/config.Version=$version" && return 0
+    local build="$shared_peers/process-compose/build.sh"
+    if [ -x "$build" ]; then
+        say "go install refused process-compose $version; building its own sources with $build"
+        "$build" "$version" "$target" && return 0
+    fi
+    say "ERROR: cannot install process-compose $version."
+    say "  go install failed (above), and $build could not build it."
+    say "  Install process-compose $version as $target, or point EVENTD_SHARED_PEERS at a"
+    say "  folder with process-compose/build.sh, and run this again."
+    exit 1
+}
+
+[ -x "$peers/nats-server-$NATS_SERVER_VERSION" ] ||
+    go_install nats-server "$NATS_SERVER_VERSION" github.com/nats-io/nats-server/v2 || {
     say "ERROR: could not build nats-server $NATS_SERVER_VERSION"
     exit 1
 }
-nats_server="$peers/nats-server-$NATS_SERVER_VERSION"
-
-pc_module=github.com/f1bonacc1/process-compose
-if go_install process-compose "$PROCESS_COMPOSE_VERSION" "$pc_module" \
-    "-X $pc_module/src/config.Version=$PROCESS_COMPOSE_VERSION"; then
-    process_compose="$peers/process-compose-$PROCESS_COMPOSE_VERSION"
-    process_compose_kind="process-compose $PROCESS_COMPOSE_VERSION"
-else
-    say "================================================================================"
-    say "process-compose $PROCESS_COMPOSE_VERSION could not be installed (see the go error above)."
-    say "Tests and the demo use the emulator in tools/pc-emulator instead: it runs real"
-    say "processes and serves process-compose's REST API, but it is NOT process-compose."
-    say "================================================================================"
-    cargo build --quiet --manifest-path "$root/Cargo.toml" -p pc-emulator
-    process_compose="$root/target/debug/pc-emulator"
-    process_compose_kind="pc-emulator (stand-in: process-compose $PROCESS_COMPOSE_VERSION unavailable)"
-fi
+process_compose "$PROCESS_COMPOSE_VERSION"
+process_compose "$PROCESS_COMPOSE_POLL_VERSION"
 
 venv="$peers/python-nats-py-$NATS_PY_VERSION-jsonschema-$JSONSCHEMA_VERSION"
 if [ ! -f "$venv/.complete" ]; then
@@ -84,12 +95,19 @@ if [ ! -f "$venv/.complete" ]; then
     touch "$venv/.complete"
 fi
 
+nats_server="$peers/nats-server-$NATS_SERVER_VERSION"
+pc_stream="$peers/process-compose-$PROCESS_COMPOSE_VERSION"
+pc_poll="$peers/process-compose-$PROCESS_COMPOSE_POLL_VERSION"
+# The versions as the binaries themselves report them, for every run to print.
+versions="nats-server $("$nats_server" --version | sed 's/^nats-server: //'),"
+versions+=" process-compose $("$pc_stream" version --short 2>/dev/null) (state stream)"
+versions+=" and $("$pc_poll" version --short 2>/dev/null) (before the stream)"
 cat >"$peers/env" <<ENV
 export TEST_NATS_SERVER='$nats_server'
-export TEST_PROCESS_COMPOSE='$process_compose'
-export TEST_PROCESS_COMPOSE_KIND='$process_compose_kind'
+export TEST_PROCESS_COMPOSE='$pc_stream'
+export TEST_PROCESS_COMPOSE_POLL='$pc_poll'
+export TEST_PEER_VERSIONS='$versions'
 export TEST_PYTHON='$venv/bin/python'
 ENV
-say "nats-server:     $nats_server"
-say "process-compose: $process_compose ($process_compose_kind)"
+say "peers: $versions"
 echo "$peers/env"

@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=/dev/null
 source "$(scripts/install-peers.sh)"
+echo "reliability: peers: $TEST_PEER_VERSIONS" >&2
 
 out=docs/reliability.md
 rows=$(mktemp)
@@ -33,7 +34,7 @@ cargo test --locked --test it -- --exact --nocapture --ignored "$cluster" \
   echo
   echo "Written by \`scripts/reliability.sh\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $(uname -sr));"
   echo "nats-server and process-compose as \`scripts/install-peers.sh\` installs them"
-  echo "(process-compose: ${TEST_PROCESS_COMPOSE_KIND:-?}). Each row is one run of an integration test"
+  echo "($TEST_PEER_VERSIONS). Each row is one run of an integration test"
   echo "that asserts these figures itself; *delivered* counts distinct event ids in the stream"
   echo "afterwards, *duplicates* ids stored more than once, *lost* expected events missing, and *marker*"
   echo "what the \`events_lost\` markers on the bus reported (see README, \"The outbox\")."

@@ -15,8 +15,7 @@ if ! command -v openssl >/dev/null 2>&1; then
 fi
 # shellcheck disable=SC1090
 source "$(scripts/install-peers.sh)"
-echo "test: nats-server     $TEST_NATS_SERVER"
-echo "test: process-compose $TEST_PROCESS_COMPOSE_KIND"
+echo "test: peers: $TEST_PEER_VERSIONS"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

@@ -16,7 +16,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::config::{Config, ConfigError, Secret};
-use crate::process::{ProcessState, ProcessesResponse};
+use crate::process::{ProbeSettings, ProcessInfo, ProcessState, ProcessesResponse};
 
 /// The token header process-compose checks (plain equality, 401 on mismatch).
 const TOKEN_HEADER: &str = "X-PC-Token-Key";
@@ -144,6 +144,15 @@ impl ComposeClient {
             .get(&format!("/process/{}", percent_encode(name)))
             .await?;
         Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// The readiness probe of `name`, from `GET /process/info/{name}` (`None`: it has none).
+    pub async fn readiness_probe(&self, name: &str) -> Result<Option<ProbeSettings>, ComposeError> {
+        let body = self
+            .get(&format!("/process/info/{}", percent_encode(name)))
+            .await?;
+        let info: ProcessInfo = serde_json::from_slice(&body)?;
+        Ok(info.readiness_probe)
     }
 
     /// `POST /process/restart/{name}`: restarts one process (what an auto-remediation consumer

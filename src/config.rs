@@ -264,6 +264,11 @@ pub struct ProcessComposeConfig {
     /// Names this process-compose instance in events; defaults to the URL or socket path.
     /// Event ids include it, so keep it stable.
     pub source: Option<String>,
+    /// How long a run with a readiness probe may stay not Ready before it is `unhealthy`
+    /// (`never_ready`). Unset: from each process's probe (initial delay + period × failure
+    /// threshold), or 60 s where process-compose does not say.
+    #[serde(default, with = "humantime_serde")]
+    pub readiness_grace: Option<Duration>,
 }
 
 impl Default for ProcessComposeConfig {
@@ -279,6 +284,7 @@ impl Default for ProcessComposeConfig {
             mode: SourceMode::Auto,
             reconcile_interval: Duration::from_secs(30),
             source: None,
+            readiness_grace: None,
         }
     }
 }
@@ -761,6 +767,11 @@ impl Config {
             "process_compose.reconcile_interval",
             !pc.reconcile_interval.is_zero(),
             "must be greater than zero",
+        );
+        check(
+            "process_compose.readiness_grace",
+            pc.readiness_grace.is_none_or(|grace| !grace.is_zero()),
+            "must be greater than zero (leave it out to derive it from each probe)",
         );
         check(
             "process_compose.token_file",

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +20,7 @@ use std::collections::BTreeSet;
 
 use crate::compose::{ComposeClient, ComposeError, StateFrame, StateStream};
 use crate::config::{Config, ConfigError, HealthConfig, NatsConfig, SourceMode, StreamConfig};
-use crate::diff::{DiffContext, ProcessRecord, Snapshot, diff, diff_one};
+use crate::diff::{DiffContext, ProcessRecord, ReadinessGrace, Snapshot, diff, diff_one};
 use crate::event::{EventsLost, LifecycleEvent, SubjectScheme};
 use crate::logging::LogHandle;
 use crate::notify::{self, Watchdog};
@@ -60,6 +61,10 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 const STREAM_CHUNK: usize = 200;
 /// Frames waiting to be diffed and published.
 const STREAM_QUEUE: usize = 4096;
+/// How often a stream session looks for runs whose readiness grace ran out (no frame says so).
+const READINESS_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Probe settings read at once from process-compose.
+const PROBE_READS_IN_FLIGHT: usize = 8;
 
 /// How a stream session ended.
 enum SessionEnd {
@@ -128,6 +133,8 @@ pub struct Daemon {
     queue: Option<Queue>,
     /// The stored state was loaded once (at start); later opens write it instead.
     state_loaded: std::sync::atomic::AtomicBool,
+    /// How long each process's runs may take to become ready, learned from their probes.
+    readiness_grace: std::sync::Mutex<ReadinessGrace>,
 }
 
 /// The outbox, shared with the relay.
@@ -145,6 +152,10 @@ struct HealthServer {
 
 impl Daemon {
     pub fn new(config: Config, loader: ConfigLoader, status: Arc<Status>) -> Self {
+        let readiness_grace = ReadinessGrace {
+            fixed: config.process_compose.readiness_grace,
+            ..ReadinessGrace::default()
+        };
         Self {
             config,
             loader,
@@ -156,6 +167,7 @@ impl Daemon {
             state: Arc::default(),
             queue: None,
             state_loaded: std::sync::atomic::AtomicBool::new(false),
+            readiness_grace: std::sync::Mutex::new(readiness_grace),
         }
     }
 
@@ -260,6 +272,7 @@ impl Daemon {
                                 );
                             }
                             failures = 0;
+                            self.learn_readiness_graces(&compose, &observed).await;
                             self.publish_observation(&mut snapshot, &observed);
                             self.config.process_compose.poll_interval
                         }
@@ -361,13 +374,57 @@ impl Daemon {
         source: &'a str,
         subjects: &'a SubjectScheme,
         synthetic: bool,
+        readiness_grace: &'a ReadinessGrace,
     ) -> DiffContext<'a> {
         DiffContext {
             source,
             subjects,
             observed_at: SystemTime::now(),
             synthetic,
+            readiness_grace,
         }
+    }
+
+    fn readiness_grace(&self) -> std::sync::MutexGuard<'_, ReadinessGrace> {
+        self.readiness_grace
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reads the readiness probe of every process in `observed` that has one and is new to
+    /// the daemon, for its readiness grace. Unreadable settings leave the default (60 s).
+    async fn learn_readiness_graces(&self, compose: &ComposeClient, observed: &[ProcessState]) {
+        if self.config.process_compose.readiness_grace.is_some() {
+            return;
+        }
+        let unknown: Vec<String> = {
+            let grace = self.readiness_grace();
+            observed
+                .iter()
+                .filter(|p| p.has_ready_probe && !grace.per_process.contains_key(&p.name))
+                .map(|p| p.name.clone())
+                .collect()
+        };
+        let learned: Vec<(String, Duration)> = futures::stream::iter(unknown)
+            .map(|name| async move {
+                match compose.readiness_probe(&name).await {
+                    Ok(probe) => Some((
+                        name,
+                        probe.map_or(crate::diff::DEFAULT_READINESS_GRACE, |p| {
+                            p.readiness_grace()
+                        }),
+                    )),
+                    Err(err) => {
+                        debug!(error = %err, process = %name, "cannot read the readiness probe; the default grace applies");
+                        None
+                    }
+                }
+            })
+            .buffer_unordered(PROBE_READS_IN_FLIGHT)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        self.readiness_grace().per_process.extend(learned);
     }
 
     /// Diffs a full observation (a poll, a reconnect) against `snapshot`, queues the events
@@ -375,8 +432,10 @@ impl Daemon {
     fn publish_observation(&self, snapshot: &mut Snapshot, observed: &[ProcessState]) {
         let source = self.config.process_compose.source();
         let subjects = self.config.nats.subjects();
-        let ctx = self.diff_context(&source, &subjects, true);
+        let grace = self.readiness_grace();
+        let ctx = self.diff_context(&source, &subjects, true, &grace);
         let (next, events) = diff(snapshot, observed, &ctx);
+        drop(grace);
         let records = next.records(snapshot.changed_names(&next));
         *snapshot = next;
         self.enqueue(&events, records);
@@ -387,8 +446,10 @@ impl Daemon {
     fn publish_frame(&self, snapshot: &mut Snapshot, frame: &StateFrame) {
         let source = self.config.process_compose.source();
         let subjects = self.config.nats.subjects();
-        let ctx = self.diff_context(&source, &subjects, frame.snapshot);
+        let grace = self.readiness_grace();
+        let ctx = self.diff_context(&source, &subjects, frame.snapshot, &grace);
         let (update, events) = diff_one(snapshot, &frame.state, &ctx);
+        drop(grace);
         let name = &frame.state.name;
         let before = snapshot.record(name);
         snapshot.apply(update);
@@ -543,6 +604,7 @@ impl Daemon {
             processes = observed.len(),
             "streaming process states"
         );
+        self.learn_readiness_graces(compose, &observed).await;
         self.publish_observation(snapshot, &observed);
 
         let reconcile_every = self.config.process_compose.reconcile_interval;
@@ -552,6 +614,7 @@ impl Daemon {
         );
         let pet_every = self.watchdog.interval().unwrap_or(Duration::from_secs(1));
         let mut pet = tokio::time::interval(pet_every);
+        let mut readiness = tokio::time::interval(READINESS_CHECK_EVERY);
         loop {
             self.status.expect_within(
                 reconcile_every.max(pet_every) + self.config.process_compose.request_timeout,
@@ -560,6 +623,7 @@ impl Daemon {
                 () = shutdown.cancelled() => return SessionEnd::Shutdown,
                 Some(()) = reloads.recv() => return SessionEnd::Reload,
                 _ = pet.tick() => self.watchdog.pet(),
+                _ = readiness.tick() => self.readiness_overdue(snapshot),
                 _ = reconcile.tick() => {
                     let observed = match self.poll(compose).await {
                         Ok(observed) => observed,
@@ -568,6 +632,7 @@ impl Daemon {
                     // The stream is the authority on known processes (a poll could be older
                     // than frames still queued); the poll adds and removes members.
                     let members = membership(snapshot, &observed);
+                    self.learn_readiness_graces(compose, &members).await;
                     self.publish_observation(snapshot, &members);
                     if chunked {
                         let new: Vec<String> = observed
@@ -596,6 +661,19 @@ impl Daemon {
                     None => unreachable!("the session holds a sender"),
                 },
             }
+        }
+    }
+
+    /// Reports the runs whose readiness grace ran out since the last frame: a stream sends
+    /// nothing while a probe keeps failing, so the clock must.
+    fn readiness_overdue(&self, snapshot: &mut Snapshot) {
+        let overdue = snapshot.readiness_overdue(SystemTime::now(), &self.readiness_grace());
+        for state in overdue {
+            let frame = StateFrame {
+                snapshot: false,
+                state,
+            };
+            self.publish_frame(snapshot, &frame);
         }
     }
 
@@ -776,6 +854,7 @@ impl Daemon {
             {
                 log.set_level(&new.log.level);
             }
+            self.readiness_grace().fixed = new.process_compose.readiness_grace;
             Ok(changed)
         }
         .await;

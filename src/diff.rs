@@ -125,12 +125,26 @@ impl Snapshot {
         self.processes.len()
     }
 
-    /// Processes whose readiness probe currently fails.
+    /// Processes that are unhealthy: their readiness probe fails after they were Ready in this
+    /// run, or they were reported `never_ready`. A run that is still starting does not count.
     pub fn unhealthy(&self) -> usize {
         self.processes
             .values()
-            .filter(|t| t.state.is_ready == Readiness::NotReady)
+            .filter(|t| {
+                t.state.is_ready == Readiness::NotReady
+                    && (t.readiness.was_ready || t.readiness.never_ready_reported)
+            })
             .count()
+    }
+
+    /// The last known states of the processes whose readiness grace has run out at `at`
+    /// without an event saying so yet: a diff of each against itself at `at` reports it.
+    pub fn readiness_overdue(&self, at: SystemTime, grace: &ReadinessGrace) -> Vec<ProcessState> {
+        self.processes
+            .values()
+            .filter(|t| t.readiness.overdue(&t.state, at, grace.of(&t.state.name)))
+            .map(|t| t.state.clone())
+            .collect()
     }
 
     /// The last known state of `name`.
@@ -153,21 +167,94 @@ struct Tracked {
     /// How often each (run, type, detail) key produced an event, so that a readiness flap
     /// inside one run gets a fresh id each time. Only the current run's keys are kept.
     ordinals: BTreeMap<String, u32>,
+    /// The current run's readiness so far. (Records stored before it existed load as a run
+    /// that began when they are next observed.)
+    #[serde(default)]
+    readiness: RunReadiness,
 }
 
+/// What the current run has shown of its readiness: a run that has never been Ready is
+/// *starting*, and its failed probes are not `unhealthy` until its grace runs out.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct RunReadiness {
+    /// When the run began (or was first seen), the start of its grace.
+    began_at: Option<SystemTime>,
+    /// It was Ready at some point in this run.
+    was_ready: bool,
+    /// Its readiness probe failed at some point in this run.
+    #[serde(default)]
+    failed: bool,
+    /// `unhealthy` with reason `never_ready` went out for this run.
+    never_ready_reported: bool,
+}
+
+impl RunReadiness {
+    fn begin(at: SystemTime) -> Self {
+        Self {
+            began_at: Some(at),
+            ..Self::default()
+        }
+    }
+
+    /// Whether a run in `state` that has never been Ready has outlived its grace at `at`
+    /// unreported. Only a run that waits for readiness (a probe, or a probe that failed) does.
+    fn overdue(&self, state: &ProcessState, at: SystemTime, grace: Duration) -> bool {
+        let waits_for_readiness = state.has_ready_probe || state.is_ready == Readiness::NotReady;
+        let waited = self.began_at.map_or(Duration::ZERO, |began| {
+            at.duration_since(began).unwrap_or_default()
+        });
+        state.status.normalized().is_running()
+            && state.is_ready != Readiness::Ready
+            && waits_for_readiness
+            && !self.was_ready
+            && !self.never_ready_reported
+            && waited >= grace
+    }
+}
+
+/// How long a run may stay not Ready before it is `unhealthy` (`never_ready`), per process.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadinessGrace {
+    /// One grace for every process (the configuration's `readiness_grace`), over the rest.
+    pub fixed: Option<Duration>,
+    /// From each process's readiness probe; others get [`DEFAULT_READINESS_GRACE`].
+    pub per_process: BTreeMap<String, Duration>,
+}
+
+impl ReadinessGrace {
+    /// One grace for every process.
+    pub fn fixed(grace: Duration) -> Self {
+        Self {
+            fixed: Some(grace),
+            per_process: BTreeMap::new(),
+        }
+    }
+
+    pub fn of(&self, name: &str) -> Duration {
+        self.fixed
+            .or_else(|| self.per_process.get(name).copied())
+            .unwrap_or(DEFAULT_READINESS_GRACE)
+    }
+}
+
+/// The readiness grace where neither the configuration nor the process's probe gives one.
+pub const DEFAULT_READINESS_GRACE: Duration = Duration::from_secs(60);
+
 impl Tracked {
-    fn new(state: ProcessState) -> Self {
+    fn new(state: ProcessState, at: SystemTime) -> Self {
         Self {
             state,
             stop_requested: false,
             reported_run: None,
             stopped_at: None,
             ordinals: BTreeMap::new(),
+            readiness: RunReadiness::begin(at),
         }
     }
 
-    fn begin_run(&mut self) {
+    fn begin_run(&mut self, at: SystemTime) {
         self.stop_requested = false;
+        self.readiness = RunReadiness::begin(at);
     }
 
     /// Whether the end of run `run` was reported already.
@@ -185,6 +272,7 @@ pub struct DiffContext<'a> {
     /// The observation is a snapshot (a poll, or the state sent on a stream (re)connect), so
     /// its events are inferred by comparison rather than seen as they happened.
     pub synthetic: bool,
+    pub readiness_grace: &'a ReadinessGrace,
 }
 
 /// A stop followed by a new incarnation within this long is read as a manual restart
@@ -323,7 +411,8 @@ fn observe(
     seqs: &mut BTreeMap<String, u64>,
     ctx: &DiffContext<'_>,
 ) -> (Tracked, Vec<LifecycleEvent>) {
-    let (mut tracked, transitions) = step(before, now, ctx.observed_at);
+    let grace = ctx.readiness_grace.of(&now.name);
+    let (mut tracked, transitions) = step(before, now, ctx.observed_at, grace);
     let previous_status = before.map(|t| t.state.status.to_string());
     let events = transitions
         .into_iter()
@@ -339,14 +428,16 @@ fn step(
     before: Option<&Tracked>,
     now: &ProcessState,
     at: SystemTime,
+    grace: Duration,
 ) -> (Tracked, Vec<Transition>) {
     let mut tracked = match before {
         Some(t) => Tracked {
             state: now.clone(),
             ..t.clone()
         },
-        None => Tracked::new(now.clone()),
+        None => Tracked::new(now.clone(), at),
     };
+    tracked.readiness.began_at.get_or_insert(at);
     let mut out = Vec::new();
 
     let old_state = before.map(|t| &t.state);
@@ -384,7 +475,7 @@ fn step(
                 ),
             );
         }
-        tracked.begin_run();
+        tracked.begin_run(at);
         tracked.reported_run = None;
     }
 
@@ -433,6 +524,7 @@ fn step(
         let ended = now.restarts - 1;
         if !tracked.reported(ended) {
             let ended_run = (current_run.0.clone(), ended);
+            out.extend(never_ready_at_end(&mut tracked, before, ended_run.clone()));
             out.extend(end_of_restarted_run(stop_requested, now, ended_run));
             tracked.reported_run = Some(ended);
         }
@@ -443,7 +535,7 @@ fn step(
                 Reason::RestartPolicy,
             ),
         );
-        tracked.begin_run();
+        tracked.begin_run(at);
     }
 
     // `Restarting` with the count not yet risen (a stream frame): the current run just ended.
@@ -452,6 +544,11 @@ fn step(
         && old_status != ProcessStatus::Restarting
         && !tracked.reported(now.restarts)
     {
+        out.extend(never_ready_at_end(
+            &mut tracked,
+            before,
+            current_run.clone(),
+        ));
         out.extend(end_of_restarted_run(
             stop_requested,
             now,
@@ -489,8 +586,8 @@ fn step(
 
     // A run begins when it enters a running status. Leaving `Restarting` is the policy's
     // restart, already reported: it is not a start.
-    if new_status.is_running() && !old_status.is_running() {
-        tracked.begin_run();
+    if new_status.is_running() && !old_status.is_running() && !run_changed {
+        tracked.begin_run(at);
     }
     let from_stopped = !old_status.is_running() && old_status != ProcessStatus::Restarting;
     if new_status.is_running() && (new_incarnation || from_stopped) {
@@ -504,18 +601,66 @@ fn step(
         ));
     }
 
-    // Readiness: a change to Ready / Not Ready, or a new run that is already ready. A reset to
-    // `-` (restart, stop) is neither healthy nor unhealthy.
     let old_ready = old_state.map_or(Readiness::Unknown, |s| s.is_ready);
-    if now.is_ready != old_ready || run_changed {
-        match now.is_ready {
-            Readiness::Ready => out.push(Transition::new(EventType::Healthy, current_run)),
-            Readiness::NotReady => out.push(Transition::new(EventType::Unhealthy, current_run)),
-            Readiness::Unknown => {}
-        }
-    }
+    let readiness_changed = now.is_ready != old_ready || run_changed;
+    out.extend(readiness(
+        &mut tracked,
+        readiness_changed,
+        at,
+        grace,
+        current_run,
+    ));
 
     (tracked, out)
+}
+
+/// Readiness within a run: `healthy` when it becomes Ready (or a new run already is); when it
+/// fails after that, `unhealthy` (`readiness_lost`). A run that has never been Ready is starting:
+/// its failed probes are quiet until its grace runs out, then one `unhealthy` (`never_ready`).
+/// A reset to `-` (restart, stop) is neither healthy nor unhealthy.
+fn readiness(
+    tracked: &mut Tracked,
+    changed: bool,
+    at: SystemTime,
+    grace: Duration,
+    run: (String, u32),
+) -> Option<Transition> {
+    let now = &tracked.state;
+    match now.is_ready {
+        Readiness::Ready => {
+            tracked.readiness.was_ready = true;
+            changed.then(|| Transition::new(EventType::Healthy, run))
+        }
+        Readiness::NotReady if changed && tracked.readiness.was_ready => {
+            Some(Transition::new(EventType::Unhealthy, run).reason(Reason::ReadinessLost))
+        }
+        Readiness::NotReady if !tracked.readiness.failed => {
+            tracked.readiness.failed = true;
+            readiness(tracked, changed, at, grace, run)
+        }
+        _ if tracked.readiness.overdue(now, at, grace) => {
+            tracked.readiness.never_ready_reported = true;
+            Some(Transition::new(EventType::Unhealthy, run).reason(Reason::NeverReady))
+        }
+        _ => None,
+    }
+}
+
+/// A run that failed its readiness probe and never was Ready, ended by process-compose and
+/// restarted by its policy (what it does at the probe's failure threshold, usually before the
+/// grace runs out): that run was never ready, and says so before its end. (The frames that end
+/// it have readiness `-` again: what counts is what the run showed before.)
+fn never_ready_at_end(
+    tracked: &mut Tracked,
+    before: Option<&Tracked>,
+    ended_run: (String, u32),
+) -> Option<Transition> {
+    let run = &before?.readiness;
+    if !run.failed || run.was_ready || run.never_ready_reported {
+        return None;
+    }
+    tracked.readiness.never_ready_reported = true;
+    Some(Transition::new(EventType::Unhealthy, ended_run).reason(Reason::NeverReady))
 }
 
 /// How a run that the policy restarts ended: `stopped` after a stop request (a readiness
@@ -610,6 +755,8 @@ mod tests {
 
     const T0: &str = "2026-08-20T14:02:08.420771944+03:00";
     const T1: &str = "2026-08-20T14:05:00.000000000+03:00";
+    /// The readiness grace of the harness.
+    const GRACE: Duration = Duration::from_secs(30);
 
     fn ps(name: &str, status: ProcessStatus) -> ProcessState {
         ProcessState {
@@ -632,6 +779,7 @@ mod tests {
         scheme: SubjectScheme,
         /// Each observation is one second after the previous one.
         clock: SystemTime,
+        grace: ReadinessGrace,
     }
 
     impl Harness {
@@ -640,6 +788,7 @@ mod tests {
                 snapshot: Snapshot::default(),
                 scheme: SubjectScheme::default(),
                 clock: std::time::UNIX_EPOCH,
+                grace: ReadinessGrace::fixed(GRACE),
             }
         }
 
@@ -649,6 +798,7 @@ mod tests {
                 subjects: &self.scheme,
                 observed_at: self.clock,
                 synthetic: false,
+                readiness_grace: &self.grace,
             };
             self.clock += Duration::from_secs(1);
             let (next, events) = diff(&self.snapshot, observed, &ctx);
@@ -1035,6 +1185,7 @@ mod tests {
             subjects: &h.scheme,
             observed_at: h.clock,
             synthetic: false,
+            readiness_grace: &h.grace,
         };
         let frame = with(ps("a", S::Completed), |p| p.exit_code = 3);
         let (update, events) = diff_one(&h.snapshot, &frame, &ctx);
@@ -1079,6 +1230,183 @@ mod tests {
         // a reset to "-" is neither healthy nor unhealthy
         assert_eq!(h.lifecycle(&[api(Readiness::Unknown)]), []);
         assert_eq!(h.lifecycle(&[api(Readiness::Unknown)]), []);
+    }
+
+    /// A process with a readiness probe in `status`, readiness `ready`, run `restarts`.
+    fn probed(status: ProcessStatus, ready: Readiness, restarts: u32) -> ProcessState {
+        with(ps("api", status), |p| {
+            p.has_ready_probe = true;
+            p.is_ready = ready;
+            p.restarts = restarts;
+            p.exit_code = -1;
+        })
+    }
+
+    #[test]
+    fn a_run_that_is_not_ready_yet_is_starting_not_unhealthy() {
+        let mut h = Harness::new();
+        h.observe(&[probed(S::Pending, Readiness::Unknown, 0)]);
+        assert_eq!(
+            h.lifecycle(&[probed(S::Running, Readiness::Unknown, 0)]),
+            [Started]
+        );
+        assert_eq!(
+            h.lifecycle(&[probed(S::Running, Readiness::NotReady, 0)]),
+            []
+        );
+        assert_eq!(h.snapshot.unhealthy(), 0, "starting is not unhealthy");
+        let events = h.observe(&[probed(S::Running, Readiness::Ready, 0)]);
+        assert_eq!(types(&events), [Healthy]);
+        let events = h.observe(&[probed(S::Running, Readiness::NotReady, 0)]);
+        assert_eq!(types(&events), [Unhealthy]);
+        assert_eq!(find(&events, Unhealthy).reason, Some(Reason::ReadinessLost));
+        assert_eq!(h.snapshot.unhealthy(), 1);
+    }
+
+    #[test]
+    fn a_run_still_not_ready_after_its_grace_is_unhealthy_once() {
+        let mut h = Harness::new();
+        h.observe(&[probed(S::Pending, Readiness::Unknown, 0)]);
+        h.observe(&[probed(S::Running, Readiness::NotReady, 0)]);
+        let began = h.clock - Duration::from_secs(1);
+        // just inside the grace: nothing
+        h.clock = began + GRACE - Duration::from_millis(1);
+        assert_eq!(
+            h.lifecycle(&[probed(S::Running, Readiness::NotReady, 0)]),
+            []
+        );
+        let at = began + GRACE;
+        assert_eq!(
+            h.snapshot.readiness_overdue(at, &h.grace),
+            [probed(S::Running, Readiness::NotReady, 0)],
+        );
+        h.clock = at;
+        let events = h.observe(&[probed(S::Running, Readiness::NotReady, 0)]);
+        assert_eq!(types(&events), [Unhealthy]);
+        assert_eq!(find(&events, Unhealthy).reason, Some(Reason::NeverReady));
+        assert_eq!(
+            find(&events, Unhealthy).severity,
+            crate::event::Severity::Warning
+        );
+        assert_eq!(h.snapshot.unhealthy(), 1);
+        assert!(h.snapshot.readiness_overdue(h.clock, &h.grace).is_empty());
+        assert_eq!(
+            h.lifecycle(&[probed(S::Running, Readiness::NotReady, 0)]),
+            [],
+            "once per run"
+        );
+        assert_eq!(
+            h.lifecycle(&[probed(S::Running, Readiness::Ready, 0)]),
+            [Healthy]
+        );
+    }
+
+    #[test]
+    fn the_grace_is_per_process() {
+        let mut h = Harness::new();
+        h.grace = ReadinessGrace::default();
+        h.grace
+            .per_process
+            .insert("api".into(), Duration::from_secs(5));
+        h.observe(&[probed(S::Running, Readiness::NotReady, 0)]);
+        h.clock += Duration::from_secs(4);
+        let events = h.observe(&[probed(S::Running, Readiness::NotReady, 0)]);
+        assert_eq!(types(&events), [Unhealthy]);
+        assert_eq!(h.grace.of("other"), DEFAULT_READINESS_GRACE);
+        h.grace.fixed = Some(GRACE);
+        assert_eq!(h.grace.of("api"), GRACE, "the configuration's grace wins");
+    }
+
+    #[test]
+    fn a_process_without_a_probe_never_waits_for_readiness() {
+        let mut h = Harness::new();
+        h.observe(&[ps("web", S::Running)]);
+        h.clock += GRACE * 2;
+        assert_eq!(h.lifecycle(&[ps("web", S::Running)]), []);
+        assert!(h.snapshot.readiness_overdue(h.clock, &h.grace).is_empty());
+    }
+
+    #[test]
+    fn the_first_announcement_of_a_starting_run_is_not_unhealthy() {
+        let mut h = Harness::new();
+        let events = h.observe(&[probed(S::Running, Readiness::NotReady, 0)]);
+        assert_eq!(types(&events), [Started]);
+        h.clock += GRACE;
+        let events = h.observe(&[probed(S::Running, Readiness::NotReady, 0)]);
+        assert_eq!(types(&events), [Unhealthy]);
+        assert_eq!(find(&events, Unhealthy).reason, Some(Reason::NeverReady));
+    }
+
+    #[test]
+    fn a_restarted_healthy_process_starts_over() {
+        let mut h = Harness::new();
+        h.observe(&[probed(S::Running, Readiness::Ready, 0)]);
+        // a policy restart: the new run is not ready yet, then its probe fails once, then passes
+        assert_eq!(
+            h.lifecycle(&[probed(S::Restarting, Readiness::Unknown, 0)]),
+            [Crashed]
+        );
+        assert_eq!(
+            h.lifecycle(&[probed(S::Running, Readiness::Unknown, 1)]),
+            [Restarted]
+        );
+        assert_eq!(
+            h.lifecycle(&[probed(S::Running, Readiness::NotReady, 1)]),
+            []
+        );
+        assert_eq!(
+            h.lifecycle(&[probed(S::Running, Readiness::Ready, 1)]),
+            [Healthy]
+        );
+        // a manual restart (a new incarnation) starts over too
+        let fresh = |ready| {
+            with(probed(S::Running, ready, 1), |p| {
+                p.pid = 200;
+                p.process_start_time = Some(T1.into());
+            })
+        };
+        assert_eq!(
+            h.lifecycle(&[fresh(Readiness::Unknown)]),
+            [Stopped, Restarted, Started]
+        );
+        assert_eq!(h.lifecycle(&[fresh(Readiness::NotReady)]), []);
+        assert_eq!(h.snapshot.unhealthy(), 0);
+    }
+
+    #[test]
+    fn a_run_killed_for_never_becoming_ready_says_so() {
+        // process-compose stops a run at the probe's failure threshold and its policy restarts
+        // it: Terminating, then Restarting, then the next run.
+        let mut h = Harness::new();
+        h.observe(&[probed(S::Running, Readiness::NotReady, 0)]);
+        assert_eq!(
+            h.lifecycle(&[probed(S::Terminating, Readiness::Unknown, 0)]),
+            []
+        );
+        let events = h.observe(&[probed(S::Restarting, Readiness::Unknown, 0)]);
+        assert_eq!(types(&events), [Unhealthy, Stopped]);
+        assert_eq!(find(&events, Unhealthy).reason, Some(Reason::NeverReady));
+        assert_eq!(
+            h.lifecycle(&[probed(S::Running, Readiness::Unknown, 1)]),
+            [Restarted]
+        );
+        assert_eq!(
+            h.lifecycle(&[probed(S::Running, Readiness::NotReady, 1)]),
+            [],
+            "the next run starts over"
+        );
+        // a poller that missed the steps sees the count rise
+        let events = h.observe(&[probed(S::Running, Readiness::Unknown, 2)]);
+        assert_eq!(types(&events), [Unhealthy, Crashed, Restarted]);
+        // a run that never failed its probe (stopped before the first one) is no such case
+        assert_eq!(
+            h.lifecycle(&[probed(S::Terminating, Readiness::Unknown, 2)]),
+            []
+        );
+        assert_eq!(
+            h.lifecycle(&[probed(S::Restarting, Readiness::Unknown, 2)]),
+            [Stopped]
+        );
     }
 
     #[test]

@@ -123,6 +123,11 @@ pub enum Reason {
     ManualRestart,
     /// It disappeared from process-compose (removed or renamed by a project update or scaling).
     Removed,
+    /// `unhealthy`: it was Ready in this run and its readiness probe fails now.
+    ReadinessLost,
+    /// `unhealthy`: this run has not been Ready once within the readiness grace, or
+    /// process-compose ended it for failing its readiness probe before it ever was.
+    NeverReady,
 }
 
 /// The process as it was when the event was made: the seed's `state` object.
@@ -208,6 +213,9 @@ impl LifecycleEvent {
                 Some(d) if d > 1 => format!("count={c}, +{d}"),
                 _ => format!("count={c}"),
             }),
+            EventType::Unhealthy if self.reason == Some(Reason::NeverReady) => {
+                Some("never ready".to_owned())
+            }
             EventType::StatusChanged => Some(format!(
                 "{} → {}",
                 self.previous_status.as_deref().unwrap_or("new"),
@@ -537,6 +545,8 @@ mod tests {
             Reason::RestartPolicy,
             Reason::ManualRestart,
             Reason::Removed,
+            Reason::ReadinessLost,
+            Reason::NeverReady,
         ] {
             let name = serde_json::to_value(reason).unwrap();
             assert!(
@@ -567,6 +577,11 @@ mod tests {
         event.event_type = EventType::Stopped;
         event.exit_code = Some(0);
         assert_eq!(event.summary(), "default/web stopped (exit=0)");
+        event.event_type = EventType::Unhealthy;
+        event.reason = Some(Reason::NeverReady);
+        assert_eq!(event.summary(), "default/web unhealthy (never ready)");
+        event.reason = Some(Reason::ReadinessLost);
+        assert_eq!(event.summary(), "default/web unhealthy");
         event.event_type = EventType::StatusChanged;
         assert_eq!(
             event.summary(),

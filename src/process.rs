@@ -33,6 +33,47 @@ pub struct ProcessesResponse {
     pub data: Vec<ProcessState>,
 }
 
+/// The part of `GET /process/info/{name}` (the process's configuration) that pc-eventd reads:
+/// camelCase keys since v1.110.0, Go field names before.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ProcessInfo {
+    #[serde(default, rename = "readinessProbe", alias = "ReadinessProbe")]
+    pub readiness_probe: Option<ProbeSettings>,
+}
+
+/// A probe's timing, as process-compose runs it (zeros are its defaults).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct ProbeSettings {
+    #[serde(rename = "initialDelay", alias = "InitialDelay")]
+    pub initial_delay_seconds: u64,
+    #[serde(rename = "periodSeconds", alias = "PeriodSeconds")]
+    pub period_seconds: u64,
+    #[serde(rename = "failureThreshold", alias = "FailureThreshold")]
+    pub failure_threshold: u64,
+}
+
+impl ProbeSettings {
+    /// How long a run may take to become ready: the initial delay, then a period for each
+    /// failure the probe tolerates (process-compose's defaults: period 10 s, threshold 3).
+    pub fn readiness_grace(&self) -> std::time::Duration {
+        let period = if self.period_seconds == 0 {
+            10
+        } else {
+            self.period_seconds
+        };
+        let threshold = if self.failure_threshold == 0 {
+            3
+        } else {
+            self.failure_threshold
+        };
+        std::time::Duration::from_secs(
+            self.initial_delay_seconds
+                .saturating_add(period.saturating_mul(threshold)),
+        )
+    }
+}
+
 impl ProcessState {
     /// The namespace used in subjects: the first one when a process belongs to several.
     pub fn primary_namespace(&self) -> &str {
@@ -252,6 +293,27 @@ impl Readiness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_settings_of_both_key_styles_give_the_grace() {
+        // v1.122.0 (camelCase) and v1.103.0 (Go field names), as their servers send them
+        let current = r#"{"name":"api","readinessProbe":{"exec":{"command":"false"},"initialDelay":1,"periodSeconds":2,"timeoutSeconds":1,"successThreshold":1,"failureThreshold":3}}"#;
+        let old = r#"{"Name":"api","ReadinessProbe":{"Exec":{"Command":"false"},"InitialDelay":1,"PeriodSeconds":2,"TimeoutSeconds":1,"SuccessThreshold":1,"FailureThreshold":3}}"#;
+        for body in [current, old] {
+            let info: ProcessInfo = serde_json::from_str(body).unwrap();
+            let probe = info.readiness_probe.unwrap();
+            assert_eq!(probe.readiness_grace(), std::time::Duration::from_secs(7));
+        }
+        let none: ProcessInfo =
+            serde_json::from_str(r#"{"Name":"plain","ReadinessProbe":null}"#).unwrap();
+        assert_eq!(none.readiness_probe, None);
+        // process-compose's defaults where the settings are zero or absent
+        let defaults = ProbeSettings::default();
+        assert_eq!(
+            defaults.readiness_grace(),
+            std::time::Duration::from_secs(30)
+        );
+    }
 
     #[test]
     fn decodes_the_reference_sample() {

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::Stack;
+use crate::support::compose::Release;
 use crate::support::events::count;
 
 const LONG: Duration = Duration::from_secs(40);
@@ -59,7 +60,7 @@ async fn receiver(failures: usize) -> (String, Calls) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_loop_is_one_alert_per_episode_and_a_500_is_retried() {
     let mut stack = Stack::start_on(
-        None,
+        Release::Current,
         r#"
 processes:
   flaky:

@@ -13,6 +13,7 @@ use pc_eventd::watch::format_line;
 
 use crate::cli::Binary;
 use crate::support::Stack;
+use crate::support::compose::Release;
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -21,7 +22,7 @@ type Selects = fn(&LifecycleEvent) -> bool;
 
 /// The stack running `project`, once `crasher` has crashed and everything else has settled.
 async fn settled_stack(project: &str) -> Stack {
-    let mut stack = Stack::start_on(None, project).await;
+    let mut stack = Stack::start_on(Release::Current, project).await;
     stack.log.wait_for("crasher", Crashed).await;
     stack.log.settle(Duration::from_millis(500)).await;
     stack

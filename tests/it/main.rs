@@ -9,6 +9,7 @@ mod lifecycle;
 mod nats_auth;
 mod outside;
 mod pipeline;
+mod readiness;
 mod remediate;
 mod stream;
 mod support;

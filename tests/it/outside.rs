@@ -11,6 +11,7 @@ use tokio::process::Command;
 
 use crate::cli::Binary;
 use crate::support::Stack;
+use crate::support::compose::Release;
 use crate::support::events::count;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -49,7 +50,7 @@ async fn schema_client(args: &[&str], stdin: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_client_that_knows_only_the_schema_decodes_every_event() {
     let mut stack = Stack::start_on(
-        None,
+        Release::Current,
         r#"
 processes:
   web:

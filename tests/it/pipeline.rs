@@ -8,7 +8,7 @@ use pc_eventd::daemon::DaemonError;
 use pc_eventd::event::{EventType::*, Reason, Severity};
 use pc_eventd::publish::PublishError;
 
-use crate::support::compose::{Options, ProcessCompose};
+use crate::support::compose::{Options, ProcessCompose, Release};
 use crate::support::daemon::{Daemon, config};
 use crate::support::events::{EventLog, count};
 use crate::support::nats::NatsServer;
@@ -16,7 +16,7 @@ use crate::support::{Stack, eventually};
 
 /// Every core scenario runs against both kinds of server, with `mode = "auto"`: a current one
 /// (the state stream) and one from before v1.110.0 (polling).
-const SERVERS: [Option<&str>; 2] = [None, Some("v1.103.0")];
+const SERVERS: [Release; 2] = [Release::Current, Release::BeforeStream];
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -222,6 +222,7 @@ processes:
         let unhealthy = log.wait_for("api", Unhealthy).await;
         assert_eq!(unhealthy.severity, Severity::Warning);
         assert_eq!(unhealthy.state.is_ready, "Not Ready");
+        assert_eq!(unhealthy.reason, Some(Reason::ReadinessLost));
         stack.stop().await;
     }
 }

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::Stack;
+use crate::support::compose::Release;
 use crate::support::events::count;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -109,7 +110,7 @@ fn actions(outcomes: &[RemediationEvent]) -> Vec<(Action, Option<u32>, Option<&s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashes_are_restarted_within_the_policy_until_the_limit() {
-    let mut stack = Stack::start_on(None, FRAGILE).await;
+    let mut stack = Stack::start_on(Release::Current, FRAGILE).await;
     let config = remediator_config(&stack, 2);
     let remediator = Remediator::start(&config).await;
     stack.pc.start_process("fragile").await;
@@ -165,7 +166,7 @@ async fn crashes_are_restarted_within_the_policy_until_the_limit() {
 async fn a_dry_run_decides_and_publishes_but_restarts_nothing_and_denied_is_left_alone() {
     let project =
         format!("{FRAGILE}  kept-down:\n    command: \"sleep 0.3; exit 5\"\n    disabled: true\n");
-    let mut stack = Stack::start_on(None, &project).await;
+    let mut stack = Stack::start_on(Release::Current, &project).await;
     let mut config = remediator_config(&stack, 2);
     config.remediate.dry_run = true;
     config.remediate.deny = vec!["default/kept-*".into()];
@@ -200,7 +201,7 @@ async fn a_dry_run_decides_and_publishes_but_restarts_nothing_and_denied_is_left
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_remediator_neither_loses_nor_doubles_an_action() {
-    let mut stack = Stack::start_on(None, FRAGILE).await;
+    let mut stack = Stack::start_on(Release::Current, FRAGILE).await;
     let config = remediator_config(&stack, 2);
     let first = Remediator::start(&config).await;
     stack.pc.start_process("fragile").await;

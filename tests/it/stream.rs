@@ -6,7 +6,7 @@ use pc_eventd::config::SourceMode;
 use pc_eventd::event::EventType::*;
 use pc_eventd::event::Reason;
 
-use crate::support::compose::{Options, ProcessCompose};
+use crate::support::compose::{Options, ProcessCompose, Release};
 use crate::support::daemon::{Daemon, config};
 use crate::support::events::{EventLog, count};
 use crate::support::nats::NatsServer;
@@ -136,7 +136,7 @@ async fn auto_streams_from_new_servers_and_polls_old_ones() {
     let old = ProcessCompose::start_with(
         project,
         Options {
-            version: Some("v1.103.0".into()),
+            release: Release::BeforeStream,
             ..Options::default()
         },
     )

@@ -1,5 +1,5 @@
-//! process-compose per test (the pinned binary, or the emulator where the real one could not be
-//! installed: see scripts/install-peers.sh), with a temp project file, stopped on drop.
+//! A real process-compose per test (one of the two pinned releases that scripts/install-peers.sh
+//! installs), with a temp project file, stopped on drop.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -15,9 +15,27 @@ pub struct Options {
     pub unix_socket: bool,
     /// Require this API token.
     pub token: Option<String>,
-    /// Behave like this release (the emulator's `PC_EMULATOR_VERSION`), e.g. `v1.103.0`, a
-    /// release from before the state stream.
-    pub version: Option<String>,
+    /// Which release runs.
+    pub release: Release,
+}
+
+/// The two pinned releases of process-compose.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Release {
+    /// v1.122.0, with the WebSocket state stream.
+    #[default]
+    Current,
+    /// v1.103.0, the newest release before the state stream: polling only.
+    BeforeStream,
+}
+
+impl Release {
+    fn binary(self) -> PathBuf {
+        super::peer_binary(match self {
+            Release::Current => "TEST_PROCESS_COMPOSE",
+            Release::BeforeStream => "TEST_PROCESS_COMPOSE_POLL",
+        })
+    }
 }
 
 pub struct ProcessCompose {
@@ -52,7 +70,7 @@ impl ProcessCompose {
     }
 
     async fn launch(&mut self) {
-        let binary = super::peer_binary("TEST_PROCESS_COMPOSE");
+        let binary = self.options.release.binary();
         let dir = self.dir.path();
         let mut command = Command::new(binary);
         command
@@ -77,9 +95,6 @@ impl ProcessCompose {
         };
         if let Some(token) = &self.options.token {
             command.env("PC_API_TOKEN", token);
-        }
-        if let Some(version) = &self.options.version {
-            command.env("PC_EMULATOR_VERSION", version);
         }
         self.child = Some(command.spawn().expect("start process-compose"));
         self.wait_live().await;
@@ -134,8 +149,13 @@ impl ProcessCompose {
 
     /// Waits until `GET /process/{name}` reports `status`.
     pub async fn wait_for_status(&self, name: &str, status: &str, timeout: Duration) {
+        self.wait_for_field(name, "status", status, timeout).await;
+    }
+
+    /// Waits until `GET /process/{name}` reports `value` for the string field `field`.
+    pub async fn wait_for_field(&self, name: &str, field: &str, value: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        let wanted = format!("\"status\":\"{status}\"");
+        let wanted = format!("\"{field}\":\"{value}\"");
         while Instant::now() < deadline {
             if let Ok((200, body)) = self.request("GET", &format!("/process/{name}")).await
                 && body.contains(&wanted)
@@ -144,7 +164,7 @@ impl ProcessCompose {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("{name} never reached {status}");
+        panic!("{name} never reported {field} {value}");
     }
 
     pub async fn restart_process(&self, name: &str) {

@@ -150,11 +150,11 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// The arrangement against a server of release `version` (`None`: the current one).
-    pub async fn start_on(version: Option<&str>, project: &str) -> Self {
+    /// The arrangement against a server of `release`.
+    pub async fn start_on(release: compose::Release, project: &str) -> Self {
         let nats = nats::NatsServer::start();
         let options = compose::Options {
-            version: version.map(str::to_owned),
+            release,
             ..compose::Options::default()
         };
         let pc = compose::ProcessCompose::start_with(project, options).await;
