@@ -1,10 +1,9 @@
-//! Benchmarks of pc-eventd against real peers: a `nats-server -js` and process-compose (the
-//! emulator in tools/pc-emulator where the real one cannot be installed; see
-//! scripts/install-peers.sh).
+//! Benchmarks of pc-eventd against real peers: a `nats-server -js` and the real process-compose
+//! v1.122.0, as scripts/install-peers.sh installs them.
 //!
 //! Run it through `scripts/bench.sh`, which installs the peers, runs this bench and rewrites the
 //! results section of docs/benchmarks.md. `cargo bench --bench pipeline -- latency crashloop`
-//! runs only the named sections (latency, crashloop, throughput, resources).
+//! runs only the named sections (latency, crashloop, throughput, resources, scale).
 //!
 //! This is a measurement, not a test: nothing here asserts on a time. The results go to stdout
 //! as Markdown (progress to stderr); the run fails only when a peer cannot be set up.
@@ -16,8 +15,10 @@
 //! 3. Publish throughput of the daemon's own path (`diff` + serialize + `publish_batch`, window
 //!    256) against raw pipelined async-nats JetStream publishing.
 //! 4. RSS and CPU of the release binary, idle and tracking 1000 processes.
+//! 5. Scale: as many processes as process-compose runs here (up to 5000) in stream mode: the time
+//!    to announce them all, one crash among them (latency), RSS and CPU.
 //!
-//! Sections 1, 2 and 4 run the release binary (`CARGO_BIN_EXE_pc-eventd`) as a separate process,
+//! Sections 1, 2, 4 and 5 run the release binary (`CARGO_BIN_EXE_pc-eventd`) as a separate process,
 //! as it is deployed; section 3 calls the library in-process.
 
 // The shared test support (tests/it/support) is compiled here in whole, but this bench uses only
@@ -135,6 +136,17 @@ async fn run() -> Result<()> {
             ));
             let result = resources(processes, mode).await?;
             report.resources.push((processes, mode, result));
+        }
+    }
+    if wanted("scale") {
+        for processes in SCALE_POINTS {
+            progress(&format!("scale, {processes} processes, stream"));
+            let result = scale(processes).await.map_err(|err| err.to_string());
+            let failed = result.is_err();
+            report.scale.push((processes, result));
+            if failed {
+                break;
+            }
         }
     }
     progress(&format!("done in {:.0?}", started.elapsed()));
@@ -689,18 +701,37 @@ struct Usage {
 
 async fn resources(processes: usize, mode: Mode) -> Result<Usage> {
     let nats = NatsServer::start();
-    let mut project = String::from("processes:\n");
-    for i in 0..processes {
-        let _ = writeln!(project, "  p{i:04}:\n    command: \"sleep 100000\"");
-    }
+    let project = sleepers(processes);
     let pc = ProcessCompose::start(&project).await;
     let spawned = Instant::now();
     let mut daemon = DaemonProcess::spawn(&pc.url(), &nats.url(), mode)?;
     daemon.wait_ready(Duration::from_secs(60)).await?;
-
-    // Settled: every process tracked and announced (started + status_changed each).
     let js = jetstream::new(async_nats::connect(nats.url()).await?);
-    let deadline = Instant::now() + Duration::from_secs(120);
+    settle(&daemon, &js, processes, Duration::from_secs(120)).await?;
+    let startup = spawned.elapsed();
+    tokio::time::sleep(SETTLE).await;
+    let usage = usage(&daemon).await?;
+    drop(daemon);
+    Ok(Usage { startup, ..usage })
+}
+
+/// A project of `processes` processes `p0000`, `p0001`, … that sleep.
+fn sleepers(processes: usize) -> String {
+    let mut project = String::from("processes:\n");
+    for i in 0..processes {
+        let _ = writeln!(project, "  p{i:04}:\n    command: \"sleep 100000\"");
+    }
+    project
+}
+
+/// Waits until every one of `processes` is tracked and announced (started + status_changed).
+async fn settle(
+    daemon: &DaemonProcess,
+    js: &jetstream::Context,
+    processes: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
     loop {
         let tracked = daemon.metric("pc_eventd_processes").await.unwrap_or(0.0);
         let stored = match js.get_stream("PROCESS_EVENTS").await {
@@ -708,7 +739,7 @@ async fn resources(processes: usize, mode: Mode) -> Result<Usage> {
             Err(_) => 0,
         };
         if tracked as usize == processes && stored as usize >= 2 * processes {
-            break;
+            return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(format!(
@@ -718,9 +749,10 @@ async fn resources(processes: usize, mode: Mode) -> Result<Usage> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let startup = spawned.elapsed();
-    tokio::time::sleep(SETTLE).await;
+}
 
+/// The daemon's RSS and CPU over a window of [`WINDOW_SECONDS`] from now (`startup` is zero).
+async fn usage(daemon: &DaemonProcess) -> Result<Usage> {
     let pid = daemon.pid();
     let clock_ticks = clock_ticks_per_second();
     let window_start = Instant::now();
@@ -733,9 +765,8 @@ async fn resources(processes: usize, mode: Mode) -> Result<Usage> {
     let cpu_end = cpu_ticks(pid)?;
     let wall = window_start.elapsed();
     let hwm_kb = status_kb(pid, "VmHWM")?;
-    drop(daemon);
     Ok(Usage {
-        startup,
+        startup: Duration::ZERO,
         rss_kb,
         hwm_kb,
         cpu_percent: (cpu_end - cpu_start) as f64 / clock_ticks / wall.as_secs_f64() * 100.0,
@@ -780,6 +811,83 @@ fn clock_ticks_per_second() -> f64 {
 }
 
 // ------------------------------------------------------------------------------------------
+// 5. Scale
+
+/// Tried in order; a point that fails ends the section (and is reported with its error).
+const SCALE_POINTS: [usize; 2] = [2000, 5000];
+
+struct Scale {
+    /// process-compose's own start: `up` → every process Running.
+    compose_startup: Duration,
+    /// Daemon spawn → every process tracked and announced in the stream.
+    announced: Duration,
+    /// `kill -KILL` of one process → its `crashed` event at a NATS subscriber.
+    crash_latency: Duration,
+    usage: Usage,
+}
+
+async fn scale(processes: usize) -> Result<Scale> {
+    let nats = NatsServer::start();
+    let project = sleepers(processes);
+    let up = Instant::now();
+    let pc = ProcessCompose::start(&project).await;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, body) = pc.request("GET", "/processes").await?;
+        let running = body.matches("\"status\":\"Running\"").count();
+        if running == processes {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(
+                format!("process-compose runs {running} of {processes} after 300 s").into(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let compose_startup = up.elapsed();
+
+    let spawned = Instant::now();
+    let mut daemon = DaemonProcess::spawn(&pc.url(), &nats.url(), Mode::Stream)?;
+    daemon.wait_ready(Duration::from_secs(120)).await?;
+    let js = jetstream::new(async_nats::connect(nats.url()).await?);
+    settle(&daemon, &js, processes, Duration::from_secs(300)).await?;
+    let announced = spawned.elapsed();
+    tokio::time::sleep(SETTLE).await;
+    let usage_window = usage(&daemon).await?;
+
+    // One crash among them, from outside: a kill is a crash (no stop was requested).
+    let victim = format!("p{:04}", processes / 2);
+    let client = async_nats::connect(nats.url()).await?;
+    let mut crashes = client
+        .subscribe(format!("core.process.default.{victim}.crashed"))
+        .await?;
+    client.flush().await?;
+    let (_, body) = pc.request("GET", &format!("/process/{victim}")).await?;
+    let pid = serde_json::from_str::<ProcessState>(&body)?.pid;
+    let killed = Instant::now();
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()?;
+    tokio::time::timeout(Duration::from_secs(30), crashes.next())
+        .await
+        .map_err(|_| format!("no crashed event for {victim} within 30 s"))?;
+    let crash_latency = killed.elapsed();
+    let hwm_kb = status_kb(daemon.pid(), "VmHWM")?;
+    drop(daemon);
+    Ok(Scale {
+        compose_startup,
+        announced,
+        crash_latency,
+        usage: Usage {
+            startup: announced,
+            hwm_kb,
+            ..usage_window
+        },
+    })
+}
+
+// ------------------------------------------------------------------------------------------
 // The report
 
 #[derive(Default)]
@@ -788,6 +896,7 @@ struct Report {
     crash_loop: Vec<(Mode, CrashLoop)>,
     throughput: Option<Throughput>,
     resources: Vec<(usize, Mode, Usage)>,
+    scale: Vec<(usize, std::result::Result<Scale, String>)>,
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -1025,6 +1134,47 @@ impl Report {
                 );
             }
             out.push('\n');
+        }
+
+        if !self.scale.is_empty() {
+            let _ = writeln!(
+                out,
+                "### 5. Scale: stream mode (split subscriptions), release binary\n\n\
+                 | processes | process-compose: `up` → all Running | daemon spawn → all announced | one crash (`kill -9`) → `crashed` at a subscriber | RSS steady (median) MiB | RSS peak (VmHWM) MiB | CPU % over {WINDOW_SECONDS} s |\n\
+                 |---|---|---|---|---|---|---|"
+            );
+            for (processes, result) in &self.scale {
+                match result {
+                    Ok(s) => {
+                        let mut sorted: Vec<f64> =
+                            s.usage.rss_kb.iter().map(|k| *k as f64).collect();
+                        sorted.sort_by(f64::total_cmp);
+                        let _ = writeln!(
+                            out,
+                            "| {processes} | {:.1} s | {:.1} s | {:.1} ms | {:.1} | {:.1} | {:.2} |",
+                            s.compose_startup.as_secs_f64(),
+                            s.announced.as_secs_f64(),
+                            s.crash_latency.as_secs_f64() * 1000.0,
+                            mib(percentile(&sorted, 50.0) as u64),
+                            mib(s.usage.hwm_kb),
+                            s.usage.cpu_percent
+                        );
+                    }
+                    Err(err) => {
+                        let _ = writeln!(out, "| {processes} | failed: {err} | | | | | |");
+                    }
+                }
+            }
+            let _ = writeln!(
+                out,
+                "\nEach process is `sleep 100000` under process-compose v1.122.0. The daemon starts once \
+                 process-compose runs them all, subscribes to the state stream in groups of 200 names \
+                 (the server closes a subscriber whose 256-frame buffer overflows), and is timed until \
+                 every process is tracked and announced (2 events each in the stream). The RSS and CPU \
+                 window ({WINDOW_SECONDS} s) starts 2 s later; then one process in the middle is killed \
+                 with SIGKILL and its `crashed` event awaited on a core NATS subscription. VmHWM is read \
+                 after the crash.\n"
+            );
         }
 
         if !targets.is_empty() {

@@ -40,22 +40,27 @@ fn unhealthy(log: &EventLog) -> Vec<LifecycleEvent> {
     log.of("api", Unhealthy)
 }
 
+/// Waits for process-compose to report `api` Not Ready, then for `api`'s `n`th `healthy`, and
+/// checks that no `unhealthy` came before it (events arrive in order, so all before it are here).
+async fn starting_then_healthy(stack: &mut Stack, n: usize) {
+    stack
+        .pc
+        .wait_for_field("api", "is_ready", "Not Ready", LONG)
+        .await;
+    stack
+        .log
+        .wait_until("api healthy", LONG, |r| healthy_count(r, n))
+        .await;
+    assert!(unhealthy(&stack.log).is_empty(), "{}", stack.log.dump());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_becomes_ready_late_is_never_unhealthy() {
     // Not Ready for its first probes (about three), then Ready: starting, then healthy.
     for release in [Release::Current, Release::BeforeStream] {
         let mut stack =
             Stack::start_on(release, &project("sleep 3; touch $WORK/ready; sleep 1000")).await;
-        stack
-            .pc
-            .wait_for_field("api", "is_ready", "Not Ready", LONG)
-            .await;
-        stack
-            .log
-            .wait_until("api healthy", LONG, |r| healthy_count(r, 1))
-            .await;
-        // events arrive in order, so everything before `healthy` is here
-        assert!(unhealthy(&stack.log).is_empty(), "{}", stack.log.dump());
+        starting_then_healthy(&mut stack, 1).await;
         stack.stop().await;
     }
 }
@@ -67,21 +72,10 @@ async fn a_healthy_process_restarted_starts_over_without_unhealthy() {
         &project("rm -f $WORK/ready; sleep 2; touch $WORK/ready; sleep 1000"),
     )
     .await;
-    stack
-        .log
-        .wait_until("api healthy", LONG, |r| healthy_count(r, 1))
-        .await;
+    starting_then_healthy(&mut stack, 1).await;
     stack.pc.restart_process("api").await;
-    stack
-        .pc
-        .wait_for_field("api", "is_ready", "Not Ready", LONG)
-        .await;
-    stack
-        .log
-        .wait_until("api healthy again", LONG, |r| healthy_count(r, 2))
-        .await;
+    starting_then_healthy(&mut stack, 2).await;
     assert_eq!(count(&stack.log.received, Some("api"), Restarted), 1);
-    assert!(unhealthy(&stack.log).is_empty(), "{}", stack.log.dump());
     stack.stop().await;
 }
 
