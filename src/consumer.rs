@@ -861,9 +861,15 @@ mod tests {
         let ignored = consumer::Config::default();
         assert!(matches!(
             check_filters(&two, &ignored),
-            Err(ConsumerError::MultipleFiltersUnsupported(_))
+            Err(ConsumerError::MultipleFiltersUnsupported(subjects)) if subjects == two
         ));
-        assert!(check_filters(&one, &ignored).is_ok());
+        assert!(matches!(check_filters(&one, &ignored), Ok(())));
+        // nats-server 2.10 and later echo them back
+        let kept = consumer::Config {
+            filter_subjects: two.clone(),
+            ..consumer::Config::default()
+        };
+        assert!(matches!(check_filters(&two, &kept), Ok(())));
     }
 
     #[test]
@@ -886,8 +892,24 @@ mod tests {
         assert_eq!(durable.delay(9), Duration::from_millis(20));
         durable.backoff.clear();
         assert_eq!(durable.delay(1), Duration::ZERO);
-        durable.max_deliver = 0;
-        assert!(durable.validate().is_err());
+    }
+
+    #[test]
+    fn a_durable_must_bound_its_redeliveries_and_wait_for_acks() {
+        let invalid = |durable: &Durable| match durable.validate() {
+            Err(ConsumerError::InvalidDurable { name, problem }) => {
+                assert_eq!(name, "d");
+                problem
+            }
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(Durable::new("d").validate(), Ok(())));
+        let mut unbounded = Durable::new("d");
+        unbounded.max_deliver = 0;
+        assert!(invalid(&unbounded).starts_with("max_deliver"));
+        let mut impatient = Durable::new("d");
+        impatient.ack_wait = Duration::ZERO;
+        assert!(invalid(&impatient).starts_with("ack_wait"));
     }
 
     fn delivery(namespace: &str, process: &str, event_type: EventType, seq: u64) -> Delivery {

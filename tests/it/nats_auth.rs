@@ -9,21 +9,21 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use async_nats::{ConnectErrorKind, ConnectOptions};
+use async_nats::{ConnectError, ConnectErrorKind, ConnectOptions};
 use pc_eventd::config::{NatsConfig, Secret};
 use pc_eventd::event::{EventType, LifecycleEvent};
+use pc_eventd::status::Status;
+use tokio_rustls::rustls;
 
 use crate::cli::Binary;
 use crate::support::compose::ProcessCompose;
 use crate::support::daemon::{Daemon, config};
-use crate::support::free_port;
 use crate::support::jwt::{self, Operator};
 use crate::support::nats::NatsServer;
+use crate::support::{eventually, free_port};
 
 const LONG: Duration = Duration::from_secs(20);
 const WEB: &str = "processes:\n  web:\n    command: \"sleep 1000\"\n";
-/// How long a refused daemon is watched: several connection attempts and stream checks.
-const REFUSED_FOR: Duration = Duration::from_secs(4);
 
 /// The daemon with `auth` (a [`NatsConfig`] holding only authentication and TLS settings) against
 /// `url`: it must create the stream and publish `web` started, read back with the same settings.
@@ -54,16 +54,21 @@ async fn events_flow(url: &str, auth: &NatsConfig) {
     daemon.stop().await.expect("the daemon ends cleanly");
 }
 
-/// The daemon with `auth` against `url` never connects: NATS readiness keeps failing, nothing
-/// is published, and no stream appears (checked with the good settings `good`).
+/// The daemon with `auth` against `url` never connects: once it has tried to make the stream
+/// and failed, NATS is still not connected, nothing is published, and no stream appears
+/// (checked with the good settings `good`).
 async fn daemon_is_refused(url: &str, auth: &NatsConfig, good: &NatsConfig) {
     let mut config = config("http://127.0.0.1:1", url);
     config.nats = with_url(auth, url);
     let daemon = Daemon::spawn(config);
-    tokio::time::sleep(REFUSED_FOR).await;
+    let untried = Status::default().readiness();
+    assert!(
+        eventually(LONG, || daemon.status.readiness().stream != untried.stream).await,
+        "the daemon never tried to make the stream"
+    );
     let readiness = daemon.status.readiness();
-    assert!(readiness.nats.is_err(), "{readiness:?}");
     assert!(readiness.stream.is_err(), "{readiness:?}");
+    assert_eq!(readiness.nats, untried.nats, "it never connected");
     assert_eq!(daemon.status.metrics.published_total(), 0);
     let js = reader(&with_url(good, url)).await;
     assert!(
@@ -75,11 +80,23 @@ async fn daemon_is_refused(url: &str, auth: &NatsConfig, good: &NatsConfig) {
 
 /// One connection attempt with `auth` against `url` (no retries); its error kind.
 async fn refusal(url: &str, auth: &NatsConfig) -> ConnectErrorKind {
+    refused(url, auth).await.kind()
+}
+
+/// One connection attempt with `auth` against `url` (no retries); its error.
+async fn refused(url: &str, auth: &NatsConfig) -> ConnectError {
     let options = ConnectOptions::new().connection_timeout(Duration::from_secs(5));
     match with_url(auth, url).connect(options).await {
         Ok(_) => panic!("connected to {url} with settings that must be refused"),
-        Err(err) => err.kind(),
+        Err(err) => err,
     }
+}
+
+/// The TLS failure behind a refused connection: async-nats reports it as an I/O error that
+/// carries rustls's own.
+fn tls_failure(err: &ConnectError) -> Option<&rustls::Error> {
+    let io = std::error::Error::source(err)?.downcast_ref::<std::io::Error>()?;
+    io.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
 fn with_url(auth: &NatsConfig, url: &str) -> NatsConfig {
@@ -283,14 +300,32 @@ async fn mutual_tls_with_a_custom_ca_and_a_client_certificate() {
         tls_ca_file: Some(pki.ca.clone()),
         ..NatsConfig::default()
     };
-    refusal(&nats.url(), &ca_only).await;
+    let err = refused(&nats.url(), &ca_only).await;
+    assert!(
+        matches!(
+            tls_failure(&err),
+            Some(rustls::Error::AlertReceived(
+                rustls::AlertDescription::CertificateRequired
+            ))
+        ),
+        "{err:?}"
+    );
     daemon_is_refused(&nats.url(), &ca_only, &mutual).await;
     // Without the CA the server's certificate is not trusted.
     let no_ca = NatsConfig {
         tls_ca_file: None,
         ..mutual.clone()
     };
-    refusal(&nats.url(), &no_ca).await;
+    let err = refused(&nats.url(), &no_ca).await;
+    assert!(
+        matches!(
+            tls_failure(&err),
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            ))
+        ),
+        "{err:?}"
+    );
 
     // A tls:// URL requires TLS; the server certificate is checked against the CA and 127.0.0.1.
     let tls_url = nats.url().replace("nats://", "tls://");
@@ -306,7 +341,17 @@ async fn mutual_tls_with_a_custom_ca_and_a_client_certificate() {
         tls_required: true,
         ..ca_only
     };
-    refusal(&plain.url(), &required).await;
+    // (the plain server's INFO line is no TLS record)
+    let err = refused(&plain.url(), &required).await;
+    assert!(
+        matches!(
+            tls_failure(&err),
+            Some(rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::InvalidContentType
+            ))
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
