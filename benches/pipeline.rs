@@ -430,9 +430,15 @@ async fn crash_loop(mode: Mode) -> Result<CrashLoop> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let duration = started.elapsed();
-    // Quiet for longer than the slowest poll interval: whatever the daemon saw has arrived.
-    log.settle(Duration::from_secs(4)).await;
+    // The daemon saw the end (its event of the final `Completed` is in); stopped, it has
+    // published everything, and the stream holds the whole story.
+    log.wait_until("the final crash", Duration::from_secs(30), |r| {
+        r.iter()
+            .any(|r| r.event.process == "flaky" && r.event.state.status == "Completed")
+    })
+    .await;
     drop(daemon);
+    log.read_to_end().await;
 
     let crashed = log.of("flaky", EventType::Crashed).len();
     let restarted = log.of("flaky", EventType::Restarted);
@@ -1031,7 +1037,8 @@ impl Report {
             out.push_str(
                 "\n`flaky: sleep 0.2; exit 3` with `restart: on_failure, max_restarts: 20, backoff_seconds: 1`, \
                  started once the daemon is ready. Events counted from the JetStream stream (an ordered \
-                 consumer from its start) after process-compose reports `Completed` and 4 s of quiet. \
+                 consumer from its start) once process-compose reports `Completed`, the daemon has published the final \
+                 crash and has stopped (draining its outbox). \
                  Missed = expected − seen for `crashed` plus `restarted`; a merged poll still accounts for \
                  every restart in `restarts_delta`.\n\n",
             );

@@ -24,7 +24,7 @@ type Selects = fn(&LifecycleEvent) -> bool;
 async fn settled_stack(project: &str) -> Stack {
     let mut stack = Stack::start_on(Release::Current, project).await;
     stack.log.wait_for("crasher", Crashed).await;
-    stack.log.settle(Duration::from_millis(500)).await;
+    stack.caught_up().await;
     stack
 }
 
@@ -155,7 +155,7 @@ async fn a_durable_consumer_stopped_mid_stream_handles_each_event_once() {
             crate::support::events::count(r, None, Crashed) == 13
         })
         .await;
-    stack.log.settle(Duration::from_millis(500)).await;
+    stack.caught_up().await;
     let all = ids_where(&stack, |_| true);
     let half = all.len() / 2;
 

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::support::daemon::{Daemon, config};
 use crate::support::events::EventLog;
+use crate::support::events::Reliability;
 use crate::support::fake_compose::{HEALTHY_BODY, Reply, serve};
 use crate::support::nats::NatsServer;
 use crate::support::{eventually, free_port};
@@ -147,7 +148,8 @@ processes:
             .any(|r| r.event.event_type == Crashed && r.event.state.status == "Completed")
     })
     .await;
-    log.settle(Duration::from_millis(500)).await;
+    daemon.stop().await.unwrap();
+    log.read_to_end().await;
     assert_eq!(
         log.of("flaky", Crashed).len(),
         7,
@@ -155,11 +157,12 @@ processes:
         log.dump()
     );
     assert_eq!(log.of("flaky", Restarted).len(), 6, "{}", log.dump());
-    log.report(
+    let row = log.report(
         "nats-server stopped during a crash loop (7 crashes, 6 restarts)",
         13,
         |e| matches!(e.event_type, Crashed | Restarted),
     );
+    assert_eq!(row, Reliability::exact(13));
     let ids: std::collections::HashSet<_> = log.received.iter().map(|r| &r.event.id).collect();
     assert_eq!(ids.len(), log.received.len(), "no event stored twice");
     let seqs: Vec<u64> = log.received.iter().map(|r| r.event.seq).collect();
@@ -167,7 +170,6 @@ processes:
         seqs.windows(2).all(|w| w[0] < w[1]),
         "stream order is event order: {seqs:?}"
     );
-    daemon.stop().await.unwrap();
 }
 
 /// How long a 3-node cluster on a loaded 2-core machine may take to form, or to elect new
@@ -249,7 +251,8 @@ processes:
             == 3
     })
     .await;
-    log.settle(Duration::from_secs(1)).await;
+    daemon.stop().await.unwrap();
+    log.read_to_end().await;
     for name in ["a", "b", "c"] {
         assert_eq!(
             log.of(name, Crashed).len(),
@@ -259,14 +262,14 @@ processes:
         );
         assert_eq!(log.of(name, Restarted).len(), 4, "{}", log.dump());
     }
-    log.report(
+    let row = log.report(
         "3-node cluster, R3 stream, one node killed during 3 crash loops",
         27,
         |e| matches!(e.event_type, Crashed | Restarted),
     );
+    assert_eq!(row, Reliability::exact(27));
     let ids: std::collections::HashSet<_> = log.received.iter().map(|r| &r.event.id).collect();
     assert_eq!(ids.len(), log.received.len(), "no event stored twice");
-    daemon.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,7 +323,8 @@ processes:
         eventually(Duration::from_secs(10), || stats.readiness().outbox.is_ok()).await,
         "readiness recovers once the marker is queued"
     );
-    log.settle(Duration::from_millis(500)).await;
+    daemon.stop().await.unwrap();
+    log.read_to_end().await;
     let announced: u64 = log.losses.iter().map(|l| l.lost).sum();
     assert_eq!(
         announced,
@@ -330,11 +334,17 @@ processes:
     );
     let ids: std::collections::HashSet<_> = log.losses.iter().map(|l| &l.id).collect();
     assert_eq!(ids.len(), log.losses.len(), "one marker per episode");
-    log.report(
+    let row = log.report(
         "outbox full (6 KiB) while NATS is down for a crash loop (9 crashes, 8 restarts)",
         17,
         |e| matches!(e.event_type, Crashed | Restarted),
     );
+    // Some crashes and restarts were dropped, none twice, and the markers count every one of
+    // them (and the dropped status changes besides).
+    assert_eq!(row.duplicates, 0);
+    assert!(row.lost > 0, "{row:?}");
+    assert_eq!(row.delivered + row.lost, 17);
+    assert!(row.lost as u64 <= row.marked_lost, "{row:?}");
     assert_eq!(marker.reason, "outbox_full");
     assert_eq!(marker.source, "test");
     assert!(marker.first_lost_at <= marker.last_lost_at);
@@ -351,5 +361,4 @@ processes:
     );
     assert!(lines.iter().any(|l| l.ends_with(&expected)), "{lines:?}");
     assert_eq!(watch.terminate().await, Some(0));
-    daemon.stop().await.unwrap();
 }

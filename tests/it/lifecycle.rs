@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use crate::cli::Binary;
 use crate::support::compose::{Options, ProcessCompose};
 use crate::support::daemon::{Daemon, config};
-use crate::support::events::{EventLog, count};
+use crate::support::events::{EventLog, Reliability, count};
 use crate::support::fake_compose::{HEALTHY_BODY, Reply, serve_counting};
 use crate::support::nats::NatsServer;
 use crate::support::notify_socket::NotifySocket;
@@ -409,18 +409,19 @@ async fn kill_9_in_a_burst_then_restart_loses_and_repeats_nothing() {
         count(r, None, Started) >= 300 && count(r, None, StatusChanged) >= 300
     };
     log.wait_until("300 processes announced", LONG, all).await;
-    log.settle(Duration::from_secs(1)).await;
+    assert_eq!(second.terminate().await, Some(0));
+    log.read_to_end().await;
     let started = count(&log.received, None, Started);
     assert_eq!(started, 300, "each process announced once");
     assert_eq!(log.received.len(), 600, "nothing else, nothing twice");
     let ids: std::collections::HashSet<_> = log.received.iter().map(|r| &r.event.id).collect();
     assert_eq!(ids.len(), 600);
-    log.report(
+    let row = log.report(
         "pc-eventd kill -9 while announcing 300 processes, then restarted",
         600,
         |_| true,
     );
-    assert_eq!(second.terminate().await, Some(0));
+    assert_eq!(row, Reliability::exact(600));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,7 +479,8 @@ processes:
         count(r, Some("flaky"), Crashed) >= 6
     })
     .await;
-    log.settle(Duration::from_secs(1)).await;
+    assert_eq!(second.terminate().await, Some(0));
+    log.read_to_end().await;
     assert_eq!(
         count(&log.received, Some("flaky"), Crashed),
         6,
@@ -505,10 +507,10 @@ processes:
         "stream order is event order: {seqs:?}"
     );
     assert!(log.losses.is_empty(), "nothing was lost");
-    log.report(
+    let row = log.report(
         "pc-eventd kill -9 while NATS is down during a crash loop, then both back",
         11,
         |e| matches!(e.event_type, Crashed | Restarted),
     );
-    assert_eq!(second.terminate().await, Some(0));
+    assert_eq!(row, Reliability::exact(11));
 }

@@ -68,7 +68,7 @@ processes:
             count(r, Some("flaky"), Crashed) >= 3
         })
         .await;
-    stack.log.settle(Duration::from_millis(500)).await;
+    stack.finish().await;
     let stored = stack.log.received.len();
 
     let nats_url = stack.nats_url();

@@ -8,7 +8,7 @@ use pc_eventd::event::Reason;
 
 use crate::support::compose::{Options, ProcessCompose, Release};
 use crate::support::daemon::{Daemon, config};
-use crate::support::events::{EventLog, count};
+use crate::support::events::{EventLog, Reliability, count};
 use crate::support::nats::NatsServer;
 use crate::support::{eventually, wait_for_http};
 
@@ -51,10 +51,10 @@ async fn a_stop_that_kills_the_process_is_stopped_not_crashed() {
     assert_eq!(stopped.exit_code, Some(-1));
     assert_eq!(stopped.reason, Some(Reason::StopRequested));
     assert!(!stopped.synthetic, "seen live");
-    log.settle(Duration::from_millis(500)).await;
-    assert!(log.of("web", Crashed).is_empty(), "{}", log.dump());
     assert!(mode_is(&daemon, "stream"));
     daemon.stop().await.unwrap();
+    log.read_to_end().await;
+    assert!(log.of("web", Crashed).is_empty(), "{}", log.dump());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,7 +77,8 @@ processes:
             .any(|r| r.event.event_type == Crashed && r.event.state.status == "Completed")
     })
     .await;
-    log.settle(Duration::from_millis(500)).await;
+    daemon.stop().await.unwrap();
+    log.read_to_end().await;
     let crashed = log.of("flaky", Crashed);
     assert_eq!(
         crashed.len(),
@@ -93,7 +94,6 @@ processes:
     assert!(restarted.iter().all(|e| e.restarts_delta == Some(1)));
     let ids: std::collections::HashSet<_> = log.received.iter().map(|r| &r.event.id).collect();
     assert_eq!(ids.len(), log.received.len(), "every event has its own id");
-    daemon.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,14 +183,16 @@ async fn a_restarted_process_compose_flips_readiness_and_is_caught_up() {
         "caught up from the reconnect, not seen live"
     );
     wait_for_http(health, "/readyz", 200).await;
-    assert_eq!(log.of("web", Stopped).len(), 1, "{}", log.dump());
     assert!(mode_is(&daemon, "stream"));
-    log.report(
+    daemon.stop().await.unwrap();
+    log.read_to_end().await;
+    assert_eq!(log.of("web", Stopped).len(), 1, "{}", log.dump());
+    let row = log.report(
         "process-compose stopped and started again (started, stopped, started)",
         3,
         |e| matches!(e.event_type, Started | Stopped),
     );
-    daemon.stop().await.unwrap();
+    assert_eq!(row, Reliability::exact(3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +208,8 @@ async fn six_hundred_processes_are_all_tracked_without_a_disconnect_loop() {
     .await;
     let status = daemon.status.clone();
     assert!(eventually(LONG, || mode_is(&daemon, "stream")).await);
-    log.settle(Duration::from_secs(1)).await;
+    log.read_to_end().await;
+    assert_eq!(count(&log.received, None, Started), 600);
     assert_eq!(
         status.metrics.poll_errors_total(),
         0,

@@ -23,8 +23,37 @@ pub fn count(received: &[Received], process: Option<&str>, event_type: EventType
         .count()
 }
 
+/// One row of the reliability table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reliability {
+    /// Distinct expected events in the stream.
+    pub delivered: usize,
+    /// Expected events stored more than once.
+    pub duplicates: usize,
+    /// Expected events missing.
+    pub lost: usize,
+    /// What the loss markers in the stream announced.
+    pub marked_lost: u64,
+}
+
+impl Reliability {
+    /// All `expected` events delivered once, nothing lost, nothing announced lost.
+    pub fn exact(expected: usize) -> Self {
+        Self {
+            delivered: expected,
+            duplicates: 0,
+            lost: 0,
+            marked_lost: 0,
+        }
+    }
+}
+
 pub struct EventLog {
+    js: jetstream::Context,
+    stream: String,
     messages: consumer::pull::Ordered,
+    /// The stream sequence of the last message read.
+    position: u64,
     pub received: Vec<Received>,
     /// Loss markers, kept apart from the lifecycle events.
     pub losses: Vec<EventsLost>,
@@ -70,7 +99,10 @@ impl EventLog {
             }
         };
         Self {
+            js,
+            stream: name.to_owned(),
             messages,
+            position: 0,
             received: Vec::new(),
             losses: Vec::new(),
         }
@@ -123,9 +155,37 @@ impl EventLog {
         self.losses[0].clone()
     }
 
-    /// Reads whatever else arrives until nothing has for `quiet`.
-    pub async fn settle(&mut self, quiet: Duration) {
-        while self.read_one(quiet).await {}
+    /// Reads everything the stream holds now, up to its last sequence. Call it once whatever
+    /// could still publish has stopped (a stopped daemon has drained its outbox): then the log
+    /// holds all there will ever be, and an event missing from it is proven absent.
+    pub async fn read_to_end(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let last = loop {
+            let info = async {
+                let mut stream = self.js.get_stream(&self.stream).await.ok()?;
+                stream
+                    .info()
+                    .await
+                    .ok()
+                    .map(|info| info.state.last_sequence)
+            };
+            match info.await {
+                Some(last) => break last,
+                None if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                None => panic!("cannot read the state of stream {}", self.stream),
+            }
+        };
+        while self.position < last {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                self.read_one(left).await,
+                "stream {} holds up to {last}, read up to {}",
+                self.stream,
+                self.position
+            );
+        }
     }
 
     /// Reads one message if one arrives within `within`; returns whether one did.
@@ -134,6 +194,7 @@ impl EventLog {
             return false;
         };
         let message = message.expect("stream message");
+        self.position = message.info().expect("a JetStream message").stream_sequence;
         if message.subject.split('.').nth(2) == Some(LOSS_NAMESPACE) {
             let marker = serde_json::from_slice(&message.payload)
                 .unwrap_or_else(|e| panic!("undecodable marker {:?}: {e}", message.payload));
@@ -163,15 +224,15 @@ impl EventLog {
             .collect()
     }
 
-    /// Prints one row of the reliability table (`scripts/reliability.sh` collects them): of the
-    /// `expected` events that `counted` selects, how many the stream holds, how many it holds
-    /// twice (by id) and how many it lacks.
+    /// Prints one row of the reliability table (`scripts/reliability.sh` collects them) and
+    /// returns it for the test to assert: of the `expected` events that `counted` selects, how
+    /// many the stream holds, how many it holds twice (by id) and how many it lacks.
     pub fn report(
         &self,
         scenario: &str,
         expected: usize,
         counted: impl Fn(&LifecycleEvent) -> bool,
-    ) {
+    ) -> Reliability {
         let stored: Vec<&String> = self
             .received
             .iter()
@@ -183,11 +244,17 @@ impl EventLog {
         let lost = expected.saturating_sub(delivered.len());
         // libtest names the thread that runs a test after the test.
         let test = std::thread::current().name().unwrap_or("?").to_owned();
+        let row = Reliability {
+            delivered: delivered.len(),
+            duplicates,
+            lost,
+            marked_lost: self.losses.iter().map(|l| l.lost).sum(),
+        };
         println!(
             "RELIABILITY\t{test}\t{scenario}\t{expected}\t{}\t{duplicates}\t{lost}\t{}",
-            delivered.len(),
-            self.losses.iter().map(|l| l.lost).sum::<u64>()
+            row.delivered, row.marked_lost
         );
+        row
     }
 
     pub fn dump(&self) -> String {

@@ -172,9 +172,34 @@ impl Stack {
         self.nats.url()
     }
 
-    /// Stops the daemon and checks that it ended cleanly.
+    /// Stops the daemon (it drains its outbox into the stream), checks that it ended cleanly,
+    /// and reads the stream to its end: the log then holds everything the daemon published.
+    pub async fn finish(&mut self) {
+        if let Some(daemon) = self.daemon.take() {
+            daemon.stop().await.expect("the daemon ends without error");
+        }
+        self.log.read_to_end().await;
+    }
+
+    /// Waits until the daemon's outbox is empty (all it observed is in the stream), then reads
+    /// the stream to its end; the daemon keeps running. For a project whose processes have
+    /// come to rest, the log then holds the whole story.
+    pub async fn caught_up(&mut self) {
+        let status = self.daemon.as_ref().expect("running").status.clone();
+        assert!(
+            eventually(Duration::from_secs(30), || {
+                status.metrics.outbox_messages.get() == 0
+            })
+            .await,
+            "the daemon's outbox never emptied"
+        );
+        self.log.read_to_end().await;
+    }
+
+    /// Stops the daemon, if [`Stack::finish`] has not, and checks that it ended cleanly.
     pub async fn stop(mut self) {
-        let daemon = self.daemon.take().expect("running");
-        daemon.stop().await.expect("the daemon ends without error");
+        if let Some(daemon) = self.daemon.take() {
+            daemon.stop().await.expect("the daemon ends without error");
+        }
     }
 }
