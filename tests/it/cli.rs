@@ -138,6 +138,14 @@ impl Binary {
         rest
     }
 
+    /// Waits for it to exit (after a signal), for up to 10 s.
+    pub async fn exited(&mut self) {
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("exits within 10s")
+            .unwrap();
+    }
+
     /// Sends SIGTERM and returns the exit code.
     pub async fn terminate(&mut self) -> Option<i32> {
         self.signal("TERM");
