@@ -780,6 +780,8 @@ mod tests {
         /// Each observation is one second after the previous one.
         clock: SystemTime,
         grace: ReadinessGrace,
+        /// Observations are snapshots (polls) rather than stream frames.
+        synthetic: bool,
     }
 
     impl Harness {
@@ -789,6 +791,7 @@ mod tests {
                 scheme: SubjectScheme::default(),
                 clock: std::time::UNIX_EPOCH,
                 grace: ReadinessGrace::fixed(GRACE),
+                synthetic: false,
             }
         }
 
@@ -797,7 +800,7 @@ mod tests {
                 source: "test",
                 subjects: &self.scheme,
                 observed_at: self.clock,
-                synthetic: false,
+                synthetic: self.synthetic,
                 readiness_grace: &self.grace,
             };
             self.clock += Duration::from_secs(1);
@@ -1148,6 +1151,71 @@ mod tests {
             p.process_start_time = Some(T1.into());
         })]);
         assert_eq!(types(&events), [Started]);
+    }
+
+    #[test]
+    fn a_crash_after_a_stop_and_a_new_start_is_a_crash() {
+        // The stop request belongs to the run it stopped, not to the next one.
+        let mut h = Harness::new();
+        h.observe(&[ps("api", S::Running)]);
+        h.observe(&[ps("api", S::Terminating)]);
+        h.observe(&[with(ps("api", S::Completed), |p| p.exit_code = -1)]);
+        h.clock += MANUAL_RESTART_WINDOW;
+        let again = |status| {
+            with(ps("api", status), |p| {
+                p.pid = 200;
+                p.process_start_time = Some(T1.into());
+            })
+        };
+        assert_eq!(h.lifecycle(&[again(S::Running)]), [Started]);
+        let events = h.observe(&[with(again(S::Completed), |p| p.exit_code = 3)]);
+        assert_eq!(types(&events), [Crashed]);
+        assert_eq!(
+            find(&events, Crashed).reason,
+            Some(Reason::ExitedWithFailure)
+        );
+    }
+
+    #[test]
+    fn a_crash_after_a_manual_restart_is_a_crash() {
+        let mut h = Harness::new();
+        h.observe(&[ps("api", S::Running)]);
+        h.observe(&[ps("api", S::Terminating)]);
+        h.observe(&[with(ps("api", S::Completed), |p| p.exit_code = -1)]);
+        let again = |status| {
+            with(ps("api", status), |p| {
+                p.pid = 200;
+                p.process_start_time = Some(T1.into());
+            })
+        };
+        assert_eq!(h.lifecycle(&[again(S::Running)]), [Restarted, Started]);
+        let events = h.observe(&[with(again(S::Completed), |p| p.exit_code = 3)]);
+        assert_eq!(types(&events), [Crashed]);
+    }
+
+    #[test]
+    fn ids_do_not_depend_on_whether_a_change_was_seen_live() {
+        // A poll and a stream frame of the same change name the same event: after a reconnect
+        // the catch-up (a snapshot) and a live frame must deduplicate.
+        let ids = |synthetic| {
+            let mut h = Harness::new();
+            h.synthetic = synthetic;
+            [
+                ps("w", S::Running),
+                with(ps("w", S::Restarting), |p| p.exit_code = 2),
+                with(ps("w", S::Running), |p| p.restarts = 1),
+            ]
+            .iter()
+            .flat_map(|state| h.observe(std::slice::from_ref(state)))
+            .map(|e| (e.id, e.synthetic))
+            .collect::<Vec<_>>()
+        };
+        let (live, polled) = (ids(false), ids(true));
+        assert_eq!(live.len(), polled.len());
+        for ((live, live_synthetic), (polled, polled_synthetic)) in live.iter().zip(&polled) {
+            assert_eq!(live, polled);
+            assert!(!live_synthetic && *polled_synthetic);
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Running as a real daemon: systemd notifications, the watchdog, truthful readiness, metrics,
 //! SIGHUP reloads, and secrets kept out of logs.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +23,19 @@ const LONG: Duration = Duration::from_secs(20);
 
 /// One sample from `/metrics`, read with a Prometheus text parser.
 async fn metric(port: u16, name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples(port, name, labels)
+        .await
+        .first()
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// The sum of every sample of `name` (all its label values).
+async fn metric_sum(port: u16, name: &str) -> f64 {
+    samples(port, name, &[]).await.iter().sum()
+}
+
+async fn samples(port: u16, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
     let (status, body) = http_get(port, "/metrics").await.expect("GET /metrics");
     assert_eq!(status, 200);
     let lines = body.lines().map(|l| Ok(l.to_owned()));
@@ -29,14 +43,14 @@ async fn metric(port: u16, name: &str, labels: &[(&str, &str)]) -> f64 {
     scrape
         .samples
         .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
         .map(|s| match s.value {
             prometheus_parse::Value::Counter(v)
             | prometheus_parse::Value::Gauge(v)
             | prometheus_parse::Value::Untyped(v) => v,
             _ => panic!("{name} is not a plain number"),
         })
-        .unwrap_or(0.0)
+        .collect()
 }
 
 /// Runs the binary with `file` and its health endpoint on `health`, under a fake systemd
@@ -77,18 +91,62 @@ async fn polls_again(health: u16, polls: u32) -> bool {
     false
 }
 
-/// How many events wait in the outboxes under state directory `dir` (no daemon may hold them).
-fn outbox_pending(dir: &std::path::Path) -> u64 {
+/// The ids of the events waiting in the outboxes under state directory `dir` (no daemon may
+/// hold them).
+fn outbox_pending(dir: &std::path::Path) -> HashSet<String> {
     let outboxes = std::fs::read_dir(dir.join("outbox")).expect("an outbox directory");
     outboxes
-        .map(|entry| {
+        .flat_map(|entry| {
             let path = entry.expect("an outbox").path();
             let marker: pc_eventd::outbox::LossMarker = Box::new(|_| unreachable!("no loss"));
             let outbox = pc_eventd::outbox::Outbox::open(&path, 1 << 20, Duration::ZERO, marker)
                 .expect("the outbox opens once its daemon is gone");
-            outbox.pending_messages() as u64
+            outbox
+                .peek_after(None, usize::MAX)
+                .iter()
+                .flat_map(|entry| entry.messages.iter().map(|m| m.id.clone()))
+                .collect::<Vec<_>>()
         })
-        .sum()
+        .collect()
+}
+
+/// Once the outbox of the daemon with its health endpoint on `health` is empty (everything it
+/// observed so far is in JetStream): how many of its events JetStream stored, and how many it
+/// dropped as duplicates.
+async fn published_all(health: u16) -> (f64, f64) {
+    let deadline = Instant::now() + LONG;
+    while metric(health, "pc_eventd_outbox_messages", &[]).await > 0.0 {
+        assert!(Instant::now() < deadline, "the outbox never emptied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (
+        metric_sum(health, "pc_eventd_events_published_total").await,
+        metric(health, "pc_eventd_events_deduplicated_total", &[]).await,
+    )
+}
+
+/// How many of `pending` the stream read by `log` holds already: what a successor that
+/// publishes exactly the outbox gets back as duplicates.
+fn stored_already(pending: &HashSet<String>, log: &EventLog) -> usize {
+    log.received
+        .iter()
+        .filter(|r| pending.contains(&r.event.id))
+        .count()
+}
+
+/// A successor daemon with the state directory `dir` and its health endpoint on `health`, to
+/// read how many of its publishes JetStream dropped as duplicates.
+fn successor(port: &str, url: &str, dir: &std::path::Path, health: u16) -> Binary {
+    let listen = format!("127.0.0.1:{health}");
+    let [state] = state_dir_env(dir);
+    Binary::spawn_with_env(
+        &run_args(port, url),
+        &[
+            state,
+            ("PC_EVENTD_HEALTH__ENABLED", "true"),
+            ("PC_EVENTD_HEALTH__LISTEN", &listen),
+        ],
+    )
 }
 
 /// The environment that points the binary at `dir` for its state (to restart into it).
@@ -442,15 +500,23 @@ async fn kill_9_in_a_burst_then_restart_loses_and_repeats_nothing() {
     first.exited().await;
     let pending = outbox_pending(&state_dir);
     assert!(
-        pending > 0,
+        !pending.is_empty(),
         "killed mid-burst: events still waited in the outbox"
     );
+    log.read_to_end().await;
+    let duplicates = stored_already(&pending, &log);
 
-    let mut second = Binary::spawn_with_env(&run_args(&port, &url), &state_env);
+    let health = free_port();
+    let mut second = successor(&port, &url, &state_dir, health);
     let all = |r: &[crate::support::events::Received]| {
         count(r, None, Started) >= PROCESSES && count(r, None, StatusChanged) >= PROCESSES
     };
     log.wait_until("every process announced", LONG, all).await;
+    // It published exactly what waited in the outbox (JetStream dropped what of it was stored
+    // already) and derived nothing again: its snapshot included those entries' records.
+    let (published, deduplicated) = published_all(health).await;
+    assert_eq!(published + deduplicated, pending.len() as f64);
+    assert_eq!(deduplicated, duplicates as f64);
     assert_eq!(second.terminate().await, Some(0));
     log.read_to_end().await;
     let started = count(&log.received, None, Started);
@@ -484,7 +550,7 @@ processes:
     let url = nats.url();
     let state_dir = crate::support::state_dir();
     let state_env = state_dir_env(&state_dir);
-    let first = Binary::spawn_with_env(&run_args(&port, &url), &state_env);
+    let mut first = Binary::spawn_with_env(&run_args(&port, &url), &state_env);
     let mut log = EventLog::open(&url).await;
     log.wait_for("flaky", Crashed).await;
     nats.stop();
@@ -512,14 +578,26 @@ processes:
         "the events wait in the outbox"
     );
     first.signal("KILL");
+    first.exited().await;
+    let pending = outbox_pending(&state_dir);
     nats.restart();
+    // Of what waits in the outbox, what the first daemon stored before NATS went away (its
+    // acknowledgement lost with the connection) is all that may come back as a duplicate.
+    let mut log = EventLog::open(&url).await;
+    log.read_to_end().await;
+    let duplicates = stored_already(&pending, &log);
 
-    let mut second = Binary::spawn_with_env(&run_args(&port, &url), &state_env);
+    let health = free_port();
+    let mut second = successor(&port, &url, &state_dir, health);
     let mut log = EventLog::open(&url).await;
     log.wait_until("the last crash", LONG, |r| {
         count(r, Some("flaky"), Crashed) >= 6
     })
     .await;
+    // The successor's snapshot included the records of what waited in the outbox, so it
+    // derived none of those events again: no duplicate beyond what was stored before.
+    let deduplicated = published_all(health).await.1;
+    assert_eq!(deduplicated, duplicates as f64);
     assert_eq!(second.terminate().await, Some(0));
     log.read_to_end().await;
     assert_eq!(
