@@ -458,8 +458,8 @@ fn step(
     if let (true, Some(before)) = (new_incarnation, before) {
         if old_status.is_active() {
             let old_run = before.state.restarts;
-            // During a backoff (`Restarting`) nothing was running.
-            if old_status != ProcessStatus::Restarting && !before.reported(old_run) {
+            // (Leaving `Restarting` is never a new incarnation: nothing was running then.)
+            if !before.reported(old_run) {
                 let reason = if before.stop_requested || old_status == ProcessStatus::Terminating {
                     Reason::StopRequested
                 } else {
@@ -1245,6 +1245,40 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_says_what_it_holds_and_what_changed() {
+        let mut h = Harness::new();
+        assert!(h.snapshot.is_empty());
+        assert_eq!(h.snapshot.len(), 0);
+        h.observe(&[ps("a", S::Running), ps("b", S::Running)]);
+        let before = h.snapshot.clone();
+        assert!(!before.is_empty());
+        assert_eq!(before.len(), 2);
+        assert_eq!(before.names().collect::<Vec<_>>(), ["a", "b"]);
+        // a crashes, b is as it was, c is new
+        h.observe(&[
+            with(ps("a", S::Completed), |p| p.exit_code = 3),
+            ps("b", S::Running),
+            ps("c", S::Pending),
+        ]);
+        assert_eq!(before.changed_names(&h.snapshot), ["a", "c"]);
+        // b goes away
+        let after = h.snapshot.clone();
+        h.observe(&[
+            with(ps("a", S::Completed), |p| p.exit_code = 3),
+            ps("c", S::Pending),
+        ]);
+        assert_eq!(after.changed_names(&h.snapshot), ["b"]);
+        let records = h.snapshot.records(["a".to_owned(), "b".to_owned()]);
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].0, "a");
+        assert_eq!(records[0].1, h.snapshot.record("a"));
+        assert!(records[0].1.is_some());
+        assert_eq!(records[1], ("b".to_owned(), None), "gone");
+        assert_eq!(h.snapshot.state_of("c"), Some(&ps("c", S::Pending)));
+        assert_eq!(h.snapshot.state_of("b"), None);
+    }
+
+    #[test]
     fn one_frame_touches_one_process() {
         let mut h = Harness::new();
         h.observe(&[ps("a", S::Running), ps("b", S::Running)]);
@@ -1383,6 +1417,17 @@ mod tests {
         assert_eq!(h.grace.of("other"), DEFAULT_READINESS_GRACE);
         h.grace.fixed = Some(GRACE);
         assert_eq!(h.grace.of("api"), GRACE, "the configuration's grace wins");
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_runs_out_the_grace_too() {
+        // `-` all along (an initial delay longer than the grace, say): not ready is not ready
+        let mut h = Harness::new();
+        h.observe(&[probed(S::Running, Readiness::Unknown, 0)]);
+        h.clock += GRACE;
+        let events = h.observe(&[probed(S::Running, Readiness::Unknown, 0)]);
+        assert_eq!(types(&events), [Unhealthy]);
+        assert_eq!(find(&events, Unhealthy).reason, Some(Reason::NeverReady));
     }
 
     #[test]
@@ -1563,6 +1608,38 @@ mod tests {
         assert_eq!(events[0].process, "a");
         assert_eq!(events[0].reason, Some(Reason::Removed));
         assert!(h.snapshot.is_empty());
+    }
+
+    #[test]
+    fn only_a_running_process_that_disappears_is_stopped() {
+        // Never started, ended and reported, or waiting for its policy restart (a poll saw the
+        // count rise): nothing was running, so nothing stops.
+        let mut h = Harness::new();
+        h.observe(&[ps("idle", S::Pending), ps("w", S::Running)]);
+        h.observe(&[
+            ps("idle", S::Pending),
+            with(ps("w", S::Restarting), |p| {
+                p.exit_code = 3;
+                p.restarts = 1;
+            }),
+        ]);
+        assert_eq!(h.lifecycle(&[]), []);
+    }
+
+    #[test]
+    fn a_run_whose_end_was_reported_is_not_stopped_by_a_manual_restart() {
+        // Its crash was reported (a `Restarting` frame), and it shows `Running` before the count
+        // rises; a manual restart then replaces an incarnation whose last run is over already.
+        let mut h = Harness::new();
+        h.observe(&[ps("w", S::Running)]);
+        let crash = with(ps("w", S::Restarting), |p| p.exit_code = 3);
+        assert_eq!(h.lifecycle(&[crash]), [Crashed]);
+        assert_eq!(h.lifecycle(&[ps("w", S::Running)]), []);
+        let events = h.observe(&[with(ps("w", S::Running), |p| {
+            p.pid = 200;
+            p.process_start_time = Some(T1.into());
+        })]);
+        assert_eq!(types(&events), [Restarted, Started]);
     }
 
     #[test]
