@@ -460,7 +460,8 @@ fn step(
             let old_run = before.state.restarts;
             // (Leaving `Restarting` is never a new incarnation: nothing was running then.)
             if !before.reported(old_run) {
-                let reason = if before.stop_requested || old_status == ProcessStatus::Terminating {
+                // (`Terminating`, once seen, is a stop request until the next run begins.)
+                let reason = if before.stop_requested {
                     Reason::StopRequested
                 } else {
                     Reason::ManualRestart
@@ -1049,6 +1050,18 @@ mod tests {
             p.restarts = 1;
         })]);
         assert_eq!(types(&events), [Started, Crashed, Restarted]);
+    }
+
+    #[test]
+    fn policy_restarts_seen_only_once_they_stop_are_announced_as_started() {
+        // A poll missed a whole crash loop and finds it being stopped: it ran all along.
+        let mut h = Harness::new();
+        h.observe(&[with(ps("w", S::Pending), |p| p.pid = 0)]);
+        let events = h.observe(&[with(ps("w", S::Terminating), |p| {
+            p.exit_code = 3;
+            p.restarts = 2;
+        })]);
+        assert_eq!(types(&events)[0], Started, "{events:#?}");
     }
 
     #[test]
