@@ -515,7 +515,9 @@ fn step(
         );
     }
 
-    let stop_requested = tracked.stop_requested || old_status == ProcessStatus::Terminating;
+    // Whether the current run was asked to stop: a new incarnation's run was not, whatever the
+    // old one was.
+    let stop_requested = tracked.stop_requested;
 
     // The restart policy restarted it, perhaps several times between two polls. Over REST the
     // count rises as the status becomes `Restarting`; in stream frames only with the next
@@ -1062,6 +1064,26 @@ mod tests {
             p.restarts = 2;
         })]);
         assert_eq!(types(&events)[0], Started, "{events:#?}");
+    }
+
+    #[test]
+    fn a_new_incarnation_that_crashed_after_a_stop_is_a_crash() {
+        // A poll saw the stop begin, then a new incarnation (a manual restart) that has already
+        // failed: the stop was the old run's, the failure the new one's.
+        let mut h = Harness::new();
+        h.observe(&[ps("api", S::Running)]);
+        h.observe(&[ps("api", S::Terminating)]);
+        let events = h.observe(&[with(ps("api", S::Completed), |p| {
+            p.pid = 200;
+            p.process_start_time = Some(T1.into());
+            p.exit_code = 3;
+        })]);
+        assert_eq!(types(&events), [Stopped, Restarted, Crashed]);
+        assert_eq!(find(&events, Stopped).reason, Some(Reason::StopRequested));
+        assert_eq!(
+            find(&events, Crashed).reason,
+            Some(Reason::ExitedWithFailure)
+        );
     }
 
     #[test]
