@@ -1163,6 +1163,96 @@ mod tests {
     }
 
     #[test]
+    fn a_new_start_time_is_a_new_incarnation_even_without_a_pid_yet() {
+        let mut h = Harness::new();
+        h.observe(&[ps("api", S::Running)]);
+        let events = h.observe(&[with(ps("api", S::Running), |p| {
+            p.pid = 0;
+            p.process_start_time = Some(T1.into());
+        })]);
+        assert_eq!(types(&events), [Stopped, Restarted, Started]);
+    }
+
+    #[test]
+    fn a_pid_learned_late_is_not_a_new_incarnation() {
+        // Servers before v1.110.0 (no start time): a pid of 0 was "not known yet".
+        let old = |pid| {
+            with(ps("api", S::Running), |p| {
+                p.process_start_time = None;
+                p.pid = pid;
+            })
+        };
+        let mut h = Harness::new();
+        h.observe(&[old(0)]);
+        assert_eq!(h.lifecycle(&[old(300)]), []);
+    }
+
+    #[test]
+    fn stops_of_different_incarnations_have_different_ids() {
+        let stop_id = |from: &str, to: &str| {
+            let mut h = Harness::new();
+            let at = |start: &str| {
+                with(ps("api", S::Running), |p| {
+                    p.process_start_time = Some(start.into())
+                })
+            };
+            h.observe(&[at(from)]);
+            find(&h.observe(&[at(to)]), Stopped).id.clone()
+        };
+        assert_ne!(stop_id(T0, T1), stop_id(T1, T0));
+        // and a removal names the run that was running
+        let removed_id = |start: &str| {
+            let mut h = Harness::new();
+            h.observe(&[with(ps("api", S::Running), |p| {
+                p.process_start_time = Some(start.into())
+            })]);
+            find(&h.observe(&[]), Stopped).id.clone()
+        };
+        assert_ne!(removed_id(T0), removed_id(T1));
+    }
+
+    #[test]
+    fn status_changes_agree_between_a_stream_and_a_poll_that_missed_a_step() {
+        // The stream sees Terminating; a poll goes straight to Completed. Both name the change
+        // to Completed alike, and neither names it like the change to Terminating.
+        let mut stream = Harness::new();
+        stream.observe(&[ps("api", S::Running)]);
+        let terminating = stream.observe(&[ps("api", S::Terminating)]);
+        let completed = stream.observe(&[with(ps("api", S::Completed), |p| p.exit_code = -1)]);
+        let mut poll = Harness::new();
+        poll.observe(&[ps("api", S::Running)]);
+        let polled = poll.observe(&[with(ps("api", S::Completed), |p| p.exit_code = -1)]);
+        let changed = |events: &[LifecycleEvent]| find(events, StatusChanged).id.clone();
+        assert_eq!(changed(&completed), changed(&polled));
+        assert_ne!(changed(&terminating), changed(&polled));
+    }
+
+    #[test]
+    fn a_long_crash_loop_keeps_its_record_small() {
+        // Ordinals are kept for the current run only: memory stays bounded however long it runs.
+        let mut h = Harness::new();
+        let size = |h: &Harness| {
+            serde_json::to_string(&h.snapshot.record("w").unwrap())
+                .unwrap()
+                .len()
+        };
+        let mut sizes = Vec::new();
+        for run in 0..40 {
+            h.observe(&[with(ps("w", S::Running), |p| {
+                p.restarts = run;
+                p.exit_code = 3;
+                p.is_ready = Readiness::Ready;
+            })]);
+            h.observe(&[with(ps("w", S::Restarting), |p| {
+                p.restarts = run;
+                p.exit_code = 3;
+            })]);
+            sizes.push(size(&h));
+        }
+        assert!(sizes[39] < sizes[1] + 16, "{sizes:?}");
+    }
+
+    #[test]
     fn manual_restart_without_start_times_uses_the_pid() {
         let old = |status| with(ps("api", status), |p| p.process_start_time = None);
         let mut h = Harness::new();
@@ -1452,6 +1542,22 @@ mod tests {
         assert_eq!(h.grace.of("other"), DEFAULT_READINESS_GRACE);
         h.grace.fixed = Some(GRACE);
         assert_eq!(h.grace.of("api"), GRACE, "the configuration's grace wins");
+    }
+
+    #[test]
+    fn a_run_reported_never_ready_is_not_reported_again_when_it_is_killed() {
+        let mut h = Harness::new();
+        h.observe(&[probed(S::Running, Readiness::NotReady, 0)]);
+        h.clock += GRACE;
+        assert_eq!(
+            h.lifecycle(&[probed(S::Running, Readiness::NotReady, 0)]),
+            [Unhealthy]
+        );
+        h.observe(&[probed(S::Terminating, Readiness::Unknown, 0)]);
+        assert_eq!(
+            h.lifecycle(&[probed(S::Restarting, Readiness::Unknown, 0)]),
+            [Stopped]
+        );
     }
 
     #[test]

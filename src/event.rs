@@ -559,6 +559,12 @@ mod tests {
     }
 
     #[test]
+    fn the_stream_takes_every_subject_under_the_prefix() {
+        assert_eq!(SubjectScheme::default().wildcard(), "core.process.>");
+        assert_eq!(SubjectScheme::new("acme.pc").wildcard(), "acme.pc.>");
+    }
+
+    #[test]
     fn events_round_trip_through_json() {
         let event = sample_event();
         let json = serde_json::to_string(&event).unwrap();

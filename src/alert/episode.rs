@@ -209,6 +209,15 @@ mod tests {
         assert_eq!(kinds(&resolved), [(AlertKind::Resolved, 6)]);
         assert_eq!(&resolved[0].episode, episode);
         assert_eq!(resolved[0].severity, Severity::Info);
+        assert_eq!(alerts[0].severity, Severity::Error);
+        assert_eq!(
+            alerts[0].summary,
+            "default/web crashed 1 time since 1970-01-01T00:16:40.000Z"
+        );
+        assert_eq!(
+            resolved[0].summary,
+            "default/web resolved: crashed 6 times since 1970-01-01T00:16:40.000Z"
+        );
         assert!(episodes.resolve_quiet(at(2000)).is_empty(), "once");
     }
 

@@ -373,6 +373,42 @@ mod tests {
     }
 
     #[test]
+    fn skips_have_their_names_on_the_wire() {
+        assert_eq!(Skip::Denied.as_str(), "denied");
+        assert_eq!(Skip::NotAllowed.as_str(), "not_allowed");
+        assert_eq!(Skip::LimitReached.as_str(), "limit_reached");
+        assert_eq!(Skip::BreakerOpen(at(1)).as_str(), "breaker_open");
+    }
+
+    #[test]
+    fn the_settle_time_and_the_cooldown_end_on_the_second() {
+        let policy = Policy {
+            max_attempts: 100,
+            settle_time: Duration::from_secs(60),
+            breaker_failures: 1,
+            breaker_cooldown: Duration::from_secs(300),
+            ..Policy::default()
+        };
+        // a trigger exactly settle_time after our restart: that restart had settled
+        let mut planner = Planner::default();
+        restart(&mut planner, &policy, at(0));
+        assert!(matches!(
+            restart(&mut planner, &policy, at(60)),
+            Decision::Restart { .. }
+        ));
+        // one that did not settle opens the breaker, and it closes exactly at its end
+        let until = at(70) + Duration::from_secs(300);
+        assert_eq!(
+            restart(&mut planner, &policy, at(70)),
+            Decision::Skip(Skip::BreakerOpen(until))
+        );
+        assert!(matches!(
+            restart(&mut planner, &policy, until),
+            Decision::Restart { .. }
+        ));
+    }
+
+    #[test]
     fn a_restart_that_settles_resets_the_failures_and_refused_ones_count() {
         let policy = Policy {
             max_attempts: 100,
