@@ -1087,6 +1087,36 @@ mod tests {
     }
 
     #[test]
+    fn a_run_seen_only_after_it_ended_is_told_by_its_pid_or_its_start_time() {
+        let pending = || {
+            with(ps("job", S::Pending), |p| {
+                p.pid = 0;
+                p.process_start_time = None;
+            })
+        };
+        let ended = |pid, start: Option<&str>| {
+            with(ps("job", S::Completed), |p| {
+                p.pid = pid;
+                p.process_start_time = start.map(Into::into);
+                p.exit_code = 3;
+            })
+        };
+        for (pid, start, announced) in [
+            (100, None, vec![Started, Crashed]),   // a server before v1.110.0
+            (0, Some(T0), vec![Started, Crashed]), // a pid not known
+            (0, None, vec![Crashed]),              // no sign that it ever ran
+        ] {
+            let mut h = Harness::new();
+            h.observe(&[pending()]);
+            assert_eq!(
+                h.lifecycle(&[ended(pid, start)]),
+                announced,
+                "{pid} {start:?}"
+            );
+        }
+    }
+
+    #[test]
     fn crash_ids_agree_between_stream_frames_and_rest() {
         let crash_id = |frames: &[ProcessState]| {
             let mut h = Harness::new();
