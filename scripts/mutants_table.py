@@ -17,23 +17,34 @@ END = "<!-- mutants:end -->"
 KINDS = ("caught", "timeout", "missed", "unviable")
 
 
+def lines(path):
+    return [l for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+
+
 def results(root):
+    """Counts from each group's last full run; the missed ones as the latest run left them.
+
+    An `--iterate` run (it keeps the run before it as mutants.out.old) tests only what that run
+    did not catch, under names with the line numbers of the code as it is now: its figures
+    cannot be added to the full run's, so the table stays the full run's and the list beneath
+    says what is still missed.
+    """
     counts = collections.defaultdict(collections.Counter)
-    missed = []
+    missed, iterated = [], []
     for out in sorted(root.glob("*/mutants.out")):
+        full = out
+        while (full / "previously_caught.txt").exists():
+            full = full.with_name(full.name + ".old")
         for kind in KINDS:
-            path = out / f"{kind}.txt"
-            if not path.exists():
-                continue
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    counts[line.split(":", 1)[0]][kind] += 1
-                    if kind == "missed":
-                        missed.append(line)
-    return counts, missed
+            for line in lines(full / f"{kind}.txt"):
+                counts[line.split(":", 1)[0]][kind] += 1
+        missed += lines(out / "missed.txt")
+        if full != out:
+            iterated.append(out.parent.name)
+    return counts, missed, iterated
 
 
-def section(counts, missed):
+def section(counts, missed, iterated):
     revision = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
@@ -51,7 +62,13 @@ def section(counts, missed):
         total.update(c)
         lines.append(row(name, c))
     lines.append(row("**all**", total))
-    lines += ["", "Missed (each is a change no test noticed):", ""]
+    if iterated:
+        lines += [
+            "",
+            f"Re-run since with `--iterate` (what the full run did not catch, after new tests): "
+            f"{', '.join(iterated)}.",
+        ]
+    lines += ["", "Missed in the latest run (each is a change no test noticed):", ""]
     lines += [f"- `{m}`" for m in missed] or ["- none"]
     lines += ["", END]
     return "\n".join(lines)
@@ -68,10 +85,10 @@ def row(name, c):
 
 def main():
     root, doc = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-    counts, missed = results(root)
+    counts, missed, iterated = results(root)
     text = doc.read_text()
     start, end = text.index(BEGIN), text.index(END) + len(END)
-    doc.write_text(text[:start] + section(counts, missed) + text[end:])
+    doc.write_text(text[:start] + section(counts, missed, iterated) + text[end:])
     print(f"mutants: {doc} rewritten", file=sys.stderr)
 
 

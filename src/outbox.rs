@@ -623,7 +623,8 @@ mod tests {
                 .filter(|e| e.as_ref().unwrap().path().extension() == Some("log".as_ref()))
                 .count()
         };
-        assert!(segments() >= 3, "{} segments", segments());
+        // 4 MiB a segment: four entries of 1 MiB fill one past its size
+        assert_eq!(segments(), 3);
         outbox.ack(10).unwrap();
         assert_eq!(segments(), 1, "only the open segment is left");
         assert_eq!(
@@ -631,6 +632,61 @@ mod tests {
                 .unwrap()
                 .len(),
             0
+        );
+    }
+
+    #[test]
+    fn a_reopened_outbox_writes_a_segment_of_its_own() {
+        // Acknowledging what an earlier run left must not delete what this run wrote.
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = open(dir.path(), 1 << 20);
+        outbox.push(vec![message(1)], vec![]).unwrap();
+        drop(outbox);
+        let mut outbox = open(dir.path(), 1 << 20);
+        outbox.push(vec![message(2)], vec![]).unwrap();
+        outbox.ack(1).unwrap();
+        drop(outbox);
+        let outbox = open(dir.path(), 1 << 20);
+        assert_eq!(ids(&outbox.peek_after(None, 100)), ["id-2"]);
+    }
+
+    #[test]
+    fn the_records_of_pending_entries_are_kept_until_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = open(dir.path(), 1 << 20);
+        outbox
+            .push(vec![message(1)], vec![("web".into(), None)])
+            .unwrap();
+        outbox
+            .push(vec![message(2)], vec![("api".into(), None)])
+            .unwrap();
+        outbox.ack(1).unwrap();
+        drop(outbox);
+        let outbox = open(dir.path(), 1 << 20);
+        let names: Vec<_> = outbox
+            .pending_records()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(names, ["api"]);
+    }
+
+    #[test]
+    fn an_entry_that_exactly_fills_the_outbox_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = encode(&Entry {
+            index: 1,
+            messages: vec![message(1)],
+            records: vec![],
+        });
+        let mut outbox = open(dir.path(), line.len() as u64);
+        assert_eq!(
+            outbox.push(vec![message(1)], vec![]).unwrap(),
+            Pushed::Stored
+        );
+        assert_eq!(outbox.pending_bytes(), line.len() as u64);
+        assert_eq!(
+            outbox.push(vec![message(2)], vec![]).unwrap(),
+            Pushed::Dropped
         );
     }
 
