@@ -712,5 +712,23 @@ mod tests {
             "the first entry even past the limit"
         );
         assert_eq!(outbox.peek_after(None, 4).len(), 2);
+        // after the first entry: only the second
+        assert_eq!(ids(&outbox.peek_after(Some(1), 100)), ["id-4"]);
+        assert!(outbox.peek_after(Some(2), 100).is_empty());
+    }
+
+    #[test]
+    fn acknowledging_counts_down_what_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = open(dir.path(), 1 << 20);
+        outbox.push(vec![message(1), message(2)], vec![]).unwrap();
+        outbox.push(vec![message(3)], vec![]).unwrap();
+        let last = encode(&outbox.peek_after(Some(1), 100)[0]).len() as u64;
+        assert_eq!(outbox.pending_messages(), 3);
+        outbox.ack(1).unwrap();
+        assert_eq!(outbox.pending_messages(), 1);
+        assert_eq!(outbox.pending_bytes(), last);
+        outbox.ack(2).unwrap();
+        assert_eq!((outbox.pending_messages(), outbox.pending_bytes()), (0, 0));
     }
 }
