@@ -607,6 +607,45 @@ mod tests {
     }
 
     #[test]
+    fn the_marker_goes_in_when_it_fits_exactly_beside_what_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |n: u64| {
+            encode(&Entry {
+                index: n,
+                messages: vec![message(n)],
+                records: vec![],
+            })
+            .len() as u64
+        };
+        let marker_line = encode(&Entry {
+            index: 3,
+            messages: vec![marker(&Loss {
+                lost: 1,
+                first_lost_at: SystemTime::UNIX_EPOCH,
+                last_lost_at: SystemTime::UNIX_EPOCH,
+            })],
+            records: vec![],
+        })
+        .len() as u64;
+        let mut outbox = open(dir.path(), line(1) + line(2) + marker_line);
+        outbox.push(vec![message(1)], vec![]).unwrap();
+        outbox.push(vec![message(2)], vec![]).unwrap();
+        let big = Message {
+            payload: raw(format!("\"{}\"", "x".repeat(1024))),
+            ..message(9)
+        };
+        assert_eq!(outbox.push(vec![big], vec![]).unwrap(), Pushed::Dropped);
+        // the loss file may be gone (cleaned by hand): closing the episode does not mind
+        fs::remove_file(dir.path().join("lost")).unwrap();
+        outbox.ack(0).unwrap();
+        assert_eq!(
+            ids(&outbox.peek_after(None, 100)),
+            ["id-1", "id-2", "lost-1"]
+        );
+        assert!(outbox.loss().is_none());
+    }
+
+    #[test]
     fn acknowledged_segments_are_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let mut outbox = open(dir.path(), u64::MAX);
@@ -625,6 +664,15 @@ mod tests {
         };
         // 4 MiB a segment: four entries of 1 MiB fill one past its size
         assert_eq!(segments(), 3);
+        // acknowledging the first segment's last entry frees it, and no more
+        outbox.ack(3).unwrap();
+        assert_eq!(segments(), 3);
+        outbox.ack(4).unwrap();
+        assert_eq!(segments(), 2);
+        // a segment already gone does not stop the next from being deleted
+        fs::remove_file(segment_file(dir.path(), 1)).unwrap();
+        outbox.ack(9).unwrap();
+        assert_eq!(segments(), 1);
         outbox.ack(10).unwrap();
         assert_eq!(segments(), 1, "only the open segment is left");
         assert_eq!(
