@@ -739,6 +739,16 @@ mod tests {
     }
 
     #[test]
+    fn a_cursor_that_cannot_be_read_fails_the_open() {
+        // (a missing cursor is "nothing acknowledged"; an unreadable one is an error to report,
+        // not a reason to send everything again)
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("acked")).unwrap();
+        let opened = Outbox::open(dir.path(), 1 << 20, Duration::ZERO, Box::new(marker));
+        assert!(matches!(opened, Err(OutboxError::Io { .. })));
+    }
+
+    #[test]
     fn two_daemons_cannot_share_an_outbox() {
         let dir = tempfile::tempdir().unwrap();
         let _first = open(dir.path(), 1 << 20);
