@@ -92,6 +92,13 @@ async fn refused(url: &str, auth: &NatsConfig) -> ConnectError {
     }
 }
 
+/// Connecting with `auth` to `url` fails in the TLS handshake, as `expected` says of rustls's
+/// error.
+async fn refused_by_tls(url: &str, auth: &NatsConfig, expected: impl Fn(&rustls::Error) -> bool) {
+    let err = refused(url, auth).await;
+    assert!(tls_failure(&err).is_some_and(expected), "{err:?}");
+}
+
 /// The TLS failure behind a refused connection: async-nats reports it as an I/O error that
 /// carries rustls's own.
 fn tls_failure(err: &ConnectError) -> Option<&rustls::Error> {
@@ -300,32 +307,26 @@ async fn mutual_tls_with_a_custom_ca_and_a_client_certificate() {
         tls_ca_file: Some(pki.ca.clone()),
         ..NatsConfig::default()
     };
-    let err = refused(&nats.url(), &ca_only).await;
-    assert!(
+    refused_by_tls(&nats.url(), &ca_only, |e| {
         matches!(
-            tls_failure(&err),
-            Some(rustls::Error::AlertReceived(
-                rustls::AlertDescription::CertificateRequired
-            ))
-        ),
-        "{err:?}"
-    );
+            e,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired)
+        )
+    })
+    .await;
     daemon_is_refused(&nats.url(), &ca_only, &mutual).await;
     // Without the CA the server's certificate is not trusted.
     let no_ca = NatsConfig {
         tls_ca_file: None,
         ..mutual.clone()
     };
-    let err = refused(&nats.url(), &no_ca).await;
-    assert!(
+    refused_by_tls(&nats.url(), &no_ca, |e| {
         matches!(
-            tls_failure(&err),
-            Some(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer
-            ))
-        ),
-        "{err:?}"
-    );
+            e,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+        )
+    })
+    .await;
 
     // A tls:// URL requires TLS; the server certificate is checked against the CA and 127.0.0.1.
     let tls_url = nats.url().replace("nats://", "tls://");
@@ -342,16 +343,13 @@ async fn mutual_tls_with_a_custom_ca_and_a_client_certificate() {
         ..ca_only
     };
     // (the plain server's INFO line is no TLS record)
-    let err = refused(&plain.url(), &required).await;
-    assert!(
+    refused_by_tls(&plain.url(), &required, |e| {
         matches!(
-            tls_failure(&err),
-            Some(rustls::Error::InvalidMessage(
-                rustls::InvalidMessage::InvalidContentType
-            ))
-        ),
-        "{err:?}"
-    );
+            e,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+        )
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
