@@ -35,6 +35,8 @@ def results(root):
         full = out
         while (full / "previously_caught.txt").exists():
             full = full.with_name(full.name + ".old")
+            if not full.exists():
+                sys.exit(f"mutants: no full run of {out.parent.name} left; run its group again")
         for kind in KINDS:
             for line in lines(full / f"{kind}.txt"):
                 counts[line.split(":", 1)[0]][kind] += 1
