@@ -1068,6 +1068,28 @@ fn is_literal_subject(subject: &str) -> bool {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_take_every_unit_in_either_case() {
+        for (text, bytes) in [
+            ("512", 512),
+            ("512 B", 512),
+            ("2kb", 2_000),
+            ("2 KiB", 2 << 10),
+            ("2k", 2 << 10),
+            ("3MB", 3_000_000),
+            ("3mib", 3 << 20),
+            ("3M", 3 << 20),
+            ("1GB", 1_000_000_000),
+            ("1 GiB", 1 << 30),
+            ("1g", 1 << 30),
+        ] {
+            assert_eq!(byte_size::parse(text), Some(bytes), "{text}");
+        }
+        for bad in ["", "MiB", "12 parsecs", "-1KiB", "99999999999999999999G"] {
+            assert_eq!(byte_size::parse(bad), None, "{bad}");
+        }
+    }
     use figment::Jail;
 
     fn load_file(jail: &Jail, name: &str) -> Result<Config, ConfigError> {
