@@ -1070,6 +1070,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn small_names_and_forms() {
+        let mut pc = ProcessComposeConfig::default();
+        assert_eq!(pc.source(), "http://127.0.0.1:8080");
+        pc.socket = Some("/run/pc.sock".into());
+        assert_eq!(pc.source(), "unix:/run/pc.sock");
+        pc.source = Some("web-01/shop".into());
+        assert_eq!(pc.source(), "web-01/shop");
+        let modes = [SourceMode::Auto, SourceMode::Stream, SourceMode::Poll];
+        assert_eq!(modes.map(SourceMode::as_str), ["auto", "stream", "poll"]);
+        let nats = NatsConfig {
+            subject_prefix: "acme.pc".into(),
+            ..NatsConfig::default()
+        };
+        assert_eq!(nats.subjects().wildcard(), "acme.pc.>");
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?}"), "<redacted>");
+        assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
     fn sizes_take_every_unit_in_either_case() {
         for (text, bytes) in [
             ("512", 512),
