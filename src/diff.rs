@@ -629,6 +629,7 @@ fn readiness(
     run: (String, u32),
 ) -> Option<Transition> {
     let now = &tracked.state;
+    tracked.readiness.failed |= now.is_ready == Readiness::NotReady;
     match now.is_ready {
         Readiness::Ready => {
             tracked.readiness.was_ready = true;
@@ -636,10 +637,6 @@ fn readiness(
         }
         Readiness::NotReady if changed && tracked.readiness.was_ready => {
             Some(Transition::new(EventType::Unhealthy, run).reason(Reason::ReadinessLost))
-        }
-        Readiness::NotReady if !tracked.readiness.failed => {
-            tracked.readiness.failed = true;
-            readiness(tracked, changed, at, grace, run)
         }
         _ if tracked.readiness.overdue(now, at, grace) => {
             tracked.readiness.never_ready_reported = true;

@@ -175,9 +175,7 @@ impl Stack {
     /// Stops the daemon (it drains its outbox into the stream), checks that it ended cleanly,
     /// and reads the stream to its end: the log then holds everything the daemon published.
     pub async fn finish(&mut self) {
-        if let Some(daemon) = self.daemon.take() {
-            daemon.stop().await.expect("the daemon ends without error");
-        }
+        self.stop_daemon().await;
         self.log.read_to_end().await;
     }
 
@@ -198,6 +196,10 @@ impl Stack {
 
     /// Stops the daemon, if [`Stack::finish`] has not, and checks that it ended cleanly.
     pub async fn stop(mut self) {
+        self.stop_daemon().await;
+    }
+
+    async fn stop_daemon(&mut self) {
         if let Some(daemon) = self.daemon.take() {
             daemon.stop().await.expect("the daemon ends without error");
         }
