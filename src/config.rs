@@ -598,9 +598,6 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
-/// Keys whose values must never appear in messages.
-const SECRET_KEYS: &[&str] = &["token", "password", "nkey_seed"];
-
 /// Settings given on the command line: the top layer.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -611,8 +608,16 @@ pub struct Overrides {
     pub poll_interval: Option<Duration>,
 }
 
+/// One setting from a flag: `section.field`, the flag that set it, and its value.
+type FlagSetting = (
+    &'static str,
+    &'static str,
+    &'static str,
+    figment::value::Value,
+);
+
 impl Overrides {
-    fn entries(&self) -> Vec<(&'static str, &'static str, figment::value::Value)> {
+    fn entries(&self) -> Vec<FlagSetting> {
         let mut entries = Vec::new();
         let url = self.compose_url.clone().or_else(|| {
             self.compose_port
@@ -624,19 +629,25 @@ impl Overrides {
             } else {
                 "--compose-port"
             };
-            entries.push(("process_compose.url", flag, url.into()));
+            entries.push(("process_compose", "url", flag, url.into()));
         }
         if let Some(socket) = &self.compose_socket {
             let socket = socket.display().to_string();
-            entries.push(("process_compose.socket", "--compose-socket", socket.into()));
+            entries.push((
+                "process_compose",
+                "socket",
+                "--compose-socket",
+                socket.into(),
+            ));
         }
         if let Some(url) = &self.nats_url {
-            entries.push(("nats.url", "--nats-url", url.clone().into()));
+            entries.push(("nats", "url", "--nats-url", url.clone().into()));
         }
         if let Some(interval) = self.poll_interval {
             let interval = humantime::format_duration(interval).to_string();
             entries.push((
-                "process_compose.poll_interval",
+                "process_compose",
+                "poll_interval",
                 "--poll-interval",
                 interval.into(),
             ));
@@ -644,11 +655,12 @@ impl Overrides {
         entries
     }
 
-    fn flag_for(&self, key: &str) -> Option<&'static str> {
+    /// The flag that set `path` (`["nats", "url"]`), if one did.
+    fn flag_for(&self, path: &[&str]) -> Option<&'static str> {
         self.entries()
             .into_iter()
-            .find(|(k, _, _)| *k == key)
-            .map(|(_, flag, _)| flag)
+            .find(|(section, field, _, _)| path == [*section, *field])
+            .map(|(_, _, flag, _)| flag)
     }
 }
 
@@ -656,17 +668,27 @@ impl Provider for Overrides {
     fn metadata(&self) -> Metadata {
         let flags = self.clone();
         Metadata::named("command-line flag").interpolater(move |_, path| {
-            let key = path.join(".");
-            flags.flag_for(&key).map_or(key, str::to_owned)
+            flags
+                .flag_for(path)
+                .map_or_else(|| path.join("."), str::to_owned)
         })
     }
 
+    /// Built by hand rather than through an inner `Figment`: values from one keep that
+    /// figment's tags, and their origin would read as a built-in default instead of the flag.
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        let mut figment = Figment::new();
-        for (key, _, value) in self.entries() {
-            figment = figment.merge(Serialized::default(key, value));
+        let mut sections: Map<&str, Dict> = Map::new();
+        for (section, field, _, value) in self.entries() {
+            sections
+                .entry(section)
+                .or_default()
+                .insert(field.to_owned(), value);
         }
-        figment.data()
+        let root = sections
+            .into_iter()
+            .map(|(section, fields)| (section.to_owned(), fields.into()))
+            .collect();
+        Ok(Profile::Default.collect(root))
     }
 }
 
@@ -1042,11 +1064,7 @@ fn describe_figment_error(error: &figment::Error) -> String {
         .as_ref()
         .map(|m| describe_metadata(m, &path))
         .unwrap_or_else(|| "unknown source".into());
-    let is_secret = path.last().is_some_and(|k| SECRET_KEYS.contains(k));
     let message = match &error.kind {
-        Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) if is_secret => {
-            format!("invalid value (not shown), expected {expected}")
-        }
         // figment's path already ends with the unknown key
         Kind::UnknownField(..) => "unknown key".to_owned(),
         Kind::Message(m) if path.is_empty() => return format!("{source}: {m}"),
@@ -1168,6 +1186,29 @@ mod tests {
             assert_eq!(
                 flagged.process_compose.poll_interval,
                 Duration::from_secs(7)
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn problems_from_flags_name_the_flag() {
+        Jail::expect_with(|_| {
+            let text = error_text(Config::load(&Sources {
+                overrides: Overrides {
+                    compose_url: Some("ftp://127.0.0.1:8080".into()),
+                    poll_interval: Some(Duration::ZERO),
+                    ..Overrides::default()
+                },
+                ..Sources::default()
+            }));
+            assert!(
+                text.contains("process_compose.url (from --compose-url)"),
+                "{text}"
+            );
+            assert!(
+                text.contains("process_compose.poll_interval (from --poll-interval)"),
+                "{text}"
             );
             Ok(())
         });
@@ -1386,8 +1427,104 @@ mod tests {
                 !nats.tls_required,
                 "a tls:// URL implies it when connecting"
             );
+            assert!(requires_tls(nats), "a tls:// URL requires TLS");
             Ok(())
         });
+    }
+
+    /// Whether the options built from `nats` require TLS (`ConnectOptions` shows it only in
+    /// its Debug form).
+    fn requires_tls(nats: &NatsConfig) -> bool {
+        let options = nats
+            .connect_options(async_nats::ConnectOptions::new())
+            .unwrap();
+        format!("{options:?}").contains("\"tls_required\": true")
+    }
+
+    #[test]
+    fn tls_is_required_by_the_key_or_by_a_tls_url() {
+        let plain = NatsConfig::default();
+        assert!(!requires_tls(&plain));
+        let required = NatsConfig {
+            tls_required: true,
+            ..NatsConfig::default()
+        };
+        assert!(requires_tls(&required));
+        let one_tls_url = NatsConfig {
+            url: "nats://a:4222,tls://b:4222".into(),
+            ..NatsConfig::default()
+        };
+        assert!(requires_tls(&one_tls_url));
+    }
+
+    /// The problems `toml` gives, in one string (empty when it loads).
+    fn problems(toml: &str) -> String {
+        let mut text = String::new();
+        Jail::expect_with(|jail| {
+            jail.create_file("pc.toml", toml)?;
+            if let Err(err) = load_file(jail, "pc.toml") {
+                text = err.to_string();
+            }
+            Ok(())
+        });
+        text
+    }
+
+    #[test]
+    fn each_rule_rejects_its_own_fault_alone() {
+        for (toml, key) in [
+            (
+                "[process_compose]\nurl = \"https://127.0.0.1:8080\"",
+                "process_compose.url",
+            ),
+            ("[nats.stream]\nname = \"\"", "nats.stream.name"),
+            ("[nats.stream]\nname = \"EVENTS.A\"", "nats.stream.name"),
+            (
+                "[nats.stream]\nduplicate_window = \"2h\"\nmax_age = \"1h\"",
+                "nats.stream.duplicate_window",
+            ),
+            (
+                "[remediate]\nsubject_prefix = \"core.process\"",
+                "remediate.subject_prefix",
+            ),
+            (
+                "[remediate]\nsubject_prefix = \"core.process.fix\"",
+                "remediate.subject_prefix",
+            ),
+            ("[alert]\nurl = \"ftp://127.0.0.1/hook\"", "alert.url"),
+            ("[alert]\ntimeout = \"0s\"", "alert.quiet_period"),
+            ("[alert]\ndurable = \"\"", "alert.durable"),
+            ("[remediate]\ndurable = \"fix.er\"", "remediate.durable"),
+            ("[remediate.policy]\nmax_attempts = 0", "remediate.policy"),
+            ("[remediate.policy]\nwindow = \"0s\"", "remediate.policy"),
+            (
+                "[nats]\nnkey_seed = \"SUAIO3FHUX5PNV2LQIIP7TZ3N4L7TX3W\"",
+                "nats.nkey_seed",
+            ),
+            (
+                "[nats]\nnkey_seed = \"UAIO3FHUX5PNV2LQIIP7TZ3N4L7TX3W53MQGEIVYFIGA635OZCKEYHFLMX\"",
+                "nats.nkey_seed",
+            ),
+            (
+                "[nats]\nuser = \"pc\"\ntoken = \"tok\"",
+                "pc.toml): conflicts with nats.user",
+            ),
+        ] {
+            let text = problems(toml);
+            assert!(text.contains(key), "{toml}\n gave: {text}");
+        }
+    }
+
+    #[test]
+    fn accepted_settings_pass_every_rule() {
+        for toml in [
+            "[process_compose]\nreadiness_grace = \"5s\"",
+            "[nats]\nuser = \"pc\"\npassword = \"pw\"",
+            "[remediate.policy]\nmax_attempts = 1\nwindow = \"1s\"",
+            "[alert]\nurl = \"https://127.0.0.1/hook\"\nquiet_period = \"1s\"\ntimeout = \"1s\"",
+        ] {
+            assert_eq!(problems(toml), "", "{toml}");
+        }
     }
 
     #[test]
