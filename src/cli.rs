@@ -362,8 +362,7 @@ fn watch(config: Config, args: &WatchArgs) -> ExitCode {
         Output::Json
     } else {
         // Icons and colours are for people at a terminal, not for pipes and files.
-        use std::io::IsTerminal;
-        let styled = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let styled = crate::logging::colour(&std::io::stdout());
         Output::Text { styled }
     };
     let history = match (args.since, args.all, args.last_state) {

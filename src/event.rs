@@ -207,8 +207,21 @@ impl LifecycleEvent {
     /// One line for people: `default/nats crashed (exit=3)`.
     pub fn summary(&self) -> String {
         let mut line = format!("{}/{} {}", self.namespace, self.process, self.event_type);
-        let detail = match self.event_type {
+        if let Some(detail) = self.detail() {
+            line.push_str(&format!(" ({detail})"));
+        }
+        line
+    }
+
+    /// What a person needs beside the type: the exit code, the restart count, or why.
+    pub fn detail(&self) -> Option<String> {
+        match self.event_type {
             EventType::Stopped | EventType::Crashed => self.exit_code.map(|c| format!("exit={c}")),
+            // A manual restart leaves process-compose's count as it was, so the count would
+            // read as no restart at all.
+            EventType::Restarted if self.reason == Some(Reason::ManualRestart) => {
+                Some("manual".to_owned())
+            }
             EventType::Restarted => self.restarts.map(|c| match self.restarts_delta {
                 Some(d) if d > 1 => format!("count={c}, +{d}"),
                 _ => format!("count={c}"),
@@ -222,11 +235,7 @@ impl LifecycleEvent {
                 self.state.status
             )),
             _ => None,
-        };
-        if let Some(detail) = detail {
-            line.push_str(&format!(" ({detail})"));
         }
-        line
     }
 }
 
@@ -580,6 +589,9 @@ mod tests {
         assert_eq!(event.summary(), "default/web restarted (count=3)");
         event.restarts_delta = Some(3);
         assert_eq!(event.summary(), "default/web restarted (count=3, +3)");
+        event.reason = Some(Reason::ManualRestart);
+        assert_eq!(event.summary(), "default/web restarted (manual)");
+        event.reason = None;
         event.event_type = EventType::Stopped;
         event.exit_code = Some(0);
         assert_eq!(event.summary(), "default/web stopped (exit=0)");

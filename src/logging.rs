@@ -41,6 +41,17 @@ fn resolve(format: LogFormat) -> LogFormat {
     }
 }
 
+/// Whether output to `stream` may carry colour: only a terminal does, and not when `NO_COLOR`
+/// is set to anything but an empty string (<https://no-color.org>). A file or a pipe (a log
+/// under process-compose, `2> adapter.log`) gets plain text.
+pub fn colour(stream: &impl std::io::IsTerminal) -> bool {
+    colour_for(stream.is_terminal(), std::env::var_os("NO_COLOR"))
+}
+
+fn colour_for(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Installs the global subscriber. Returns `None` if one was already installed (tests that
 /// run the CLI in-process keep the first).
 pub fn init(level: &str, format: LogFormat) -> Option<LogHandle> {
@@ -51,7 +62,9 @@ pub fn init(level: &str, format: LogFormat) -> Option<LogHandle> {
         .unwrap_or_else(|| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
-    let stderr = fmt::layer().with_writer(std::io::stderr);
+    let stderr = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour(&std::io::stderr()));
     let installed = match resolve(format) {
         LogFormat::Journald => match tracing_journald::layer() {
             Ok(journald) => registry
@@ -70,4 +83,20 @@ pub fn init(level: &str, format: LogFormat) -> Option<LogHandle> {
         filter: handle,
         fixed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_at_a_terminal_without_no_color() {
+        assert!(colour_for(true, None));
+        assert!(
+            colour_for(true, Some("".into())),
+            "an empty NO_COLOR is unset"
+        );
+        assert!(!colour_for(true, Some("1".into())));
+        assert!(!colour_for(false, None), "a file or a pipe");
+    }
 }

@@ -63,13 +63,16 @@ impl Episode {
             AlertKind::Resolved => Severity::Info,
             _ => event.severity,
         };
-        let times = format!(
+        let mut times = format!(
             "{} {} time{} since {}",
             event.event_type,
             self.count,
             if self.count == 1 { "" } else { "s" },
             timestamp(self.first_at)
         );
+        if let Some(detail) = event.detail() {
+            times.push_str(&format!(", last {detail}"));
+        }
         let summary = match kind {
             AlertKind::Resolved => {
                 format!("{}/{} resolved: {times}", event.namespace, event.process)
@@ -212,11 +215,11 @@ mod tests {
         assert_eq!(alerts[0].severity, Severity::Error);
         assert_eq!(
             alerts[0].summary,
-            "default/web crashed 1 time since 1970-01-01T00:16:40.000Z"
+            "default/web crashed 1 time since 1970-01-01T00:16:40.000Z, last exit=2"
         );
         assert_eq!(
             resolved[0].summary,
-            "default/web resolved: crashed 6 times since 1970-01-01T00:16:40.000Z"
+            "default/web resolved: crashed 6 times since 1970-01-01T00:16:40.000Z, last exit=2"
         );
         assert!(episodes.resolve_quiet(at(2000)).is_empty(), "once");
     }
@@ -231,6 +234,25 @@ mod tests {
             [(AlertKind::Resolved, 1), (AlertKind::Opened, 1)]
         );
         assert_ne!(alerts[0].episode, alerts[1].episode);
+    }
+
+    #[test]
+    fn the_summary_says_what_the_last_event_was() {
+        let mut episodes = Episodes::new(3, Duration::from_secs(60));
+        let mut crash = crash(0, 1000);
+        crash.exit_code = Some(3);
+        crash.process = "api".into();
+        assert_eq!(
+            episodes.on_event(&crash)[0].summary,
+            "default/api crashed 1 time since 1970-01-01T00:16:40.000Z, last exit=3"
+        );
+        let mut restart = crate::event::sample_event();
+        restart.reason = Some(crate::event::Reason::ManualRestart);
+        restart.timestamp = timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1000));
+        assert_eq!(
+            episodes.on_event(&restart)[0].summary,
+            "default/web restarted 1 time since 1970-01-01T00:16:40.000Z, last manual"
+        );
     }
 
     #[test]

@@ -332,6 +332,43 @@ async fn watch_filters_by_process_type_and_namespace() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let nats = NatsServer::start();
+    let pc = ProcessCompose::start("processes:\n  web:\n    command: \"sleep 1000\"\n").await;
+    let compose_port = pc.port().to_string();
+    let nats_url = nats.url();
+    let compose = ["--compose-port", &compose_port];
+    let bus = ["--nats-url", nats_url.as_str()];
+    let mut daemon = Binary::spawn(&[&["run"][..], &compose, &bus].concat());
+    let mut log = EventLog::open(&nats_url).await;
+    log.wait_for("web", Started).await;
+    let mut remediate = Binary::spawn(&[&["remediate"][..], &compose, &bus].concat());
+    // (no alert is due: nothing crashes, so the URL is never called)
+    let hook = ["--url", "http://127.0.0.1:9/hook"];
+    let mut alert = Binary::spawn(&[&["alert"][..], &bus, &hook].concat());
+    remediate
+        .stderr_line_containing("remediating", Duration::from_secs(20))
+        .await;
+    alert
+        .stderr_line_containing("alerting", Duration::from_secs(20))
+        .await;
+    let mut written = Vec::new();
+    for binary in [&mut daemon, &mut remediate, &mut alert] {
+        assert_eq!(binary.terminate().await, Some(0));
+        written.append(&mut binary.stderr_seen);
+        written.extend(binary.rest_of_stderr().await);
+    }
+    assert!(
+        written.iter().any(|line| line.contains(" INFO ")),
+        "{written:?}"
+    );
+    assert!(
+        written.iter().all(|line| !line.contains('\x1b')),
+        "escape codes in a log written to a pipe: {written:?}"
+    );
+}
+
 #[tokio::test]
 async fn help_and_completions() {
     let (code, stdout, _) = Binary::output(&["--help"], &[]).await;
