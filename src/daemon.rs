@@ -180,7 +180,12 @@ impl Daemon {
     /// Runs until `control.shutdown` is cancelled.
     pub async fn run(mut self, mut control: Control) -> Result<(), DaemonError> {
         let mut compose = ComposeClient::from_config(&self.config)?;
-        let outbox = Arc::new(std::sync::Mutex::new(self.open_outbox().await?));
+        // Signals stop the waits below too: a daemon waiting for a lock, NATS or the stream
+        // stops on SIGTERM, not when the wait ends.
+        let Some(outbox) = self.open_outbox(&control.shutdown).await? else {
+            return Ok(());
+        };
+        let outbox = Arc::new(std::sync::Mutex::new(outbox));
         let mut publisher = self.connect().await?;
         let mut health = start_health(&self.config.health, &self.status).await?;
         let shutdown = control.shutdown.clone();
@@ -466,7 +471,11 @@ impl Daemon {
     /// Opens the outbox of this process-compose instance in the state directory.
     /// Waits (up to the shutdown timeout and 5 s more) for a lock held by another daemon: a
     /// predecessor killed or stopping may not have exited yet when its successor starts.
-    async fn open_outbox(&self) -> Result<Outbox, DaemonError> {
+    /// `None`: shut down while waiting.
+    async fn open_outbox(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Outbox>, DaemonError> {
         let source = self.config.process_compose.source();
         let state_dir = self.config.daemon.state_dir().ok_or_else(|| {
             ConfigError::one(
@@ -506,7 +515,10 @@ impl Daemon {
                     if !std::mem::replace(&mut said, true) {
                         warn!(dir = %dir.display(), "the outbox is locked by another pc-eventd; waiting for it to exit");
                     }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let pause = tokio::time::sleep(Duration::from_millis(500));
+                    if shutdown.run_until_cancelled(pause).await.is_none() {
+                        return Ok(None);
+                    }
                 }
                 opened => break opened?,
             }
@@ -514,7 +526,7 @@ impl Daemon {
         let queued = outbox.pending_messages();
         info!(dir = %dir.display(), queued, "outbox open");
         self.status.set_outbox(&outbox);
-        Ok(outbox)
+        Ok(Some(outbox))
     }
 
     /// Writes an observation's events to the outbox for the relay. Events it cannot take are
@@ -707,7 +719,10 @@ impl Daemon {
         let bucket = format!("{}_STATE", self.config.nats.stream.name);
         let source = self.config.process_compose.source();
         let replicas = self.config.nats.stream.replicas;
-        let opened = StateStore::open(publisher.jetstream(), &bucket, replicas, &source).await;
+        let opened = StateStore::open(publisher.jetstream(), &bucket, replicas, &source);
+        let Some(opened) = shutdown.run_until_cancelled(opened).await else {
+            return false;
+        };
         let loaded = match opened {
             Ok(store) if self.state_loaded.load(std::sync::atomic::Ordering::Relaxed) => {
                 let mut store = store;
@@ -757,7 +772,13 @@ impl Daemon {
     ) -> Result<bool, PublishError> {
         let stream = &self.config.nats.stream;
         self.status.expect_within(self.config.nats.ack_timeout);
-        match publisher.ensure_stream(stream).await {
+        let Some(ensured) = shutdown
+            .run_until_cancelled(publisher.ensure_stream(stream))
+            .await
+        else {
+            return Ok(false);
+        };
+        match ensured {
             Ok(outcome) => {
                 info!(stream = %stream.name, ?outcome, "stream ready");
                 self.status.set_stream(Ok(()));

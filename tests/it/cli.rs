@@ -138,6 +138,14 @@ impl Binary {
         rest
     }
 
+    /// Whether it has not exited yet.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .try_wait()
+            .expect("its status can be read")
+            .is_none()
+    }
+
     /// Waits for it to exit (after a signal), for up to 10 s.
     pub async fn exited(&mut self) {
         tokio::time::timeout(Duration::from_secs(10), self.child.wait())

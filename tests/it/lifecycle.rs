@@ -633,3 +633,53 @@ processes:
     );
     assert_eq!(row, Reliability::exact(11));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_wait_for_the_outbox_lock_nats_or_process_compose() {
+    let nats = NatsServer::start();
+    let pc = ProcessCompose::start("processes:\n  web:\n    command: \"sleep 1000\"\n").await;
+    let (port, url) = (pc.port().to_string(), nats.url());
+    // Each wait below would last ten minutes if a signal did not end it (the 10 s in
+    // `terminate` is only how long the test waits for the exit).
+    let patient = [
+        ("PC_EVENTD_DAEMON__SHUTDOWN_TIMEOUT", "10min"),
+        ("PC_EVENTD_NATS__ACK_TIMEOUT", "10min"),
+    ];
+
+    // A lock held by a running daemon.
+    let state_dir = crate::support::state_dir();
+    let [state] = state_dir_env(&state_dir);
+    let env = [&patient[..], &[state]].concat();
+    let mut holder = Binary::spawn_with_env(&run_args(&port, &url), &env);
+    EventLog::open(&url).await.wait_for("web", Started).await;
+    let mut second = Binary::spawn_with_env(&run_args(&port, &url), &env);
+    second
+        .stderr_line_containing("the outbox is locked by another pc-eventd", LONG)
+        .await;
+    assert_eq!(second.terminate().await, Some(0));
+    assert!(
+        holder.is_running(),
+        "the lock was still held when it stopped waiting"
+    );
+    assert_eq!(holder.terminate().await, Some(0));
+
+    // NATS that does not answer, and process-compose that is not there.
+    let nobody = format!("nats://127.0.0.1:{}", free_port());
+    let mut no_nats = Binary::spawn_with_env(&run_args(&port, &nobody), &patient);
+    no_nats
+        .stderr_line_containing("pc-eventd running", LONG)
+        .await;
+    assert_eq!(no_nats.terminate().await, Some(0));
+    let missing = free_port().to_string();
+    let mut no_compose = Binary::spawn_with_env(
+        &run_args(&missing, &url),
+        &[
+            ("PC_EVENTD_PROCESS_COMPOSE__MAX_BACKOFF", "10min"),
+            ("PC_EVENTD_PROCESS_COMPOSE__POLL_INTERVAL", "10min"),
+        ],
+    );
+    no_compose
+        .stderr_line_containing("process-compose unavailable", LONG)
+        .await;
+    assert_eq!(no_compose.terminate().await, Some(0));
+}
