@@ -41,7 +41,7 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use futures::StreamExt;
 use pc_eventd::config::NatsConfig;
-use pc_eventd::diff::{DiffContext, ReadinessGrace, Snapshot, diff};
+use pc_eventd::diff::{DiffContext, ProcessTimings, Snapshot, diff};
 use pc_eventd::event::{EventType, LifecycleEvent, SubjectScheme};
 use pc_eventd::outbox::Outbox;
 use pc_eventd::process::{ProcessState, ProcessStatus, Readiness};
@@ -524,14 +524,15 @@ fn throughput_rounds() -> Vec<Vec<ProcessState>> {
 }
 
 fn diff_context<'a>(source: &'a str, subjects: &'a SubjectScheme) -> DiffContext<'a> {
-    static GRACE: std::sync::LazyLock<ReadinessGrace> =
-        std::sync::LazyLock::new(ReadinessGrace::default);
+    static TIMINGS: std::sync::LazyLock<ProcessTimings> =
+        std::sync::LazyLock::new(ProcessTimings::default);
     DiffContext {
         source,
         subjects,
         observed_at: SystemTime::now(),
         synthetic: true,
-        readiness_grace: &GRACE,
+        lag: Duration::from_secs(2),
+        timings: &TIMINGS,
     }
 }
 

@@ -16,7 +16,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::config::{Config, ConfigError, Secret};
-use crate::process::{ProbeSettings, ProcessInfo, ProcessState, ProcessesResponse};
+use crate::process::{ProcessInfo, ProcessState, ProcessesResponse};
 
 /// The token header process-compose checks (plain equality, 401 on mismatch).
 const TOKEN_HEADER: &str = "X-PC-Token-Key";
@@ -146,13 +146,13 @@ impl ComposeClient {
         Ok(serde_json::from_slice(&body)?)
     }
 
-    /// The readiness probe of `name`, from `GET /process/info/{name}` (`None`: it has none).
-    pub async fn readiness_probe(&self, name: &str) -> Result<Option<ProbeSettings>, ComposeError> {
+    /// The settings of `name` that pc-eventd reads (its readiness probe and restart policy),
+    /// from `GET /process/info/{name}`.
+    pub async fn process_info(&self, name: &str) -> Result<ProcessInfo, ComposeError> {
         let body = self
             .get(&format!("/process/info/{}", percent_encode(name)))
             .await?;
-        let info: ProcessInfo = serde_json::from_slice(&body)?;
-        Ok(info.readiness_probe)
+        Ok(serde_json::from_slice(&body)?)
     }
 
     /// `POST /process/restart/{name}`: restarts one process (what an auto-remediation consumer

@@ -20,12 +20,12 @@ use std::collections::BTreeSet;
 
 use crate::compose::{ComposeClient, ComposeError, StateFrame, StateStream};
 use crate::config::{Config, ConfigError, HealthConfig, NatsConfig, SourceMode, StreamConfig};
-use crate::diff::{DiffContext, ProcessRecord, ReadinessGrace, Snapshot, diff, diff_one};
+use crate::diff::{DiffContext, ProcessRecord, ProcessTimings, Snapshot, diff, diff_one};
 use crate::event::{EventsLost, LifecycleEvent, SubjectScheme};
 use crate::logging::LogHandle;
 use crate::notify::{self, Watchdog};
 use crate::outbox::{Outbox, OutboxError, Pushed};
-use crate::process::ProcessState;
+use crate::process::{ProcessInfo, ProcessState, ProcessStatus};
 use crate::publish::{Message, PublishError, Publisher};
 use crate::relay::{self, Relay};
 use crate::state::StateStore;
@@ -63,8 +63,8 @@ const STREAM_CHUNK: usize = 200;
 const STREAM_QUEUE: usize = 4096;
 /// How often a stream session looks for runs whose readiness grace ran out (no frame says so).
 const READINESS_CHECK_EVERY: Duration = Duration::from_secs(1);
-/// Probe settings read at once from process-compose.
-const PROBE_READS_IN_FLIGHT: usize = 8;
+/// Process settings read at once from process-compose.
+const INFO_READS_IN_FLIGHT: usize = 8;
 
 /// How a stream session ended.
 enum SessionEnd {
@@ -133,8 +133,8 @@ pub struct Daemon {
     queue: Option<Queue>,
     /// The stored state was loaded once (at start); later opens write it instead.
     state_loaded: std::sync::atomic::AtomicBool,
-    /// How long each process's runs may take to become ready, learned from their probes.
-    readiness_grace: std::sync::Mutex<ReadinessGrace>,
+    /// Each process's readiness grace and restart backoff, learned from its settings.
+    timings: std::sync::Mutex<ProcessTimings>,
 }
 
 /// The outbox, shared with the relay.
@@ -152,9 +152,9 @@ struct HealthServer {
 
 impl Daemon {
     pub fn new(config: Config, loader: ConfigLoader, status: Arc<Status>) -> Self {
-        let readiness_grace = ReadinessGrace {
-            fixed: config.process_compose.readiness_grace,
-            ..ReadinessGrace::default()
+        let timings = ProcessTimings {
+            fixed_readiness_grace: config.process_compose.readiness_grace,
+            ..ProcessTimings::default()
         };
         Self {
             config,
@@ -167,7 +167,7 @@ impl Daemon {
             state: Arc::default(),
             queue: None,
             state_loaded: std::sync::atomic::AtomicBool::new(false),
-            readiness_grace: std::sync::Mutex::new(readiness_grace),
+            timings: std::sync::Mutex::new(timings),
         }
     }
 
@@ -277,7 +277,7 @@ impl Daemon {
                                 );
                             }
                             failures = 0;
-                            self.learn_readiness_graces(&compose, &observed).await;
+                            self.learn_timings(&compose, &observed).await;
                             self.publish_observation(&mut snapshot, &observed);
                             self.config.process_compose.poll_interval
                         }
@@ -379,57 +379,79 @@ impl Daemon {
         source: &'a str,
         subjects: &'a SubjectScheme,
         synthetic: bool,
-        readiness_grace: &'a ReadinessGrace,
+        timings: &'a ProcessTimings,
     ) -> DiffContext<'a> {
+        let lag = if synthetic {
+            self.config.process_compose.poll_interval
+        } else {
+            Duration::ZERO
+        };
         DiffContext {
             source,
             subjects,
             observed_at: SystemTime::now(),
             synthetic,
-            readiness_grace,
+            lag,
+            timings,
         }
     }
 
-    fn readiness_grace(&self) -> std::sync::MutexGuard<'_, ReadinessGrace> {
-        self.readiness_grace
+    fn timings(&self) -> std::sync::MutexGuard<'_, ProcessTimings> {
+        self.timings
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Reads the readiness probe of every process in `observed` that has one and is new to
-    /// the daemon, for its readiness grace. Unreadable settings leave the default (60 s).
-    async fn learn_readiness_graces(&self, compose: &ComposeClient, observed: &[ProcessState]) {
-        if self.config.process_compose.readiness_grace.is_some() {
-            return;
-        }
+    /// Reads the settings of the processes in `observed` whose timings matter and are not
+    /// known yet: the readiness probe of one that has a probe, the restart backoff of one being
+    /// stopped (the pause that tells a manual restart from a stop and a start). Unreadable
+    /// settings leave the defaults (60 s, 1 s).
+    async fn learn_timings(&self, compose: &ComposeClient, observed: &[ProcessState]) {
         let unknown: Vec<String> = {
-            let grace = self.readiness_grace();
+            let timings = self.timings();
+            let needs_grace = |p: &ProcessState| {
+                p.has_ready_probe
+                    && timings.fixed_readiness_grace.is_none()
+                    && !timings.readiness_grace.contains_key(&p.name)
+            };
+            let needs_backoff = |p: &ProcessState| {
+                p.status == ProcessStatus::Terminating
+                    && !timings.restart_backoff.contains_key(&p.name)
+            };
             observed
                 .iter()
-                .filter(|p| p.has_ready_probe && !grace.per_process.contains_key(&p.name))
+                .filter(|p| needs_grace(p) || needs_backoff(p))
                 .map(|p| p.name.clone())
                 .collect()
         };
-        let learned: Vec<(String, Duration)> = futures::stream::iter(unknown)
+        if unknown.is_empty() {
+            return;
+        }
+        let learned: Vec<(String, ProcessInfo)> = futures::stream::iter(unknown)
             .map(|name| async move {
-                match compose.readiness_probe(&name).await {
-                    Ok(probe) => Some((
-                        name,
-                        probe.map_or(crate::diff::DEFAULT_READINESS_GRACE, |p| {
-                            p.readiness_grace()
-                        }),
-                    )),
+                match compose.process_info(&name).await {
+                    Ok(info) => Some((name, info)),
                     Err(err) => {
-                        debug!(error = %err, process = %name, "cannot read the readiness probe; the default grace applies");
+                        debug!(error = %err, process = %name, "cannot read the process's settings; the defaults apply");
                         None
                     }
                 }
             })
-            .buffer_unordered(PROBE_READS_IN_FLIGHT)
+            .buffer_unordered(INFO_READS_IN_FLIGHT)
             .filter_map(std::future::ready)
             .collect()
             .await;
-        self.readiness_grace().per_process.extend(learned);
+        let mut timings = self.timings();
+        for (name, info) in learned {
+            let grace = info
+                .readiness_probe
+                .map_or(crate::diff::DEFAULT_READINESS_GRACE, |p| {
+                    p.readiness_grace()
+                });
+            let backoff = Duration::from_secs(info.restart_policy.backoff_seconds);
+            timings.readiness_grace.insert(name.clone(), grace);
+            timings.restart_backoff.insert(name, backoff);
+        }
     }
 
     /// Diffs a full observation (a poll, a reconnect) against `snapshot`, queues the events
@@ -437,7 +459,7 @@ impl Daemon {
     fn publish_observation(&self, snapshot: &mut Snapshot, observed: &[ProcessState]) {
         let source = self.config.process_compose.source();
         let subjects = self.config.nats.subjects();
-        let grace = self.readiness_grace();
+        let grace = self.timings();
         let ctx = self.diff_context(&source, &subjects, true, &grace);
         let (next, events) = diff(snapshot, observed, &ctx);
         drop(grace);
@@ -451,7 +473,7 @@ impl Daemon {
     fn publish_frame(&self, snapshot: &mut Snapshot, frame: &StateFrame) {
         let source = self.config.process_compose.source();
         let subjects = self.config.nats.subjects();
-        let grace = self.readiness_grace();
+        let grace = self.timings();
         let ctx = self.diff_context(&source, &subjects, frame.snapshot, &grace);
         let (update, events) = diff_one(snapshot, &frame.state, &ctx);
         drop(grace);
@@ -616,7 +638,7 @@ impl Daemon {
             processes = observed.len(),
             "streaming process states"
         );
-        self.learn_readiness_graces(compose, &observed).await;
+        self.learn_timings(compose, &observed).await;
         self.publish_observation(snapshot, &observed);
 
         let reconcile_every = self.config.process_compose.reconcile_interval;
@@ -644,7 +666,7 @@ impl Daemon {
                     // The stream is the authority on known processes (a poll could be older
                     // than frames still queued); the poll adds and removes members.
                     let members = membership(snapshot, &observed);
-                    self.learn_readiness_graces(compose, &members).await;
+                    self.learn_timings(compose, &members).await;
                     self.publish_observation(snapshot, &members);
                     if chunked {
                         let new: Vec<String> = observed
@@ -666,6 +688,7 @@ impl Daemon {
                 message = frames.recv() => match message {
                     Some(Ok(frame)) => {
                         let frame = self.complete_frame(compose, frame).await;
+                        self.learn_timings(compose, std::slice::from_ref(&frame.state)).await;
                         self.publish_frame(snapshot, &frame);
                         self.watchdog.pet();
                     }
@@ -679,7 +702,7 @@ impl Daemon {
     /// Reports the runs whose readiness grace ran out since the last frame: a stream sends
     /// nothing while a probe keeps failing, so the clock must.
     fn readiness_overdue(&self, snapshot: &mut Snapshot) {
-        let overdue = snapshot.readiness_overdue(SystemTime::now(), &self.readiness_grace());
+        let overdue = snapshot.readiness_overdue(SystemTime::now(), &self.timings());
         for state in overdue {
             let frame = StateFrame {
                 snapshot: false,
@@ -875,7 +898,7 @@ impl Daemon {
             {
                 log.set_level(&new.log.level);
             }
-            self.readiness_grace().fixed = new.process_compose.readiness_grace;
+            self.timings().fixed_readiness_grace = new.process_compose.readiness_grace;
             Ok(changed)
         }
         .await;

@@ -139,10 +139,13 @@ impl Snapshot {
 
     /// The last known states of the processes whose readiness grace has run out at `at`
     /// without an event saying so yet: a diff of each against itself at `at` reports it.
-    pub fn readiness_overdue(&self, at: SystemTime, grace: &ReadinessGrace) -> Vec<ProcessState> {
+    pub fn readiness_overdue(&self, at: SystemTime, timings: &ProcessTimings) -> Vec<ProcessState> {
         self.processes
             .values()
-            .filter(|t| t.readiness.overdue(&t.state, at, grace.of(&t.state.name)))
+            .filter(|t| {
+                let grace = timings.readiness_grace_of(&t.state.name);
+                t.readiness.overdue(&t.state, at, grace)
+            })
             .map(|t| t.state.clone())
             .collect()
     }
@@ -212,30 +215,49 @@ impl RunReadiness {
     }
 }
 
-/// How long a run may stay not Ready before it is `unhealthy` (`never_ready`), per process.
+/// What pc-eventd knows of each process's settings that changes how its states read: how long
+/// a run may stay not Ready before it is `unhealthy` (`never_ready`), and how long
+/// process-compose pauses between the two halves of a manual restart.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ReadinessGrace {
-    /// One grace for every process (the configuration's `readiness_grace`), over the rest.
-    pub fixed: Option<Duration>,
+pub struct ProcessTimings {
+    /// One readiness grace for every process (the configuration's `readiness_grace`), over the
+    /// rest.
+    pub fixed_readiness_grace: Option<Duration>,
     /// From each process's readiness probe; others get [`DEFAULT_READINESS_GRACE`].
-    pub per_process: BTreeMap<String, Duration>,
+    pub readiness_grace: BTreeMap<String, Duration>,
+    /// Each process's `backoff_seconds`; others get process-compose's 1 s.
+    pub restart_backoff: BTreeMap<String, Duration>,
 }
 
-impl ReadinessGrace {
-    /// One grace for every process.
+impl ProcessTimings {
+    /// One readiness grace for every process.
     pub fn fixed(grace: Duration) -> Self {
         Self {
-            fixed: Some(grace),
-            per_process: BTreeMap::new(),
+            fixed_readiness_grace: Some(grace),
+            ..Self::default()
         }
     }
 
-    pub fn of(&self, name: &str) -> Duration {
-        self.fixed
-            .or_else(|| self.per_process.get(name).copied())
+    pub fn readiness_grace_of(&self, name: &str) -> Duration {
+        self.fixed_readiness_grace
+            .or_else(|| self.readiness_grace.get(name).copied())
             .unwrap_or(DEFAULT_READINESS_GRACE)
     }
+
+    /// How soon after a stop a new incarnation must start to be read as a manual restart:
+    /// process-compose sleeps the backoff (at least 1 s) between the two, and the launch takes
+    /// a moment more. A later start is an operator's start after a stop.
+    pub fn manual_restart_window(&self, name: &str) -> Duration {
+        let backoff = self.restart_backoff.get(name).copied().unwrap_or_default();
+        backoff.max(MIN_RESTART_BACKOFF) + MANUAL_RESTART_SLACK
+    }
 }
+
+/// process-compose never sleeps less than this between a restart's stop and start.
+const MIN_RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The launch of a restarted process after its backoff, with room to spare.
+const MANUAL_RESTART_SLACK: Duration = Duration::from_secs(1);
 
 /// The readiness grace where neither the configuration nor the process's probe gives one.
 pub const DEFAULT_READINESS_GRACE: Duration = Duration::from_secs(60);
@@ -272,12 +294,11 @@ pub struct DiffContext<'a> {
     /// The observation is a snapshot (a poll, or the state sent on a stream (re)connect), so
     /// its events are inferred by comparison rather than seen as they happened.
     pub synthetic: bool,
-    pub readiness_grace: &'a ReadinessGrace,
+    /// How long after a change its observation may come: zero for a stream frame, up to the
+    /// poll interval for a poll.
+    pub lag: Duration,
+    pub timings: &'a ProcessTimings,
 }
-
-/// A stop followed by a new incarnation within this long is read as a manual restart
-/// (process-compose sleeps the process's backoff, 1 s by default, between the two).
-pub const MANUAL_RESTART_WINDOW: Duration = Duration::from_secs(5);
 
 /// One derived change, before it becomes an event.
 #[derive(Debug)]
@@ -411,8 +432,12 @@ fn observe(
     seqs: &mut BTreeMap<String, u64>,
     ctx: &DiffContext<'_>,
 ) -> (Tracked, Vec<LifecycleEvent>) {
-    let grace = ctx.readiness_grace.of(&now.name);
-    let (mut tracked, transitions) = step(before, now, ctx.observed_at, grace);
+    let limits = RunLimits {
+        readiness_grace: ctx.timings.readiness_grace_of(&now.name),
+        // Both ends of the pause may be observed late.
+        manual_restart_window: ctx.timings.manual_restart_window(&now.name) + ctx.lag,
+    };
+    let (mut tracked, transitions) = step(before, now, ctx.observed_at, &limits);
     let previous_status = before.map(|t| t.state.status.to_string());
     let events = transitions
         .into_iter()
@@ -422,13 +447,20 @@ fn observe(
     (tracked, events)
 }
 
+/// The process's settings that the rules need.
+struct RunLimits {
+    readiness_grace: Duration,
+    /// A stop followed by a new incarnation within this long is a manual restart.
+    manual_restart_window: Duration,
+}
+
 /// The lifecycle rules for one process: first what ended between the two observations, then
 /// what began.
 fn step(
     before: Option<&Tracked>,
     now: &ProcessState,
     at: SystemTime,
-    grace: Duration,
+    limits: &RunLimits,
 ) -> (Tracked, Vec<Transition>) {
     let mut tracked = match before {
         Some(t) => Tracked {
@@ -498,12 +530,14 @@ fn step(
     }
 
     // A stop seen to its end, then a new incarnation soon after: a manual restart whose gap was
-    // observed (a stream sees every step; a poll sometimes does).
+    // observed (a stream sees every step; a poll sometimes does). process-compose shows a
+    // restart exactly as a stop and a start; only the pause between them tells them apart, and
+    // a start after a longer one is the operator's.
     let restarted_after_stop = new_incarnation
         && new_status.is_running()
         && old_status.is_ended()
         && before.and_then(|b| b.stopped_at).is_some_and(|stopped| {
-            at.duration_since(stopped).unwrap_or_default() <= MANUAL_RESTART_WINDOW
+            at.duration_since(stopped).unwrap_or_default() <= limits.manual_restart_window
         });
     if restarted_after_stop {
         out.push(
@@ -610,7 +644,7 @@ fn step(
         &mut tracked,
         readiness_changed,
         at,
-        grace,
+        limits.readiness_grace,
         current_run,
     ));
 
@@ -779,9 +813,11 @@ mod tests {
         scheme: SubjectScheme,
         /// Each observation is one second after the previous one.
         clock: SystemTime,
-        grace: ReadinessGrace,
+        timings: ProcessTimings,
         /// Observations are snapshots (polls) rather than stream frames.
         synthetic: bool,
+        /// How late an observation may be.
+        lag: Duration,
     }
 
     impl Harness {
@@ -790,8 +826,9 @@ mod tests {
                 snapshot: Snapshot::default(),
                 scheme: SubjectScheme::default(),
                 clock: std::time::UNIX_EPOCH,
-                grace: ReadinessGrace::fixed(GRACE),
+                timings: ProcessTimings::fixed(GRACE),
                 synthetic: false,
+                lag: Duration::ZERO,
             }
         }
 
@@ -801,7 +838,8 @@ mod tests {
                 subjects: &self.scheme,
                 observed_at: self.clock,
                 synthetic: self.synthetic,
-                readiness_grace: &self.grace,
+                lag: self.lag,
+                timings: &self.timings,
             };
             self.clock += Duration::from_secs(1);
             let (next, events) = diff(&self.snapshot, observed, &ctx);
@@ -1291,18 +1329,55 @@ mod tests {
         assert_eq!(types(&events), []);
     }
 
-    #[test]
-    fn stop_then_start_is_stopped_then_started() {
-        let mut h = Harness::new();
+    /// A stop seen to its end, then a new incarnation `gap` after the end: the events of the
+    /// new incarnation's first observation.
+    fn start_after_stop(h: &mut Harness, gap: Duration) -> Vec<EventType> {
         h.observe(&[ps("api", S::Running)]);
         h.observe(&[ps("api", S::Terminating)]);
         h.observe(&[with(ps("api", S::Completed), |p| p.exit_code = -1)]);
-        h.clock += MANUAL_RESTART_WINDOW;
-        let events = h.observe(&[with(ps("api", S::Running), |p| {
+        // (each observation is a second after the previous one)
+        h.clock += gap - Duration::from_secs(1);
+        h.lifecycle(&[with(ps("api", S::Running), |p| {
             p.pid = 200;
             p.process_start_time = Some(T1.into());
-        })]);
-        assert_eq!(types(&events), [Started]);
+        })])
+    }
+
+    #[test]
+    fn a_start_within_the_backoff_and_a_second_of_a_stop_is_a_manual_restart() {
+        // process-compose's default backoff, 1 s: a window of 2 s
+        let manual = [Restarted, Started];
+        assert_eq!(start_after_stop(&mut Harness::new(), secs(2)), manual);
+        assert_eq!(start_after_stop(&mut Harness::new(), secs(3)), [Started]);
+        // a backoff of 0 is still process-compose's 1 s
+        let mut h = Harness::new();
+        h.timings.restart_backoff.insert("api".into(), secs(0));
+        assert_eq!(start_after_stop(&mut h, secs(3)), [Started]);
+        // the process's own backoff
+        let with_backoff = || {
+            let mut h = Harness::new();
+            h.timings.restart_backoff.insert("api".into(), secs(5));
+            h
+        };
+        assert_eq!(start_after_stop(&mut with_backoff(), secs(6)), manual);
+        assert_eq!(start_after_stop(&mut with_backoff(), secs(7)), [Started]);
+        assert_eq!(
+            start_after_stop(&mut Harness::new(), secs(6)),
+            [Started],
+            "the backoff is the process's own"
+        );
+        // polls may see both ends late
+        let polled = || {
+            let mut h = Harness::new();
+            h.lag = secs(2);
+            h
+        };
+        assert_eq!(start_after_stop(&mut polled(), secs(4)), manual);
+        assert_eq!(start_after_stop(&mut polled(), secs(5)), [Started]);
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
     }
 
     #[test]
@@ -1312,7 +1387,7 @@ mod tests {
         h.observe(&[ps("api", S::Running)]);
         h.observe(&[ps("api", S::Terminating)]);
         h.observe(&[with(ps("api", S::Completed), |p| p.exit_code = -1)]);
-        h.clock += MANUAL_RESTART_WINDOW;
+        h.clock += secs(5);
         let again = |status| {
             with(ps("api", status), |p| {
                 p.pid = 200;
@@ -1439,7 +1514,8 @@ mod tests {
             subjects: &h.scheme,
             observed_at: h.clock,
             synthetic: false,
-            readiness_grace: &h.grace,
+            lag: Duration::ZERO,
+            timings: &h.timings,
         };
         let frame = with(ps("a", S::Completed), |p| p.exit_code = 3);
         let (update, events) = diff_one(&h.snapshot, &frame, &ctx);
@@ -1531,7 +1607,7 @@ mod tests {
         );
         let at = began + GRACE;
         assert_eq!(
-            h.snapshot.readiness_overdue(at, &h.grace),
+            h.snapshot.readiness_overdue(at, &h.timings),
             [probed(S::Running, Readiness::NotReady, 0)],
         );
         h.clock = at;
@@ -1543,7 +1619,7 @@ mod tests {
             crate::event::Severity::Warning
         );
         assert_eq!(h.snapshot.unhealthy(), 1);
-        assert!(h.snapshot.readiness_overdue(h.clock, &h.grace).is_empty());
+        assert!(h.snapshot.readiness_overdue(h.clock, &h.timings).is_empty());
         assert_eq!(
             h.lifecycle(&[probed(S::Running, Readiness::NotReady, 0)]),
             [],
@@ -1558,17 +1634,24 @@ mod tests {
     #[test]
     fn the_grace_is_per_process() {
         let mut h = Harness::new();
-        h.grace = ReadinessGrace::default();
-        h.grace
-            .per_process
+        h.timings = ProcessTimings::default();
+        h.timings
+            .readiness_grace
             .insert("api".into(), Duration::from_secs(5));
         h.observe(&[probed(S::Running, Readiness::NotReady, 0)]);
         h.clock += Duration::from_secs(4);
         let events = h.observe(&[probed(S::Running, Readiness::NotReady, 0)]);
         assert_eq!(types(&events), [Unhealthy]);
-        assert_eq!(h.grace.of("other"), DEFAULT_READINESS_GRACE);
-        h.grace.fixed = Some(GRACE);
-        assert_eq!(h.grace.of("api"), GRACE, "the configuration's grace wins");
+        assert_eq!(
+            h.timings.readiness_grace_of("other"),
+            DEFAULT_READINESS_GRACE
+        );
+        h.timings.fixed_readiness_grace = Some(GRACE);
+        assert_eq!(
+            h.timings.readiness_grace_of("api"),
+            GRACE,
+            "the configuration's grace wins"
+        );
     }
 
     #[test]
@@ -1604,7 +1687,7 @@ mod tests {
         h.observe(&[ps("web", S::Running)]);
         h.clock += GRACE * 2;
         assert_eq!(h.lifecycle(&[ps("web", S::Running)]), []);
-        assert!(h.snapshot.readiness_overdue(h.clock, &h.grace).is_empty());
+        assert!(h.snapshot.readiness_overdue(h.clock, &h.timings).is_empty());
     }
 
     #[test]

@@ -39,6 +39,17 @@ pub struct ProcessesResponse {
 pub struct ProcessInfo {
     #[serde(default, rename = "readinessProbe", alias = "ReadinessProbe")]
     pub readiness_probe: Option<ProbeSettings>,
+    #[serde(default, rename = "restartPolicy", alias = "RestartPolicy")]
+    pub restart_policy: RestartPolicy,
+}
+
+/// The part of a process's restart policy that pc-eventd reads.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct RestartPolicy {
+    /// The pause before a restart, policy or manual (process-compose sleeps at least 1 s).
+    #[serde(rename = "backoffSeconds", alias = "BackoffSeconds")]
+    pub backoff_seconds: u64,
 }
 
 /// A probe's timing, as process-compose runs it (zeros are its defaults).
@@ -307,6 +318,16 @@ mod tests {
         let none: ProcessInfo =
             serde_json::from_str(r#"{"Name":"plain","ReadinessProbe":null}"#).unwrap();
         assert_eq!(none.readiness_probe, None);
+        // the restart backoff, in both styles; absent when the policy leaves it out
+        let current =
+            r#"{"name":"api","restartPolicy":{"restart":1,"backoffSeconds":3,"maxRestarts":0}}"#;
+        let old =
+            r#"{"Name":"api","RestartPolicy":{"Restart":1,"BackoffSeconds":3,"MaxRestarts":0}}"#;
+        for body in [current, old] {
+            let info: ProcessInfo = serde_json::from_str(body).unwrap();
+            assert_eq!(info.restart_policy.backoff_seconds, 3, "{body}");
+        }
+        assert_eq!(none.restart_policy, RestartPolicy::default());
         // process-compose's defaults where the settings are zero or absent
         let defaults = ProbeSettings::default();
         assert_eq!(

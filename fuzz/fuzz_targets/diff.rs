@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use pc_eventd::diff::{DiffContext, ReadinessGrace, Snapshot, diff, diff_one};
+use pc_eventd::diff::{DiffContext, ProcessTimings, Snapshot, diff, diff_one};
 use pc_eventd::event::{LifecycleEvent, SubjectScheme};
 use pc_eventd::process::ProcessState;
 
@@ -75,7 +75,7 @@ fn observations(data: &[u8]) -> arbitrary::Result<Vec<Observation>> {
 
 fn run(observations: &[Observation]) -> Vec<LifecycleEvent> {
     let scheme = SubjectScheme::default();
-    let grace = ReadinessGrace::fixed(Duration::from_secs(5));
+    let timings = ProcessTimings::fixed(Duration::from_secs(5));
     let mut snapshot = Snapshot::default();
     let mut events = Vec::new();
     for (i, observation) in observations.iter().enumerate() {
@@ -84,7 +84,8 @@ fn run(observations: &[Observation]) -> Vec<LifecycleEvent> {
             subjects: &scheme,
             observed_at: UNIX_EPOCH + Duration::from_secs(i as u64),
             synthetic: matches!(observation, Observation::All(_)),
-            readiness_grace: &grace,
+            lag: Duration::ZERO,
+            timings: &timings,
         };
         match observation {
             Observation::All(states) => {
