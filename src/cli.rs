@@ -164,6 +164,10 @@ pub struct WatchArgs {
     /// --process and --json apply
     #[arg(long, conflicts_with_all = ["namespace", "types", "since", "all", "last_state"])]
     pub remediation: bool,
+    /// How long to keep trying NATS when it does not answer (at start, or after losing it)
+    /// before exiting with an error
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub give_up_after: Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -384,16 +388,32 @@ fn watch(config: Config, args: &WatchArgs) -> ExitCode {
             }
         };
         let mut stdout = std::io::stdout();
-        let stopped = stop.cancelled();
+        // A closed stdout (`watch | head -1` once head has its line) ends the watch at once,
+        // as it does `tail -f`, not at the next line, which may never come.
+        let stopped = async {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = watch::stdout_closed() => {}
+            }
+        };
         let watched = if args.remediation {
             let process = args.process.as_deref();
             crate::remediate::tail(&config, process, output, &mut stdout, stopped)
                 .await
                 .map_err(|err| err.to_string())
         } else {
-            watch::watch(&config.nats, &filter, history, output, &mut stdout, stopped)
-                .await
-                .map_err(|err| err.to_string())
+            let patience = args.give_up_after;
+            watch::watch(
+                &config.nats,
+                &filter,
+                history,
+                output,
+                patience,
+                &mut stdout,
+                stopped,
+            )
+            .await
+            .map_err(|err| err.to_string())
         };
         match watched {
             Ok(()) => ExitCode::SUCCESS,

@@ -257,6 +257,11 @@ impl Consumer {
         .await
     }
 
+    /// Whether the connection to NATS is up right now (the client reconnects on its own).
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// The subjects `filter` selects under this consumer's prefix.
     pub fn subjects(&self, filter: &Filter) -> Result<Vec<String>, FilterError> {
         filter.subjects(&self.subjects)

@@ -84,62 +84,165 @@ pub enum WatchError {
     Consumer(#[from] ConsumerError),
     #[error("cannot write output: {0}")]
     Output(std::io::Error),
+    #[error("no answer from NATS at {url} for {}; giving up", humantime::format_duration(*.patience))]
+    NatsGone { url: String, patience: Duration },
+}
+
+/// How often a watch checks its connection to NATS.
+const CONNECTION_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Resolves when the reader of stdout goes away (the pipe's other end is closed, or the
+/// terminal hung up), never for a file, which cannot close under its writer.
+pub async fn stdout_closed() {
+    let (closed, on_close) = tokio::sync::oneshot::channel();
+    // poll(2) in a thread of its own: registering fd 1 with tokio's reactor needs unsafe code.
+    // It reports POLLERR on a pipe's writing end once its reader has gone, without a write.
+    std::thread::spawn(move || {
+        use rustix::event::{PollFd, PollFlags, poll};
+        let stdout = std::io::stdout();
+        let mut fds = [PollFd::new(&stdout, PollFlags::empty())];
+        loop {
+            match poll(&mut fds, None).map(|_| fds[0].revents()) {
+                Ok(events) if events.intersects(PollFlags::ERR | PollFlags::HUP) => {
+                    let _ = closed.send(());
+                    return;
+                }
+                Ok(events) if events.contains(PollFlags::NVAL) => return,
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    if on_close.await.is_err() {
+        // stdout cannot be watched: it never counts as closed
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Connects to NATS, retrying for up to `patience` while no server answers. Other failures
+/// (authentication, TLS) fail at once: retrying cannot fix them.
+async fn connect(
+    nats: &NatsConfig,
+    patience: Duration,
+    stop: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> Result<Option<Consumer>, WatchError> {
+    use async_nats::ConnectErrorKind;
+    let give_up_at = tokio::time::Instant::now() + patience;
+    let mut said = false;
+    loop {
+        match Consumer::connect(nats).await {
+            Ok(consumer) => return Ok(Some(consumer)),
+            Err(ConsumerError::Connect { source, .. })
+                if matches!(
+                    source.kind(),
+                    ConnectErrorKind::Io | ConnectErrorKind::TimedOut
+                ) =>
+            {
+                if tokio::time::Instant::now() >= give_up_at {
+                    return Err(nats_gone(nats, patience));
+                }
+                if !std::mem::replace(&mut said, true) {
+                    eprintln!(
+                        "pc-eventd watch: no answer from NATS at {} ({source}); retrying for up to {}",
+                        nats.url,
+                        humantime::format_duration(patience)
+                    );
+                }
+            }
+            Err(err) => return Err(err.into()),
+        }
+        tokio::select! {
+            () = &mut *stop => return Ok(None),
+            () = tokio::time::sleep(CONNECTION_CHECK_EVERY) => {}
+        }
+    }
+}
+
+fn nats_gone(nats: &NatsConfig, patience: Duration) -> WatchError {
+    WatchError::NatsGone {
+        url: nats.url.clone(),
+        patience,
+    }
 }
 
 /// Prints matching events to `out` until `stop` resolves, the connection ends, or `out` is
 /// closed (a closed pipe ends the watch quietly). "Watching events" goes to stderr once every
-/// event from then on is sure to be shown.
+/// event from then on is sure to be shown. NATS that does not answer for `patience`, at start
+/// or later, ends it with [`WatchError::NatsGone`].
 pub async fn watch(
     nats: &NatsConfig,
     filter: &Filter,
     history: History,
     output: Output,
+    patience: Duration,
     out: &mut (dyn Write + Send),
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), WatchError> {
     tokio::pin!(stop);
-    let consumer = Consumer::connect(nats).await?;
-    let subjects = consumer.subjects(filter)?.join(" ");
-    let mut events = tokio::select! {
-        () = &mut stop => return Ok(()),
-        events = subscribe(&consumer, &nats.stream.name, &subjects, filter, history) => events?,
+    let Some(consumer) = connect(nats, patience, &mut stop).await? else {
+        return Ok(());
     };
+    tokio::select! {
+        () = &mut stop => Ok(()),
+        () = connection_lost(&consumer, patience) => Err(nats_gone(nats, patience)),
+        shown = show(&consumer, &nats.stream.name, filter, history, output, out) => shown,
+    }
+}
+
+/// Resolves once `consumer` has had no connection for `patience` (the client reconnects on
+/// its own until then).
+async fn connection_lost(consumer: &Consumer, patience: Duration) {
+    let mut check = tokio::time::interval(CONNECTION_CHECK_EVERY);
+    let mut disconnected_since: Option<tokio::time::Instant> = None;
+    loop {
+        check.tick().await;
+        if consumer.is_connected() {
+            disconnected_since = None;
+        } else if disconnected_since
+            .get_or_insert_with(tokio::time::Instant::now)
+            .elapsed()
+            >= patience
+        {
+            return;
+        }
+    }
+}
+
+/// Prints the history asked for, then every new event, until the stream ends or `out` closes.
+async fn show(
+    consumer: &Consumer,
+    stream: &str,
+    filter: &Filter,
+    history: History,
+    output: Output,
+    out: &mut (dyn Write + Send),
+) -> Result<(), WatchError> {
+    let subjects = consumer.subjects(filter)?.join(" ");
+    let mut events = subscribe(consumer, stream, &subjects, filter, history).await?;
     if history == History::LastState {
-        let history = tokio::select! {
-            () = &mut stop => return Ok(()),
-            history = events.history() => history?,
-        };
-        for delivery in consumer::latest_per_process(history) {
+        for delivery in consumer::latest_per_process(events.history().await?) {
             if !print(out, output, &delivery)? {
                 return Ok(());
             }
         }
     }
-    loop {
-        let delivery = tokio::select! {
-            () = &mut stop => return Ok(()),
-            delivery = events.next() => match delivery {
-                Some(Ok(delivery)) => delivery,
-                // Never quietly: a gap in the record is shown like an error event.
-                Some(Err(ConsumerError::EventsLost(marker))) => {
-                    if !print_loss(out, output, &marker)? {
-                        return Ok(());
-                    }
-                    continue;
-                }
-                // A failed pull while NATS is away; the ordered consumer recreates itself from
-                // where it was once the server is back.
-                Some(Err(err)) => {
-                    tracing::warn!(error = %err, "reading events");
-                    continue;
-                }
-                None => return Ok(()),
-            },
+    while let Some(delivery) = events.next().await {
+        let shown = match delivery {
+            Ok(delivery) => print(out, output, &delivery)?,
+            // Never quietly: a gap in the record is shown like an error event.
+            Err(ConsumerError::EventsLost(marker)) => print_loss(out, output, &marker)?,
+            // A failed pull while NATS is away; the ordered consumer recreates itself from
+            // where it was once the server is back.
+            Err(err) => {
+                tracing::warn!(error = %err, "reading events");
+                true
+            }
         };
-        if !print(out, output, &delivery)? {
+        if !shown {
             return Ok(());
         }
     }
+    Ok(())
 }
 
 /// Subscribes, waiting for the stream if the daemon has not created it yet.

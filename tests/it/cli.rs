@@ -16,6 +16,8 @@ use crate::support::nats::NatsServer;
 pub struct Binary {
     child: Child,
     stdout: mpsc::UnboundedReceiver<String>,
+    /// Reads stdout; aborting it closes the pipe.
+    stdout_reader: tokio::task::AbortHandle,
     stderr: mpsc::UnboundedReceiver<String>,
     pub stderr_seen: Vec<String>,
 }
@@ -46,11 +48,12 @@ impl Binary {
             .kill_on_drop(true)
             .spawn()
             .expect("run pc-eventd");
-        let stdout = lines(child.stdout.take().unwrap());
-        let stderr = lines(child.stderr.take().unwrap());
+        let (stdout, stdout_reader) = lines(child.stdout.take().unwrap());
+        let (stderr, _) = lines(child.stderr.take().unwrap());
         Self {
             child,
             stdout,
+            stdout_reader,
             stderr,
             stderr_seen: Vec::new(),
         }
@@ -146,12 +149,18 @@ impl Binary {
             .is_none()
     }
 
-    /// Waits for it to exit (after a signal), for up to 10 s.
-    pub async fn exited(&mut self) {
+    /// Closes its stdout, as a reader that has what it wanted does (`| head -1`).
+    pub fn close_stdout(&mut self) {
+        self.stdout_reader.abort();
+    }
+
+    /// Waits for it to exit (after a signal), for up to 10 s, and returns its exit code.
+    pub async fn exited(&mut self) -> Option<i32> {
         tokio::time::timeout(Duration::from_secs(10), self.child.wait())
             .await
             .expect("exits within 10s")
-            .unwrap();
+            .unwrap()
+            .code()
     }
 
     /// Sends SIGTERM and returns the exit code.
@@ -167,9 +176,9 @@ impl Binary {
 
 fn lines(
     pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-) -> mpsc::UnboundedReceiver<String> {
+) -> (mpsc::UnboundedReceiver<String>, tokio::task::AbortHandle) {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         let mut lines = BufReader::new(pipe).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             if tx.send(line).is_err() {
@@ -177,7 +186,7 @@ fn lines(
             }
         }
     });
-    rx
+    (rx, reader.abort_handle())
 }
 
 #[tokio::test]
@@ -403,5 +412,61 @@ async fn help_and_completions() {
     assert!(
         stdout.contains("complete -F") && stdout.contains("pc-eventd"),
         "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_ends_when_its_reader_goes_away() {
+    let nats = NatsServer::start();
+    let pc = ProcessCompose::start("processes:\n  web:\n    command: \"sleep 1000\"\n").await;
+    let daemon = crate::support::daemon::Daemon::spawn(crate::support::daemon::config(
+        &pc.url(),
+        &nats.url(),
+    ));
+    EventLog::open(&nats.url())
+        .await
+        .wait_for("web", Started)
+        .await;
+    // `watch --all | head -1`: the replay's first line, then the reader is gone, and nothing
+    // else happens (web sleeps on), so no later line would tell it.
+    let mut watch = Binary::spawn(&["watch", "--all", "--nats-url", &nats.url()]);
+    watch
+        .stdout_until(Duration::from_secs(20), |lines| !lines.is_empty())
+        .await;
+    watch.close_stdout();
+    assert_eq!(watch.exited().await, Some(0));
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_gives_up_on_nats_that_stays_dead() {
+    // At start: nothing listens.
+    let nobody = format!("nats://127.0.0.1:{}", crate::support::free_port());
+    let (code, _, stderr) = Binary::output(
+        &["watch", "--nats-url", &nobody, "--give-up-after", "2s"],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("retrying for up to 2s"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "no answer from NATS at {nobody} for 2s; giving up"
+        )),
+        "{stderr}"
+    );
+    // Later: the server goes away and stays away.
+    let mut nats = NatsServer::start();
+    let url = nats.url();
+    let mut watch = Binary::spawn(&["watch", "--nats-url", &url, "--give-up-after", "2s"]);
+    watch
+        .stderr_line_containing("Watching events", Duration::from_secs(20))
+        .await;
+    nats.stop();
+    assert_eq!(watch.exited().await, Some(1));
+    let said = watch.rest_of_stderr().await.join("\n");
+    assert!(
+        said.contains(&format!("no answer from NATS at {url} for 2s; giving up")),
+        "{said}"
     );
 }
