@@ -20,7 +20,8 @@ conffiles=$(dpkg-deb -I "$deb" conffiles)
 missing=0
 for path in ./usr/bin/pc-eventd ./lib/systemd/system/pc-eventd.service \
     ./lib/systemd/system/pc-eventd-consumer@.service ./etc/pc-eventd.toml \
-    ./usr/share/doc/pc-eventd/README.md ./usr/share/doc/pc-eventd/lifecycle-event.schema.json \
+    ./usr/share/doc/pc-eventd/README.md ./usr/share/doc/pc-eventd/docs/running.md \
+    ./usr/share/doc/pc-eventd/lifecycle-event.schema.json \
     ./usr/share/doc/pc-eventd/events-lost.schema.json \
     ./usr/share/doc/pc-eventd/remediation-event.schema.json; do
     if ! grep -q " $path\$" <<<"$contents"; then

@@ -37,7 +37,7 @@ cargo test --locked --test it -- --exact --nocapture --ignored "$cluster" \
   echo "($TEST_PEER_VERSIONS). Each row is one run of an integration test"
   echo "that asserts these figures itself; *delivered* counts distinct event ids in the stream"
   echo "afterwards, *duplicates* ids stored more than once, *lost* expected events missing, and *marker*"
-  echo "what the \`events_lost\` markers on the bus reported (see README, \"The outbox\")."
+  echo "what the \`events_lost\` markers on the bus reported (see docs/running.md, \"The outbox\")."
   echo
   echo "| scenario | expected | delivered | duplicates | lost | marker | reproduce |"
   echo "|---|---:|---:|---:|---:|---:|---|"

@@ -1,7 +1,7 @@
 //! The event contract: what pc-eventd publishes and consumers decode.
 //!
-//! The payload is documented in README.md and `schema/lifecycle-event.schema.json`; a test keeps
-//! the three in step.
+//! The payload is documented in docs/events.md and `schema/lifecycle-event.schema.json`; a test
+//! keeps this code and the schema in step.
 
 use std::fmt;
 use std::str::FromStr;
@@ -178,7 +178,8 @@ pub struct LifecycleEvent {
     pub timestamp: String,
     pub subject: String,
     pub severity: Severity,
-    /// Per-process sequence number, strictly increasing within one daemon run.
+    /// Per-process sequence number, strictly increasing; a restarted daemon goes on from the
+    /// number kept with the process's record.
     pub seq: u64,
     /// Which process-compose instance this came from.
     pub source: String,

@@ -75,7 +75,7 @@ processes:
 async fn a_stop_is_stopped_not_crashed_and_a_start_is_started() {
     // A service that exits 0 on SIGTERM, as most do. (A poller rarely sees `Terminating`, so a
     // stop that kills the process by signal is indistinguishable from a crash in poll mode;
-    // see README "Poll mode limits".)
+    // see docs/events.md "Poll mode limits".)
     for server in SERVERS {
         let mut stack = Stack::start_on(
             server,
