@@ -46,7 +46,7 @@ use pc_eventd::event::{EventType, LifecycleEvent, SubjectScheme};
 use pc_eventd::outbox::Outbox;
 use pc_eventd::process::{ProcessState, ProcessStatus, Readiness};
 use pc_eventd::publish::{Message, Publisher};
-use pc_eventd::relay::{self, Relay};
+use pc_eventd::relay::Relay;
 use pc_eventd::state::StateStore;
 use pc_eventd::status::Status;
 use tempfile::TempDir;
@@ -578,7 +578,7 @@ async fn pipeline_pass(
         let ctx = diff_context(source, &subjects);
         let (next, events) = diff(&snapshot, observed, &ctx);
         let records = next.records(snapshot.changed_names(&next));
-        relay::lock(&outbox).push(events.iter().map(Message::from).collect(), records)?;
+        pc_eventd::sync::lock(&outbox).push(events.iter().map(Message::from).collect(), records)?;
         wake.notify_one();
         published += events.len();
         snapshot = next;
@@ -587,7 +587,7 @@ async fn pipeline_pass(
     finish.cancel();
     relay.await?;
     let elapsed = started.elapsed();
-    let left = relay::lock(&outbox).pending_messages();
+    let left = pc_eventd::sync::lock(&outbox).pending_messages();
     let metrics = &status.metrics;
     if left > 0 || metrics.events_dropped.get() > 0 || metrics.publish_errors.get() > 0 {
         return Err(format!(

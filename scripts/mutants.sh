@@ -7,7 +7,8 @@
 #                                 with the groups that have results in target/mutants/
 #
 # Groups, each with the tests that state its behaviour:
-#   pure    src/diff.rs, src/event.rs, src/remediate/policy.rs, src/alert/episode.rs: unit tests
+#   pure    src/diff.rs, src/event.rs, src/remediate/policy.rs, src/alert/episode.rs,
+#           src/retry.rs: unit tests
 #   outbox  src/outbox.rs: unit tests
 #   config  src/config.rs: unit tests
 #   relay   src/relay.rs: the integration tests that drive it (faults::, lifecycle::), against
@@ -37,6 +38,7 @@ for group in "${groups[@]}"; do
     case $group in
     pure)
         run pure -f src/diff.rs -f src/event.rs -f src/remediate/policy.rs -f src/alert/episode.rs \
+            -f src/retry.rs \
             --cargo-test-arg=--lib
         ;;
     outbox) run outbox -f src/outbox.rs --cargo-test-arg=--lib ;;

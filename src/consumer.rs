@@ -99,10 +99,10 @@ impl Filter {
     pub fn subjects(&self, scheme: &SubjectScheme) -> Result<Vec<String>, FilterError> {
         let (mut namespace, name) = match self.process.as_deref() {
             Some("") => return Err(FilterError::EmptyProcess),
-            Some(process) => match process.split_once('/') {
-                Some((ns, name)) if !ns.is_empty() => (Some(ns), Some(name)),
-                _ => (None, Some(process)),
-            },
+            Some(process) => {
+                let (namespace, name) = crate::event::split_process(process);
+                (namespace, Some(name))
+            }
             None => (None, None),
         };
         if let Some(wanted) = self.namespace.as_deref() {

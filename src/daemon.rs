@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use tokio::sync::{Notify, mpsc, watch};
@@ -27,9 +27,11 @@ use crate::notify::{self, Watchdog};
 use crate::outbox::{Outbox, OutboxError, Pushed};
 use crate::process::{ProcessInfo, ProcessState, ProcessStatus};
 use crate::publish::{Message, PublishError, Publisher};
-use crate::relay::{self, Relay};
+use crate::relay::Relay;
+use crate::retry;
 use crate::state::StateStore;
 use crate::status::Status;
+use crate::sync::lock;
 
 /// Shortest and longest wait between two attempts to reach NATS.
 const NATS_RETRY_MIN: Duration = Duration::from_millis(200);
@@ -368,7 +370,7 @@ impl Daemon {
     /// Logs a failure to reach process-compose and returns how long to wait.
     fn source_failed(&self, err: &ComposeError, failures: u32) -> Duration {
         let pc = &self.config.process_compose;
-        let wait = backoff(failures, pc.poll_interval, pc.max_backoff);
+        let wait = retry::jittered_delay(failures, pc.poll_interval, pc.max_backoff);
         warn!(error = %err, kind = err.kind(), consecutive = failures, retry_in = ?wait, "process-compose unavailable");
         notify::status(&self.status.summary());
         wait
@@ -397,9 +399,7 @@ impl Daemon {
     }
 
     fn timings(&self) -> std::sync::MutexGuard<'_, ProcessTimings> {
-        self.timings
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.timings)
     }
 
     /// Reads the settings of the processes in `observed` whose timings matter and are not
@@ -555,7 +555,7 @@ impl Daemon {
     /// counted, logged and reported (readiness, and a loss marker once there is room again).
     fn enqueue(&self, events: &[LifecycleEvent], records: Vec<(String, Option<ProcessRecord>)>) {
         let queue = self.queue.as_ref().expect("run() opens the outbox first");
-        let mut outbox = relay::lock(&queue.outbox);
+        let mut outbox = lock(&queue.outbox);
         let pushed = outbox.push(events.iter().map(Message::from).collect(), records);
         if !matches!(pushed, Ok(Pushed::Stored)) {
             let dropped = events.len() as u64;
@@ -590,7 +590,7 @@ impl Daemon {
             notify::ready(&self.status.summary());
             return;
         }
-        let mut last = self.last_status.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = lock(&self.last_status);
         if last.is_none_or(|at| at.elapsed() >= STATUS_EVERY) {
             notify::status(&self.status.summary());
             *last = Some(Instant::now());
@@ -758,7 +758,7 @@ impl Daemon {
                 *snapshot = loaded;
                 // What the last run observed but NATS has not acknowledged yet.
                 let queue = self.queue.as_ref().expect("run() opens the outbox first");
-                let outbox = relay::lock(&queue.outbox);
+                let outbox = lock(&queue.outbox);
                 snapshot.overlay(outbox.pending_records());
                 info!(bucket = %bucket, processes = snapshot.len(), queued = outbox.pending_messages(), "resuming from the last published state and the outbox");
                 store
@@ -816,7 +816,8 @@ impl Daemon {
             Err(err) => {
                 warn!(error = %err, "waiting for NATS JetStream");
                 self.status.set_stream(Err(err.to_string()));
-                let wait = backoff(1, NATS_RETRY_MIN, NATS_RETRY_MAX).max(Duration::from_secs(1));
+                let wait = retry::jittered_delay(1, NATS_RETRY_MIN, NATS_RETRY_MAX)
+                    .max(Duration::from_secs(1));
                 self.status.expect_within(wait);
                 tokio::select! {
                     () = shutdown.cancelled() => {}
@@ -965,37 +966,9 @@ async fn start_health(
     Ok(Some(HealthServer { stop, task }))
 }
 
-/// Capped exponential backoff with equal jitter: half the step is fixed, half random, so that
-/// many daemons restarted together do not retry in lockstep.
-pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
-    let step = base
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
-        .min(max);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    step / 2 + (step / 2).mul_f64(f64::from(nanos % 1000) / 1000.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let base = Duration::from_secs(2);
-        let max = Duration::from_secs(30);
-        for attempt in 1..40 {
-            let wait = backoff(attempt, base, max);
-            let step = (base * 2u32.pow(attempt.saturating_sub(1).min(20))).min(max);
-            assert!(
-                wait >= step / 2 && wait <= step,
-                "attempt {attempt}: {wait:?}"
-            );
-        }
-        assert!(backoff(1, base, max) <= base);
-        assert!(backoff(10, base, max) >= max / 2);
-    }
 
     #[test]
     fn reloads_reconnect_only_what_changed() {

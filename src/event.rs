@@ -424,9 +424,27 @@ pub(crate) fn sample_event() -> LifecycleEvent {
     }
 }
 
+/// Splits a process as filters and commands name it, `NAME` or `NAMESPACE/NAME`: a non-empty
+/// part before the first `/` is the namespace; otherwise (`web`, `/web`) the whole text is the
+/// name.
+pub fn split_process(process: &str) -> (Option<&str>, &str) {
+    match process.split_once('/') {
+        Some((namespace, name)) if !namespace.is_empty() => (Some(namespace), name),
+        _ => (None, process),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_is_a_name_or_a_namespace_and_a_name() {
+        assert_eq!(split_process("web"), (None, "web"));
+        assert_eq!(split_process("jobs/web"), (Some("jobs"), "web"));
+        assert_eq!(split_process("jobs/api/v2"), (Some("jobs"), "api/v2"));
+        assert_eq!(split_process("/web"), (None, "/web"));
+    }
 
     #[test]
     fn tokens_never_add_levels_or_wildcards() {

@@ -27,6 +27,8 @@ pub mod process;
 pub mod publish;
 pub mod relay;
 pub mod remediate;
+pub mod retry;
 pub mod state;
 pub mod status;
+pub mod sync;
 pub mod watch;

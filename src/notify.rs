@@ -68,7 +68,7 @@ impl Watchdog {
         let Some(interval) = self.interval else {
             return;
         };
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = crate::sync::lock(&self.last);
         if last.is_none_or(|at| at.elapsed() >= interval) {
             send(&[NotifyState::Watchdog]);
             *last = Some(Instant::now());

@@ -16,12 +16,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
-use crate::daemon::backoff;
 use crate::diff::ProcessRecord;
 use crate::outbox::Outbox;
 use crate::publish::{Message, Publisher};
+use crate::retry;
 use crate::state::StateStore;
 use crate::status::Status;
+use crate::sync::lock;
 
 /// Publishes in flight at once: enough to keep a burst (a reconnect's catch-up, a project
 /// start) far from the round-trip bound, few enough to bound what a failure re-sends.
@@ -45,14 +46,6 @@ struct Published {
     through: Option<u64>,
     /// The records they leave behind, newest per process.
     records: BTreeMap<String, Option<ProcessRecord>>,
-}
-
-/// Locks the outbox, which a panic elsewhere cannot leave half-written: each change is one
-/// method call.
-pub fn lock(outbox: &Mutex<Outbox>) -> std::sync::MutexGuard<'_, Outbox> {
-    outbox
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub struct Relay {
@@ -147,7 +140,7 @@ impl Relay {
             metrics.publish_errors.inc();
             self.status.set_publish(Err(err.to_string()));
             attempt = attempt.saturating_add(1);
-            let wait = backoff(attempt, RETRY_MIN, RETRY_MAX);
+            let wait = retry::jittered_delay(attempt, RETRY_MIN, RETRY_MAX);
             warn!(error = %err, queued = lock(&self.outbox).pending_messages(), retry_in = ?wait, "publish failed, will retry with the same ids");
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}

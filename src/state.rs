@@ -77,12 +77,12 @@ impl StateStore {
             bucket: self.bucket.clone(),
             message,
         };
-        let mut keys = match self.store.keys().await {
-            Ok(keys) => keys,
-            // an empty bucket has no keys to list
-            Err(err) if err.to_string().contains("no keys") => return Ok(Snapshot::default()),
-            Err(err) => return Err(read_error(err.to_string())),
-        };
+        // (An empty bucket lists no keys: the stream of keys just ends.)
+        let mut keys = self
+            .store
+            .keys()
+            .await
+            .map_err(|e| read_error(e.to_string()))?;
         let mut records = Vec::new();
         while let Some(key) = keys.next().await {
             let key = key.map_err(|e| read_error(e.to_string()))?;

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::config::SourceMode;
 use crate::event::EventType;
+use crate::sync::lock;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabel {
@@ -299,12 +300,6 @@ impl Default for Status {
             nats_generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Status {

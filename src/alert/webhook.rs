@@ -110,7 +110,8 @@ impl Webhook {
                 Err(err) if err.is_retryable() && attempt < self.retries => err,
                 Err(err) => return Err(err),
             };
-            let wait = self.retry_backoff.saturating_mul(1 << attempt.min(10));
+            let wait =
+                crate::retry::delay(attempt + 1, self.retry_backoff, self.retry_backoff * 1024);
             attempt += 1;
             warn!(error = %err, retry_in = ?wait, attempt, "webhook failed, will retry");
             tokio::time::sleep(wait).await;

@@ -437,9 +437,8 @@ pub async fn tail(
         .await
         .map_err(|e| stream_error(e.to_string()))?;
     let js = jetstream::new(client);
-    let (namespace, name) = match process.map(|p| p.split_once('/')) {
-        Some(Some((ns, name))) => (Some(ns), Some(name)),
-        Some(None) => (None, process),
+    let (namespace, name) = match process.map(crate::event::split_process) {
+        Some((namespace, name)) => (namespace, Some(name)),
         None => (None, None),
     };
     let subject = nats.subjects().filter(namespace, name, None);

@@ -179,10 +179,7 @@ impl Planner {
         if earlier >= policy.max_attempts {
             return Decision::Skip(Skip::LimitReached);
         }
-        let delay = policy
-            .backoff
-            .saturating_mul(1u32 << earlier.min(20))
-            .min(policy.max_backoff);
+        let delay = crate::retry::delay(earlier + 1, policy.backoff, policy.max_backoff);
         Decision::Restart {
             attempt: earlier + 1,
             delay,
