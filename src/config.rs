@@ -754,54 +754,171 @@ impl Config {
     }
 
     fn validate(&self, figment: &Figment) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
-        let mut check = |key: &str, ok: bool, message: &str| {
-            if !ok {
-                problems.push(format!("{key} (from {}): {message}", origin(figment, key)));
-            }
+        let mut p = Problems {
+            figment,
+            found: Vec::new(),
         };
-        let pc = &self.process_compose;
+        self.process_compose.check(&mut p);
+        self.nats.check_connection(&mut p);
+        self.nats.check_stream(&mut p);
+        self.check_consumers(&mut p);
+        self.check_daemon(&mut p);
+        if p.found.is_empty() {
+            self.api_token()?;
+            // Reads the nkey seed and creds files, as connecting will.
+            self.nats
+                .connect_options(async_nats::ConnectOptions::new())
+                .map(|_| ())
+        } else {
+            Err(ConfigError { problems: p.found })
+        }
+    }
+
+    /// The consumers' sections: `remediate` and `alert`.
+    fn check_consumers(&self, p: &mut Problems<'_>) {
+        let nats = &self.nats;
+        let remediate = &self.remediate;
+        p.check(
+            "remediate.subject_prefix",
+            is_literal_subject(&remediate.subject_prefix)
+                && remediate.subject_prefix != nats.subject_prefix
+                && !remediate
+                    .subject_prefix
+                    .starts_with(&format!("{}.", nats.subject_prefix)),
+            "must be a literal subject outside nats.subject_prefix",
+        );
+        p.check(
+            "alert.url",
+            self.alert.url.as_ref().is_none_or(|url| {
+                url.expose().parse::<http::Uri>().is_ok_and(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+                })
+            }),
+            "expected an http:// or https:// URL (value not shown)",
+        );
+        p.check(
+            "alert.quiet_period",
+            !self.alert.quiet_period.is_zero() && !self.alert.timeout.is_zero(),
+            "quiet_period and timeout must be greater than zero",
+        );
+        for (key, durable) in [
+            ("remediate.durable", &self.remediate.durable),
+            ("alert.durable", &self.alert.durable),
+        ] {
+            p.check(
+                key,
+                !durable.is_empty()
+                    && !durable
+                        .contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>')),
+                "must be non-empty, without spaces, `.`, `*` or `>`",
+            );
+        }
+        for (i, policy) in std::iter::once(&remediate.policy)
+            .chain(remediate.rules.iter().map(|r| &r.policy))
+            .enumerate()
+        {
+            let key = if i == 0 {
+                "remediate.policy".to_owned()
+            } else {
+                format!("remediate.rules[{}]", i - 1)
+            };
+            p.check(
+                &key,
+                policy.max_attempts > 0 && !policy.window.is_zero(),
+                "max_attempts and window must be greater than zero",
+            );
+        }
+    }
+
+    /// What the daemon itself needs: the outbox, the state directory, the log filter.
+    fn check_daemon(&self, p: &mut Problems<'_>) {
+        p.check(
+            "outbox.max_bytes",
+            self.outbox.max_bytes >= 1024 * 1024,
+            "must be at least 1MiB",
+        );
+        p.check(
+            "daemon.state_dir",
+            self.daemon.state_dir().is_some(),
+            "not set, and none of STATE_DIRECTORY, XDG_STATE_HOME or HOME is",
+        );
+        p.check(
+            "log.level",
+            tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok(),
+            "not a valid tracing filter (e.g. `info` or `info,async_nats=warn`)",
+        );
+    }
+}
+
+/// The problems found in a configuration, each naming its key and where its value came from.
+struct Problems<'a> {
+    figment: &'a Figment,
+    found: Vec<String>,
+}
+
+impl Problems<'_> {
+    fn check(&mut self, key: &str, ok: bool, message: &str) {
+        if !ok {
+            let origin = self.origin(key);
+            self.found.push(format!("{key} (from {origin}): {message}"));
+        }
+    }
+
+    fn origin(&self, key: &str) -> String {
+        origin(self.figment, key)
+    }
+}
+
+impl ProcessComposeConfig {
+    fn check(&self, p: &mut Problems<'_>) {
+        let pc = self;
         let url_ok = pc
             .url
             .parse::<http::Uri>()
             .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
-        check(
+        p.check(
             "process_compose.url",
             url_ok,
             "expected an http://host:port URL",
         );
-        check(
+        p.check(
             "process_compose.poll_interval",
             !pc.poll_interval.is_zero(),
             "must be greater than zero",
         );
-        check(
+        p.check(
             "process_compose.request_timeout",
             !pc.request_timeout.is_zero(),
             "must be greater than zero",
         );
-        check(
+        p.check(
             "process_compose.max_backoff",
             pc.max_backoff >= pc.poll_interval,
             "must be at least poll_interval",
         );
-        check(
+        p.check(
             "process_compose.reconcile_interval",
             !pc.reconcile_interval.is_zero(),
             "must be greater than zero",
         );
-        check(
+        p.check(
             "process_compose.readiness_grace",
             pc.readiness_grace.is_none_or(|grace| !grace.is_zero()),
             "must be greater than zero (leave it out to derive it from each probe)",
         );
-        check(
+        p.check(
             "process_compose.token_file",
             pc.token.is_none() || pc.token_file.is_none(),
             "set either token or token_file, not both",
         );
-        let nats = &self.nats;
-        check(
+    }
+}
+
+impl NatsConfig {
+    /// The servers, authentication and TLS.
+    fn check_connection(&self, p: &mut Problems<'_>) {
+        let nats = self;
+        p.check(
             "nats.url",
             !nats.servers().is_empty(),
             "must name at least one server",
@@ -809,8 +926,8 @@ impl Config {
         for server in nats.servers() {
             match server.parse::<async_nats::ServerAddr>() {
                 // The parse errors name the part that is wrong, never the whole URL.
-                Err(err) => check("nats.url", false, &err.to_string()),
-                Ok(addr) => check(
+                Err(err) => p.check("nats.url", false, &err.to_string()),
+                Ok(addr) => p.check(
                     "nats.url",
                     !addr.has_user_pass(),
                     "must not hold credentials (they would be logged): use nats.user and \
@@ -818,22 +935,22 @@ impl Config {
                 ),
             }
         }
-        check(
+        p.check(
             "nats.password",
             nats.password.is_none() || nats.user.is_some(),
             "needs nats.user",
         );
-        check(
+        p.check(
             "nats.user",
             nats.user.is_none() || nats.password.is_some(),
             "needs nats.password",
         );
-        check(
+        p.check(
             "nats.nkey_seed_file",
             nats.nkey_seed.is_none() || nats.nkey_seed_file.is_none(),
             "set either nkey_seed or nkey_seed_file, not both",
         );
-        check(
+        p.check(
             "nats.nkey_seed",
             nats.nkey_seed
                 .as_ref()
@@ -859,17 +976,17 @@ impl Config {
                 let message = format!(
                     "conflicts with {first} (from {}): set one of user/password, token, \
                      nkey_seed, nkey_seed_file or creds_file",
-                    origin(figment, first)
+                    p.origin(first)
                 );
-                check(other, false, &message);
+                p.check(other, false, &message);
             }
         }
-        check(
+        p.check(
             "nats.tls_cert_file",
             nats.tls_cert_file.is_none() || nats.tls_key_file.is_some(),
             "needs nats.tls_key_file",
         );
-        check(
+        p.check(
             "nats.tls_key_file",
             nats.tls_key_file.is_none() || nats.tls_cert_file.is_some(),
             "needs nats.tls_cert_file",
@@ -884,21 +1001,25 @@ impl Config {
             if let Some(path) = path
                 && let Err(problem) = readable_file(path)
             {
-                check(key, false, &problem);
+                p.check(key, false, &problem);
             }
         }
-        check(
+    }
+
+    /// The subjects and the stream.
+    fn check_stream(&self, p: &mut Problems<'_>) {
+        p.check(
             "nats.subject_prefix",
-            is_literal_subject(&nats.subject_prefix),
+            is_literal_subject(&self.subject_prefix),
             "must be a literal subject: dot-separated, non-empty tokens without spaces, `*` or `>`",
         );
-        check(
+        p.check(
             "nats.ack_timeout",
-            !nats.ack_timeout.is_zero(),
+            !self.ack_timeout.is_zero(),
             "must be greater than zero",
         );
-        let stream = &nats.stream;
-        check(
+        let stream = &self.stream;
+        p.check(
             "nats.stream.name",
             !stream.name.is_empty()
                 && !stream.name.contains(|c: char| {
@@ -906,91 +1027,16 @@ impl Config {
                 }),
             "must be non-empty, without spaces, `.`, `*`, `>`, `/` or `\\`",
         );
-        check(
+        p.check(
             "nats.stream.replicas",
             (1..=5).contains(&stream.replicas),
             "must be between 1 and 5",
         );
-        check(
+        p.check(
             "nats.stream.duplicate_window",
             !stream.duplicate_window.is_zero() && stream.duplicate_window <= stream.max_age,
             "must be greater than zero and no longer than max_age",
         );
-        let remediate = &self.remediate;
-        check(
-            "remediate.subject_prefix",
-            is_literal_subject(&remediate.subject_prefix)
-                && remediate.subject_prefix != nats.subject_prefix
-                && !remediate
-                    .subject_prefix
-                    .starts_with(&format!("{}.", nats.subject_prefix)),
-            "must be a literal subject outside nats.subject_prefix",
-        );
-        check(
-            "alert.url",
-            self.alert.url.as_ref().is_none_or(|url| {
-                url.expose().parse::<http::Uri>().is_ok_and(|u| {
-                    matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
-                })
-            }),
-            "expected an http:// or https:// URL (value not shown)",
-        );
-        check(
-            "alert.quiet_period",
-            !self.alert.quiet_period.is_zero() && !self.alert.timeout.is_zero(),
-            "quiet_period and timeout must be greater than zero",
-        );
-        for (key, durable) in [
-            ("remediate.durable", &self.remediate.durable),
-            ("alert.durable", &self.alert.durable),
-        ] {
-            check(
-                key,
-                !durable.is_empty()
-                    && !durable
-                        .contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>')),
-                "must be non-empty, without spaces, `.`, `*` or `>`",
-            );
-        }
-        for (i, policy) in std::iter::once(&remediate.policy)
-            .chain(remediate.rules.iter().map(|r| &r.policy))
-            .enumerate()
-        {
-            let key = if i == 0 {
-                "remediate.policy".to_owned()
-            } else {
-                format!("remediate.rules[{}]", i - 1)
-            };
-            check(
-                &key,
-                policy.max_attempts > 0 && !policy.window.is_zero(),
-                "max_attempts and window must be greater than zero",
-            );
-        }
-        check(
-            "outbox.max_bytes",
-            self.outbox.max_bytes >= 1024 * 1024,
-            "must be at least 1MiB",
-        );
-        check(
-            "daemon.state_dir",
-            self.daemon.state_dir().is_some(),
-            "not set, and none of STATE_DIRECTORY, XDG_STATE_HOME or HOME is",
-        );
-        check(
-            "log.level",
-            tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok(),
-            "not a valid tracing filter (e.g. `info` or `info,async_nats=warn`)",
-        );
-        if problems.is_empty() {
-            self.api_token()?;
-            // Reads the nkey seed and creds files, as connecting will.
-            self.nats
-                .connect_options(async_nats::ConnectOptions::new())
-                .map(|_| ())
-        } else {
-            Err(ConfigError { problems })
-        }
     }
 }
 
