@@ -470,25 +470,90 @@ fn step(
         None => Tracked::new(now.clone(), at),
     };
     tracked.readiness.began_at.get_or_insert(at);
-    let mut out = Vec::new();
+    let change = Change::new(before, now, at);
+    let mut out = change.incarnation_replaced(&mut tracked);
+    out.extend(change.run_between_polls());
+    out.extend(change.restarted_after_stop(limits.manual_restart_window));
+    // Whether the current run was asked to stop: a new incarnation's run was not, whatever the
+    // old one was.
+    let stop_requested = tracked.stop_requested;
+    out.extend(change.policy_restarts(&mut tracked, stop_requested));
+    out.extend(change.restarting(&mut tracked, stop_requested));
+    out.extend(change.ended(&mut tracked, stop_requested));
+    if change.new_status == ProcessStatus::Terminating {
+        tracked.stop_requested = true;
+    }
+    out.extend(change.began(&mut tracked));
+    out.extend(change.status_changed());
+    out.extend(readiness(
+        &mut tracked,
+        change.readiness_changed(),
+        at,
+        limits.readiness_grace,
+        change.current_run.clone(),
+    ));
+    (tracked, out)
+}
 
-    let old_state = before.map(|t| &t.state);
-    // A process seen for the first time is read as coming from `Pending`.
-    let old_status = old_state.map_or(ProcessStatus::Pending, |s| s.status.normalized());
-    let new_status = now.status.normalized();
-    let current_run = run_of(now);
-    // Nothing restarts a run that ended for good: whatever runs next is a new incarnation,
-    // even when the frame that shows it carries no start time or pid yet.
-    // Leaving `Restarting` is the policy's restart, inside the incarnation, whatever the pid.
-    let new_incarnation = (old_status != ProcessStatus::Restarting
-        && old_state.is_some_and(|old| is_new_incarnation(old, now)))
-        || (old_status.is_ended() && new_status.is_running());
-    let restarts_rose = old_state.map_or(0, |old| now.restarts.saturating_sub(old.restarts));
-    let run_changed = new_incarnation || restarts_rose > 0;
+/// One process from its previous observation to this one: what the rules ask of the change.
+struct Change<'a> {
+    before: Option<&'a Tracked>,
+    old_state: Option<&'a ProcessState>,
+    now: &'a ProcessState,
+    at: SystemTime,
+    /// A process seen for the first time is read as coming from `Pending`.
+    old_status: ProcessStatus,
+    new_status: ProcessStatus,
+    current_run: (String, u32),
+    new_incarnation: bool,
+    /// How many policy restarts happened in between.
+    restarts_rose: u32,
+    /// A new incarnation or a policy restart: the run observed now is not the one before.
+    run_changed: bool,
+}
 
-    // A manual restart (or a stop and a start between two polls): the old incarnation is gone.
-    if let (true, Some(before)) = (new_incarnation, before) {
-        if old_status.is_active() {
+impl<'a> Change<'a> {
+    fn new(before: Option<&'a Tracked>, now: &'a ProcessState, at: SystemTime) -> Self {
+        let old_state = before.map(|t| &t.state);
+        let old_status = old_state.map_or(ProcessStatus::Pending, |s| s.status.normalized());
+        let new_status = now.status.normalized();
+        // Nothing restarts a run that ended for good: whatever runs next is a new incarnation,
+        // even when the frame that shows it carries no start time or pid yet.
+        // Leaving `Restarting` is the policy's restart, inside the incarnation, whatever the pid.
+        let new_incarnation = (old_status != ProcessStatus::Restarting
+            && old_state.is_some_and(|old| is_new_incarnation(old, now)))
+            || (old_status.is_ended() && new_status.is_running());
+        let restarts_rose = old_state.map_or(0, |old| now.restarts.saturating_sub(old.restarts));
+        Self {
+            before,
+            old_state,
+            now,
+            at,
+            old_status,
+            new_status,
+            current_run: run_of(now),
+            new_incarnation,
+            restarts_rose,
+            run_changed: new_incarnation || restarts_rose > 0,
+        }
+    }
+
+    fn manual_restart(&self) -> Transition {
+        Transition::new(EventType::Restarted, self.current_run.clone()).restart(
+            self.now.restarts,
+            0,
+            Reason::ManualRestart,
+        )
+    }
+
+    /// A manual restart (or a stop and a start between two polls): the old incarnation is
+    /// gone.
+    fn incarnation_replaced(&self, tracked: &mut Tracked) -> Vec<Transition> {
+        let mut out = Vec::new();
+        let (true, Some(before)) = (self.new_incarnation, self.before) else {
+            return out;
+        };
+        if self.old_status.is_active() {
             let old_run = before.state.restarts;
             // (Leaving `Restarting` is never a new incarnation: nothing was running then.)
             if !before.reported(old_run) {
@@ -500,155 +565,130 @@ fn step(
                 };
                 out.push(Transition::new(EventType::Stopped, run_of(&before.state)).reason(reason));
             }
-            out.push(
-                Transition::new(EventType::Restarted, current_run.clone()).restart(
-                    now.restarts,
-                    0,
-                    Reason::ManualRestart,
-                ),
-            );
+            out.push(self.manual_restart());
         }
-        tracked.begin_run(at);
+        tracked.begin_run(self.at);
         tracked.reported_run = None;
+        out
     }
 
-    // A run that started and ended between two polls: announce its start before its end.
-    let in_run = old_status.is_active();
-    let evidence_of_a_run = restarts_rose > 0
-        || new_status == ProcessStatus::Restarting
-        || (new_status == ProcessStatus::Completed
-            && (new_incarnation || !old_status.is_ended())
-            && (now.pid > 0 || now.process_start_time.is_some()));
-    if let (Some(old), false, false, true) = (
-        old_state,
-        in_run,
-        new_status.is_running(),
-        evidence_of_a_run,
-    ) {
-        let first_run = (current_run.0.clone(), old.restarts);
-        out.push(Transition::new(EventType::Started, first_run));
+    /// A run that started and ended between two polls: its start, announced before its end.
+    fn run_between_polls(&self) -> Option<Transition> {
+        let now = self.now;
+        let evidence_of_a_run = self.restarts_rose > 0
+            || self.new_status == ProcessStatus::Restarting
+            || (self.new_status == ProcessStatus::Completed
+                && (self.new_incarnation || !self.old_status.is_ended())
+                && (now.pid > 0 || now.process_start_time.is_some()));
+        let old = self.old_state?;
+        let unseen = !self.old_status.is_active() && !self.new_status.is_running();
+        (unseen && evidence_of_a_run).then(|| {
+            let first_run = (self.current_run.0.clone(), old.restarts);
+            Transition::new(EventType::Started, first_run)
+        })
     }
 
-    // A stop seen to its end, then a new incarnation soon after: a manual restart whose gap was
-    // observed (a stream sees every step; a poll sometimes does). process-compose shows a
-    // restart exactly as a stop and a start; only the pause between them tells them apart, and
-    // a start after a longer one is the operator's.
-    let restarted_after_stop = new_incarnation
-        && new_status.is_running()
-        && old_status.is_ended()
-        && before.and_then(|b| b.stopped_at).is_some_and(|stopped| {
-            at.duration_since(stopped).unwrap_or_default() <= limits.manual_restart_window
-        });
-    if restarted_after_stop {
-        out.push(
-            Transition::new(EventType::Restarted, current_run.clone()).restart(
-                now.restarts,
-                0,
-                Reason::ManualRestart,
-            ),
-        );
+    /// A stop seen to its end, then a new incarnation soon after: a manual restart whose gap
+    /// was observed (a stream sees every step; a poll sometimes does). process-compose shows a
+    /// restart exactly as a stop and a start; only the pause between them tells them apart,
+    /// and a start after a longer one is the operator's.
+    fn restarted_after_stop(&self, window: Duration) -> Option<Transition> {
+        let soon = self
+            .before
+            .and_then(|b| b.stopped_at)
+            .is_some_and(|stopped| self.at.duration_since(stopped).unwrap_or_default() <= window);
+        (self.new_incarnation && self.new_status.is_running() && self.old_status.is_ended() && soon)
+            .then(|| self.manual_restart())
     }
 
-    // Whether the current run was asked to stop: a new incarnation's run was not, whatever the
-    // old one was.
-    let stop_requested = tracked.stop_requested;
-
-    // The restart policy restarted it, perhaps several times between two polls. Over REST the
-    // count rises as the status becomes `Restarting`; in stream frames only with the next
-    // `Running`. Either way the run that ended last is `restarts - 1`, and only its exit code
-    // survives: runs merged by a poll are reported as one.
-    if restarts_rose > 0 {
+    /// The restart policy restarted it, perhaps several times between two polls. Over REST the
+    /// count rises as the status becomes `Restarting`; in stream frames only with the next
+    /// `Running`. Either way the run that ended last is `restarts - 1`, and only its exit code
+    /// survives: runs merged by a poll are reported as one.
+    fn policy_restarts(&self, tracked: &mut Tracked, stop_requested: bool) -> Vec<Transition> {
+        let mut out = Vec::new();
+        if self.restarts_rose == 0 {
+            return out;
+        }
+        let now = self.now;
         let ended = now.restarts - 1;
         if !tracked.reported(ended) {
-            let ended_run = (current_run.0.clone(), ended);
-            out.extend(never_ready_at_end(&mut tracked, before, ended_run.clone()));
+            let ended_run = (self.current_run.0.clone(), ended);
+            out.extend(never_ready_at_end(tracked, self.before, ended_run.clone()));
             out.extend(end_of_restarted_run(stop_requested, now, ended_run));
             tracked.reported_run = Some(ended);
         }
         out.push(
-            Transition::new(EventType::Restarted, current_run.clone()).restart(
+            Transition::new(EventType::Restarted, self.current_run.clone()).restart(
                 now.restarts,
-                restarts_rose,
+                self.restarts_rose,
                 Reason::RestartPolicy,
             ),
         );
-        tracked.begin_run(at);
+        tracked.begin_run(self.at);
+        out
     }
 
-    // `Restarting` with the count not yet risen (a stream frame): the current run just ended.
-    if new_status == ProcessStatus::Restarting
-        && restarts_rose == 0
-        && old_status != ProcessStatus::Restarting
-        && !tracked.reported(now.restarts)
-    {
-        out.extend(never_ready_at_end(
-            &mut tracked,
-            before,
-            current_run.clone(),
-        ));
-        out.extend(end_of_restarted_run(
-            stop_requested,
-            now,
-            current_run.clone(),
-        ));
-        tracked.reported_run = Some(now.restarts);
+    /// `Restarting` with the count not yet risen (a stream frame): the current run just ended.
+    fn restarting(&self, tracked: &mut Tracked, stop_requested: bool) -> Vec<Transition> {
+        let mut out = Vec::new();
+        if self.new_status == ProcessStatus::Restarting
+            && self.restarts_rose == 0
+            && self.old_status != ProcessStatus::Restarting
+            && !tracked.reported(self.now.restarts)
+        {
+            let run = self.current_run.clone();
+            out.extend(never_ready_at_end(tracked, self.before, run.clone()));
+            out.extend(end_of_restarted_run(stop_requested, self.now, run));
+            tracked.reported_run = Some(self.now.restarts);
+        }
+        out
     }
 
-    // The run ended for good.
-    if new_status.is_ended()
-        && (!old_status.is_ended() || run_changed)
-        && !tracked.reported(now.restarts)
-    {
-        let end = match new_status {
-            ProcessStatus::Skipped => None,
-            ProcessStatus::Error => Some((EventType::Crashed, Reason::ErrorStatus)),
-            _ if stop_requested => Some((EventType::Stopped, Reason::StopRequested)),
-            _ if now.is_success(now.exit_code) => {
-                Some((EventType::Stopped, Reason::ExitedSuccessfully))
-            }
-            _ => Some((EventType::Crashed, Reason::ExitedWithFailure)),
-        };
-        if let Some((event_type, reason)) = end {
-            if reason == Reason::StopRequested {
-                tracked.stopped_at = Some(at);
-            }
-            out.push(Transition::new(event_type, current_run.clone()).exit(now.exit_code, reason));
+    /// The run ended for good.
+    fn ended(&self, tracked: &mut Tracked, stop_requested: bool) -> Option<Transition> {
+        let now = self.now;
+        if !self.new_status.is_ended()
+            || (self.old_status.is_ended() && !self.run_changed)
+            || tracked.reported(now.restarts)
+        {
+            return None;
         }
         tracked.reported_run = Some(now.restarts);
+        let (event_type, reason) = match self.new_status {
+            ProcessStatus::Skipped => return None,
+            ProcessStatus::Error => (EventType::Crashed, Reason::ErrorStatus),
+            _ if stop_requested => (EventType::Stopped, Reason::StopRequested),
+            _ if now.is_success(now.exit_code) => (EventType::Stopped, Reason::ExitedSuccessfully),
+            _ => (EventType::Crashed, Reason::ExitedWithFailure),
+        };
+        if reason == Reason::StopRequested {
+            tracked.stopped_at = Some(self.at);
+        }
+        Some(Transition::new(event_type, self.current_run.clone()).exit(now.exit_code, reason))
     }
 
-    if new_status == ProcessStatus::Terminating {
-        tracked.stop_requested = true;
+    /// A run begins when it enters a running status. Leaving `Restarting` is the policy's
+    /// restart, already reported: it is not a start.
+    fn began(&self, tracked: &mut Tracked) -> Option<Transition> {
+        let (old, new) = (&self.old_status, &self.new_status);
+        if new.is_running() && !old.is_running() && !self.run_changed {
+            tracked.begin_run(self.at);
+        }
+        let from_stopped = !old.is_running() && *old != ProcessStatus::Restarting;
+        (new.is_running() && (self.new_incarnation || from_stopped))
+            .then(|| Transition::new(EventType::Started, self.current_run.clone()))
     }
 
-    // A run begins when it enters a running status. Leaving `Restarting` is the policy's
-    // restart, already reported: it is not a start.
-    if new_status.is_running() && !old_status.is_running() && !run_changed {
-        tracked.begin_run(at);
-    }
-    let from_stopped = !old_status.is_running() && old_status != ProcessStatus::Restarting;
-    if new_status.is_running() && (new_incarnation || from_stopped) {
-        out.push(Transition::new(EventType::Started, current_run.clone()));
+    fn status_changed(&self) -> Option<Transition> {
+        (self.before.is_none() || self.new_status != self.old_status)
+            .then(|| Transition::new(EventType::StatusChanged, self.current_run.clone()))
     }
 
-    if before.is_none() || new_status != old_status {
-        out.push(Transition::new(
-            EventType::StatusChanged,
-            current_run.clone(),
-        ));
+    fn readiness_changed(&self) -> bool {
+        let old_ready = self.old_state.map_or(Readiness::Unknown, |s| s.is_ready);
+        self.now.is_ready != old_ready || self.run_changed
     }
-
-    let old_ready = old_state.map_or(Readiness::Unknown, |s| s.is_ready);
-    let readiness_changed = now.is_ready != old_ready || run_changed;
-    out.extend(readiness(
-        &mut tracked,
-        readiness_changed,
-        at,
-        limits.readiness_grace,
-        current_run,
-    ));
-
-    (tracked, out)
 }
 
 /// Readiness within a run: `healthy` when it becomes Ready (or a new run already is); when it
