@@ -146,6 +146,32 @@ struct Queue {
     wake: Arc<Notify>,
 }
 
+/// What the observation loop carries from one turn to the next.
+struct Observing {
+    compose: ComposeClient,
+    publisher: Publisher,
+    health: Option<HealthServer>,
+    /// Hands the relay the publisher once the stream is ready (`None` while it is not).
+    publishers: watch::Sender<Option<Publisher>>,
+    snapshot: Snapshot,
+    /// The stream and the state bucket are ready: events may flow.
+    stream_ready: bool,
+    /// Failures to reach process-compose in a row.
+    failures: u32,
+    /// In `auto` mode: whether the server has the state stream (None: not known yet).
+    stream_supported: Option<bool>,
+}
+
+/// What one turn of the observation loop asks for next.
+enum Turn {
+    /// Wait this long (or for a reload), then go on.
+    Wait(Duration),
+    /// Go on at once.
+    Again,
+    /// Shut down.
+    Stop,
+}
+
 /// The running health endpoint.
 struct HealthServer {
     stop: CancellationToken,
@@ -181,16 +207,15 @@ impl Daemon {
 
     /// Runs until `control.shutdown` is cancelled.
     pub async fn run(mut self, mut control: Control) -> Result<(), DaemonError> {
-        let mut compose = ComposeClient::from_config(&self.config)?;
+        let compose = ComposeClient::from_config(&self.config)?;
         // Signals stop the waits below too: a daemon waiting for a lock, NATS or the stream
         // stops on SIGTERM, not when the wait ends.
         let Some(outbox) = self.open_outbox(&control.shutdown).await? else {
             return Ok(());
         };
         let outbox = Arc::new(std::sync::Mutex::new(outbox));
-        let mut publisher = self.connect().await?;
-        let mut health = start_health(&self.config.health, &self.status).await?;
-        let shutdown = control.shutdown.clone();
+        let publisher = self.connect().await?;
+        let health = start_health(&self.config.health, &self.status).await?;
         let wake = Arc::new(Notify::new());
         let (publishers, relay_publishers) = watch::channel(None);
         let finish_relay = CancellationToken::new();
@@ -215,106 +240,161 @@ impl Daemon {
         );
         notify::status("waiting for NATS JetStream and process-compose");
 
-        let mut snapshot = Snapshot::default();
-        let mut stream_ready = false;
-        let mut failures: u32 = 0;
-        // In `auto` mode: whether the server has the state stream (None: not known yet).
-        let mut stream_supported: Option<bool> = None;
-        // Whatever ends observation (shutdown, or an error no retry can fix), the relay gets
-        // `shutdown_timeout` to empty the outbox and the health endpoint stops.
-        let observed: Result<(), DaemonError> = async {
-            while !shutdown.is_cancelled() {
-                if !stream_ready {
-                    publishers.send_replace(None);
-                    stream_ready = self.ensure_stream(&publisher, &shutdown).await?
-                        && self.open_state(&publisher, &mut snapshot, &shutdown).await;
-                    if stream_ready {
-                        publishers.send_replace(Some(publisher.clone()));
-                    }
-                    continue;
-                }
-                let use_stream = match self.config.process_compose.mode {
-                    SourceMode::Poll => false,
-                    SourceMode::Stream => true,
-                    SourceMode::Auto => stream_supported != Some(false),
-                };
-                let wait = if use_stream {
-                    let session = self
-                        .stream_session(&compose, &mut snapshot, &shutdown, &mut control.reloads)
-                        .await;
-                    match session {
-                        SessionEnd::Shutdown => break,
-                        SessionEnd::Reload => {
-                            let changed =
-                                self.reload(&mut compose, &mut publisher, &mut health).await;
-                            stream_ready &= !changed.stream;
-                            continue;
-                        }
-                        SessionEnd::Failed(ComposeError::StreamUnsupported)
-                            if self.config.process_compose.mode == SourceMode::Auto =>
-                        {
-                            info!("process-compose has no state stream (before v1.110.0): polling");
-                            stream_supported = Some(false);
-                            continue;
-                        }
-                        SessionEnd::Failed(err) => {
-                            stream_supported = None;
-                            failures = failures.saturating_add(1);
-                            self.source_failed(&err, failures)
-                        }
-                    }
-                } else {
-                    // A poll changes nothing until it returns, so it can be abandoned at shutdown.
-                    let polled = tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        polled = self.poll(&compose) => polled,
-                    };
-                    match polled {
-                        Ok(observed) => {
-                            self.status.set_mode(SourceMode::Poll);
-                            if failures > 0 {
-                                info!(
-                                    after_failures = failures,
-                                    "process-compose is answering again"
-                                );
-                            }
-                            failures = 0;
-                            self.learn_timings(&compose, &observed).await;
-                            self.publish_observation(&mut snapshot, &observed);
-                            self.config.process_compose.poll_interval
-                        }
-                        Err(err) => {
-                            // It may come back upgraded: look for the stream again.
-                            stream_supported = None;
-                            failures = failures.saturating_add(1);
-                            self.source_failed(&err, failures)
-                        }
-                    }
-                };
-                self.watchdog.pet();
-                self.status.expect_within(wait);
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    Some(()) = control.reloads.recv() => {
-                        let changed = self.reload(&mut compose, &mut publisher, &mut health).await;
-                        stream_ready &= !changed.stream;
-                    }
-                    () = self.watchdog.sleep(wait) => {}
-                }
-            }
-            Ok(())
-        }
-        .await;
+        let mut observing = Observing {
+            compose,
+            publisher,
+            health,
+            publishers,
+            snapshot: Snapshot::default(),
+            stream_ready: false,
+            failures: 0,
+            stream_supported: None,
+        };
+        let observed = self.observe(&mut observing, &mut control).await;
 
+        // Whatever ended observation (shutdown, or an error no retry can fix), the relay gets
+        // `shutdown_timeout` to empty the outbox and the health endpoint stops.
         notify::stopping();
         info!("pc-eventd stopping");
         finish_relay.cancel();
         let _ = relay.await;
-        if let Some(health) = health {
+        if let Some(health) = observing.health {
             health.stop.cancel();
             let _ = health.task.await;
         }
         observed
+    }
+
+    /// The observation loop: readies the stream, then observes process-compose (a stream
+    /// session or a poll) turn after turn until shutdown or an error no retry can fix.
+    async fn observe(
+        &mut self,
+        observing: &mut Observing,
+        control: &mut Control,
+    ) -> Result<(), DaemonError> {
+        let shutdown = control.shutdown.clone();
+        while !shutdown.is_cancelled() {
+            if !observing.stream_ready {
+                self.ready_the_stream(observing, &shutdown).await?;
+                continue;
+            }
+            let use_stream = match self.config.process_compose.mode {
+                SourceMode::Poll => false,
+                SourceMode::Stream => true,
+                SourceMode::Auto => observing.stream_supported != Some(false),
+            };
+            let turn = if use_stream {
+                self.stream_turn(observing, control).await
+            } else {
+                self.poll_turn(observing, &shutdown).await
+            };
+            let wait = match turn {
+                Turn::Stop => break,
+                Turn::Again => continue,
+                Turn::Wait(wait) => wait,
+            };
+            self.watchdog.pet();
+            self.status.expect_within(wait);
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(()) = control.reloads.recv() => self.reload_observing(observing).await,
+                () = self.watchdog.sleep(wait) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the stream and the state bucket ready; only then may the relay publish.
+    async fn ready_the_stream(
+        &self,
+        observing: &mut Observing,
+        shutdown: &CancellationToken,
+    ) -> Result<(), DaemonError> {
+        observing.publishers.send_replace(None);
+        let publisher = &observing.publisher;
+        observing.stream_ready = self.ensure_stream(publisher, shutdown).await?
+            && self
+                .open_state(publisher, &mut observing.snapshot, shutdown)
+                .await;
+        if observing.stream_ready {
+            observing.publishers.send_replace(Some(publisher.clone()));
+        }
+        Ok(())
+    }
+
+    /// One session on process-compose's state stream, and what its end asks for.
+    async fn stream_turn(&mut self, observing: &mut Observing, control: &mut Control) -> Turn {
+        let session = self
+            .stream_session(
+                &observing.compose,
+                &mut observing.snapshot,
+                &control.shutdown,
+                &mut control.reloads,
+            )
+            .await;
+        match session {
+            SessionEnd::Shutdown => Turn::Stop,
+            SessionEnd::Reload => {
+                self.reload_observing(observing).await;
+                Turn::Again
+            }
+            SessionEnd::Failed(ComposeError::StreamUnsupported)
+                if self.config.process_compose.mode == SourceMode::Auto =>
+            {
+                info!("process-compose has no state stream (before v1.110.0): polling");
+                observing.stream_supported = Some(false);
+                Turn::Again
+            }
+            SessionEnd::Failed(err) => {
+                observing.stream_supported = None;
+                observing.failures = observing.failures.saturating_add(1);
+                Turn::Wait(self.source_failed(&err, observing.failures))
+            }
+        }
+    }
+
+    /// One poll of `GET /processes`, published, and how long to wait for the next.
+    async fn poll_turn(&self, observing: &mut Observing, shutdown: &CancellationToken) -> Turn {
+        // A poll changes nothing until it returns, so it can be abandoned at shutdown.
+        let Some(polled) = shutdown
+            .run_until_cancelled(self.poll(&observing.compose))
+            .await
+        else {
+            return Turn::Stop;
+        };
+        match polled {
+            Ok(observed) => {
+                self.status.set_mode(SourceMode::Poll);
+                if observing.failures > 0 {
+                    info!(
+                        after_failures = observing.failures,
+                        "process-compose is answering again"
+                    );
+                }
+                observing.failures = 0;
+                self.learn_timings(&observing.compose, &observed).await;
+                self.publish_observation(&mut observing.snapshot, &observed);
+                Turn::Wait(self.config.process_compose.poll_interval)
+            }
+            Err(err) => {
+                // It may come back upgraded: look for the stream again.
+                observing.stream_supported = None;
+                observing.failures = observing.failures.saturating_add(1);
+                Turn::Wait(self.source_failed(&err, observing.failures))
+            }
+        }
+    }
+
+    /// A reload: a changed stream must be made ready again.
+    async fn reload_observing(&mut self, observing: &mut Observing) {
+        let changed = self
+            .reload(
+                &mut observing.compose,
+                &mut observing.publisher,
+                &mut observing.health,
+            )
+            .await;
+        observing.stream_ready &= !changed.stream;
     }
 
     /// Connects to NATS with the current settings, reporting the connection state.
