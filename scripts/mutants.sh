@@ -31,6 +31,7 @@ run() {
     # cargo-mutants exits 2 when mutants were missed and 3 when some timed out (a mutant that
     # hangs the tests is caught by the timeout): results, not failures here.
     local status=0
+    mkdir -p target/mutants
     cargo mutants --profile mutants -j 2 --no-shuffle --output "target/mutants/$group" "$@" || status=$?
     [ "$status" -eq 0 ] || [ "$status" -eq 2 ] || [ "$status" -eq 3 ]
 }
