@@ -146,6 +146,72 @@ struct Queue {
     wake: Arc<Notify>,
 }
 
+/// A stream session's subscriptions. The server closes a subscriber whose 256-frame buffer
+/// overflows, and the connect snapshot alone overflows it past 256 processes: large projects
+/// subscribe by name, in chunks.
+struct Subscriptions {
+    frames: mpsc::Sender<Result<StateFrame, ComposeError>>,
+    readers: tokio::task::JoinSet<()>,
+    /// Subscribed by name; `covered` holds the names subscribed so far.
+    chunked: bool,
+    covered: BTreeSet<String>,
+}
+
+impl Subscriptions {
+    /// Subscribes for `observed`: to all processes at once, or by name in chunks. The frames of
+    /// every subscription come out of the returned receiver.
+    async fn open(
+        compose: &ComposeClient,
+        observed: &[ProcessState],
+    ) -> Result<(Self, mpsc::Receiver<Result<StateFrame, ComposeError>>), ComposeError> {
+        let (frames, received) = mpsc::channel(STREAM_QUEUE);
+        let mut subscriptions = Self {
+            frames,
+            readers: tokio::task::JoinSet::new(),
+            chunked: observed.len() > STREAM_CHUNK,
+            covered: BTreeSet::new(),
+        };
+        if subscriptions.chunked {
+            subscriptions.cover(compose, observed).await?;
+        } else {
+            subscriptions.subscribe(compose, None).await?;
+        }
+        Ok((subscriptions, received))
+    }
+
+    /// Subscribes by name to those of `observed` not covered yet (nothing to do when one
+    /// subscription takes every process).
+    async fn cover(
+        &mut self,
+        compose: &ComposeClient,
+        observed: &[ProcessState],
+    ) -> Result<(), ComposeError> {
+        if !self.chunked {
+            return Ok(());
+        }
+        let new: Vec<String> = observed
+            .iter()
+            .map(|p| p.name.clone())
+            .filter(|name| !self.covered.contains(name))
+            .collect();
+        for group in new.chunks(STREAM_CHUNK) {
+            self.subscribe(compose, Some(group)).await?;
+            self.covered.extend(group.iter().cloned());
+        }
+        Ok(())
+    }
+
+    async fn subscribe(
+        &mut self,
+        compose: &ComposeClient,
+        names: Option<&[String]>,
+    ) -> Result<(), ComposeError> {
+        let stream = compose.subscribe(names).await?;
+        self.readers.spawn(read_frames(stream, self.frames.clone()));
+        Ok(())
+    }
+}
+
 /// What the observation loop carries from one turn to the next.
 struct Observing {
     compose: ComposeClient,
@@ -691,30 +757,13 @@ impl Daemon {
             Ok(observed) => observed,
             Err(err) => return SessionEnd::Failed(err),
         };
-        let (frames_tx, mut frames) = mpsc::channel(STREAM_QUEUE);
-        let mut readers = tokio::task::JoinSet::new();
-        // The server closes a subscriber whose 256-frame buffer overflows, and the connect
-        // snapshot alone overflows it past 256 processes: large projects subscribe by name.
-        let chunked = observed.len() > STREAM_CHUNK;
-        let mut covered: BTreeSet<String> = BTreeSet::new();
-        let names: Vec<String> = observed.iter().map(|p| p.name.clone()).collect();
-        let groups: Vec<Option<&[String]>> = if chunked {
-            names.chunks(STREAM_CHUNK).map(Some).collect()
-        } else {
-            vec![None]
+        let (mut subscriptions, mut frames) = match Subscriptions::open(compose, &observed).await {
+            Ok(opened) => opened,
+            Err(err) => return SessionEnd::Failed(err),
         };
-        for group in groups {
-            match compose.subscribe(group).await {
-                Ok(stream) => {
-                    readers.spawn(read_frames(stream, frames_tx.clone()));
-                    covered.extend(group.unwrap_or_default().iter().cloned());
-                }
-                Err(err) => return SessionEnd::Failed(err),
-            }
-        }
         self.status.set_mode(SourceMode::Stream);
         info!(
-            subscriptions = readers.len(),
+            subscriptions = subscriptions.readers.len(),
             processes = observed.len(),
             "streaming process states"
         );
@@ -739,30 +788,8 @@ impl Daemon {
                 _ = pet.tick() => self.watchdog.pet(),
                 _ = readiness.tick() => self.readiness_overdue(snapshot),
                 _ = reconcile.tick() => {
-                    let observed = match self.poll(compose).await {
-                        Ok(observed) => observed,
-                        Err(err) => return SessionEnd::Failed(err),
-                    };
-                    // The stream is the authority on known processes (a poll could be older
-                    // than frames still queued); the poll adds and removes members.
-                    let members = membership(snapshot, &observed);
-                    self.learn_timings(compose, &members).await;
-                    self.publish_observation(snapshot, &members);
-                    if chunked {
-                        let new: Vec<String> = observed
-                            .iter()
-                            .map(|p| p.name.clone())
-                            .filter(|name| !covered.contains(name))
-                            .collect();
-                        for group in new.chunks(STREAM_CHUNK) {
-                            match compose.subscribe(Some(group)).await {
-                                Ok(stream) => {
-                                    readers.spawn(read_frames(stream, frames_tx.clone()));
-                                    covered.extend(group.iter().cloned());
-                                }
-                                Err(err) => return SessionEnd::Failed(err),
-                            }
-                        }
+                    if let Err(err) = self.reconcile(compose, snapshot, &mut subscriptions).await {
+                        return SessionEnd::Failed(err);
                     }
                 }
                 message = frames.recv() => match message {
@@ -777,6 +804,22 @@ impl Daemon {
                 },
             }
         }
+    }
+
+    /// A poll during a stream session: the stream is the authority on known processes (a poll
+    /// could be older than frames still queued); the poll adds and removes members, and new
+    /// members get their subscription.
+    async fn reconcile(
+        &self,
+        compose: &ComposeClient,
+        snapshot: &mut Snapshot,
+        subscriptions: &mut Subscriptions,
+    ) -> Result<(), ComposeError> {
+        let observed = self.poll(compose).await?;
+        let members = membership(snapshot, &observed);
+        self.learn_timings(compose, &members).await;
+        self.publish_observation(snapshot, &members);
+        subscriptions.cover(compose, &observed).await
     }
 
     /// Reports the runs whose readiness grace ran out since the last frame: a stream sends
