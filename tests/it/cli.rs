@@ -156,9 +156,14 @@ impl Binary {
 
     /// Waits for it to exit (after a signal), for up to 10 s, and returns its exit code.
     pub async fn exited(&mut self) -> Option<i32> {
-        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+        self.exited_within(Duration::from_secs(10)).await
+    }
+
+    /// Waits for it to exit for up to `timeout`, and returns its exit code.
+    pub async fn exited_within(&mut self, timeout: Duration) -> Option<i32> {
+        tokio::time::timeout(timeout, self.child.wait())
             .await
-            .expect("exits within 10s")
+            .unwrap_or_else(|_| panic!("exits within {timeout:?}"))
             .unwrap()
             .code()
     }

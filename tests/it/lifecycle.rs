@@ -457,26 +457,22 @@ async fn a_reload_with_new_nats_settings_moves_to_the_new_server() {
     assert_eq!(daemon.terminate().await, Some(0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_in_a_burst_then_restart_loses_and_repeats_nothing() {
-    // Large enough that publishing the announcement outlasts the kill that follows its first
-    // event (checked below: the outbox still holds events when the first daemon is gone).
-    const PROCESSES: usize = 2000;
-    let nats = NatsServer::start();
+/// process-compose running `processes` long sleepers, `p0000` on, every one of them running
+/// before a daemon looks: the expected events are exactly one `started` and one
+/// `status_changed` each.
+async fn all_running(processes: usize) -> ProcessCompose {
     let mut project = String::from("processes:\n");
-    for i in 0..PROCESSES {
+    for i in 0..processes {
         project.push_str(&format!("  p{i:04}:\n    command: \"sleep 1000\"\n"));
     }
     let pc = ProcessCompose::start(&project).await;
-    // Every process running before the first daemon looks: the expected events are exactly one
-    // `started` and one `status_changed` each.
     let running = "\"status\":\"Running\"";
     let deadline = Instant::now() + Duration::from_secs(60);
     while pc
         .request("GET", "/processes")
         .await
         .map_or(0, |(_, body)| body.matches(running).count())
-        < PROCESSES
+        < processes
     {
         assert!(
             Instant::now() < deadline,
@@ -484,6 +480,16 @@ async fn kill_9_in_a_burst_then_restart_loses_and_repeats_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    pc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_a_burst_then_restart_loses_and_repeats_nothing() {
+    // Large enough that publishing the announcement outlasts the kill that follows its first
+    // event (checked below: the outbox still holds events when the first daemon is gone).
+    const PROCESSES: usize = 2000;
+    let nats = NatsServer::start();
+    let pc = all_running(PROCESSES).await;
     let port = pc.port().to_string();
     let url = nats.url();
     // Both runs share a state directory: the second finds what the first left in its outbox.
@@ -682,4 +688,74 @@ async fn sigterm_ends_a_wait_for_the_outbox_lock_nats_or_process_compose() {
         .stderr_line_containing("process-compose unavailable", LONG)
         .await;
     assert_eq!(no_compose.terminate().await, Some(0));
+}
+
+/// A daemon on `state_dir` that has published everything, then, NATS gone, queued the stop
+/// of `process`; signalled with SIGTERM.
+async fn queued_while_nats_is_down(
+    nats: &mut NatsServer,
+    pc: &ProcessCompose,
+    state_dir: &std::path::Path,
+    process: &str,
+    shutdown_timeout: &str,
+) -> Binary {
+    let health = free_port();
+    let listen = format!("127.0.0.1:{health}");
+    let [state] = state_dir_env(state_dir);
+    let daemon = Binary::spawn_with_env(
+        &run_args(&pc.port().to_string(), &nats.url()),
+        &[
+            state,
+            ("PC_EVENTD_HEALTH__ENABLED", "true"),
+            ("PC_EVENTD_HEALTH__LISTEN", &listen),
+            ("PC_EVENTD_DAEMON__SHUTDOWN_TIMEOUT", shutdown_timeout),
+            // A publish fails soon, rather than waiting for NATS to come back.
+            ("PC_EVENTD_NATS__ACK_TIMEOUT", "500ms"),
+        ],
+    );
+    wait_for_http(health, "/readyz", 200).await;
+    published_all(health).await;
+    nats.stop();
+    pc.stop_process(process).await;
+    // Queued, and a publish of it failed: the relay waits to retry when the signal comes.
+    let deadline = Instant::now() + LONG;
+    while metric(health, "pc_eventd_publish_errors_total", &[]).await == 0.0 {
+        assert!(Instant::now() < deadline, "no publish failed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metric(health, "pc_eventd_outbox_messages", &[]).await > 0.0);
+    daemon.signal("TERM");
+    daemon
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_outbox_and_says_what_it_could_not() {
+    const LEFT_BEHIND: &str = "stopping with events NATS has not acknowledged";
+    let mut nats = NatsServer::start();
+    let pc = all_running(2).await;
+    let state_dir = crate::support::state_dir();
+
+    // NATS back within shutdown_timeout: the relay publishes what waited before it exits.
+    let mut first = queued_while_nats_is_down(&mut nats, &pc, &state_dir, "p0000", "1min").await;
+    nats.restart();
+    assert_eq!(first.exited_within(LONG).await, Some(0));
+    assert!(
+        outbox_pending(&state_dir).is_empty(),
+        "the outbox was drained"
+    );
+    let mut log = EventLog::open(&nats.url()).await;
+    log.wait_for("p0000", Stopped).await;
+    let said = first.rest_of_stderr().await.join("\n");
+    assert!(!said.contains(LEFT_BEHIND), "{said}");
+
+    // NATS still gone when shutdown_timeout runs out: the rest stays for the next start, and
+    // the daemon says so.
+    let mut second = queued_while_nats_is_down(&mut nats, &pc, &state_dir, "p0001", "1s").await;
+    assert_eq!(second.exited_within(LONG).await, Some(0));
+    assert!(
+        !outbox_pending(&state_dir).is_empty(),
+        "kept for the next start"
+    );
+    let said = second.rest_of_stderr().await.join("\n");
+    assert!(said.contains(LEFT_BEHIND), "{said}");
 }
