@@ -5,16 +5,16 @@
 //! silently ignored. `config/pc-eventd.toml` documents every key; a test checks that it parses to
 //! exactly these defaults.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Map};
 use figment::{Figment, Metadata, Profile, Provider};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-use crate::event::{DEFAULT_SUBJECT_PREFIX, SubjectScheme};
+use pc_eventd_events::nats::{NKEY_SEED_FORM, SettingsError, is_user_seed};
+pub use pc_eventd_events::nats::{NatsConfig, OnMismatch, Secret, Storage, StreamConfig};
 
 /// Where the daemon looks for its file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pc-eventd.toml";
@@ -324,204 +324,6 @@ impl SourceMode {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct NatsConfig {
-    /// One server URL, or several separated by commas. `tls://` requires TLS. Credentials do not
-    /// belong here (they would be logged): use `user`/`password`, `token`, an nkey or a creds file.
-    pub url: String,
-    /// Subjects are `{subject_prefix}.{namespace}.{name}.{event_type}`.
-    pub subject_prefix: String,
-    #[serde(with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// How long to wait for JetStream to acknowledge a publish before retrying it.
-    #[serde(with = "humantime_serde")]
-    pub ack_timeout: Duration,
-    /// User name for user/password authentication; needs `password`.
-    pub user: Option<String>,
-    pub password: Option<Secret>,
-    /// Token authentication.
-    pub token: Option<Secret>,
-    /// NKey authentication: a user seed (`SU…`), given here or in `nkey_seed_file`.
-    pub nkey_seed: Option<Secret>,
-    /// File holding the nkey user seed (read at start and on every reload; whitespace trimmed).
-    pub nkey_seed_file: Option<PathBuf>,
-    /// A credentials file (user JWT and nkey seed), as `nsc` writes it.
-    pub creds_file: Option<PathBuf>,
-    /// Refuse servers that do not offer TLS. A `tls://` URL implies it.
-    pub tls_required: bool,
-    /// PEM file of CA certificates to trust instead of the system's roots.
-    pub tls_ca_file: Option<PathBuf>,
-    /// PEM client certificate, for servers that verify clients (mutual TLS); needs `tls_key_file`.
-    pub tls_cert_file: Option<PathBuf>,
-    /// PEM private key of `tls_cert_file`.
-    pub tls_key_file: Option<PathBuf>,
-    pub stream: StreamConfig,
-}
-
-impl Default for NatsConfig {
-    fn default() -> Self {
-        Self {
-            url: "nats://127.0.0.1:4222".into(),
-            subject_prefix: DEFAULT_SUBJECT_PREFIX.into(),
-            connect_timeout: Duration::from_secs(5),
-            ack_timeout: Duration::from_secs(5),
-            user: None,
-            password: None,
-            token: None,
-            nkey_seed: None,
-            nkey_seed_file: None,
-            creds_file: None,
-            tls_required: false,
-            tls_ca_file: None,
-            tls_cert_file: None,
-            tls_key_file: None,
-            stream: StreamConfig::default(),
-        }
-    }
-}
-
-impl NatsConfig {
-    pub fn subjects(&self) -> SubjectScheme {
-        SubjectScheme::new(self.subject_prefix.clone())
-    }
-
-    /// The servers in `url`: one, or several separated by commas.
-    pub fn servers(&self) -> Vec<&str> {
-        self.url
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect()
-    }
-
-    /// `options` plus this configuration's authentication and TLS settings. Reads
-    /// `nkey_seed_file` and `creds_file`; errors name the key and the path, never a secret.
-    pub fn connect_options(
-        &self,
-        mut options: async_nats::ConnectOptions,
-    ) -> Result<async_nats::ConnectOptions, ConfigError> {
-        if let (Some(user), Some(password)) = (&self.user, &self.password) {
-            options = options.user_and_password(user.clone(), password.expose().to_owned());
-        }
-        if let Some(token) = &self.token {
-            options = options.token(token.expose().to_owned());
-        }
-        if let Some(seed) = self.nkey_seed()? {
-            options = options.nkey(seed.expose().to_owned());
-        }
-        if let Some(path) = &self.creds_file {
-            let creds = read_secret("nats.creds_file", path)?;
-            options = options.credentials(creds.expose()).map_err(|e| {
-                ConfigError::one(format!("nats.creds_file: {}: {e}", path.display()))
-            })?;
-        }
-        let tls_url = self.servers().iter().any(|s| {
-            s.parse::<async_nats::ServerAddr>()
-                .is_ok_and(|a| a.tls_required())
-        });
-        if self.tls_required || tls_url {
-            options = options.require_tls(true);
-        }
-        if let Some(ca) = &self.tls_ca_file {
-            options = options.add_root_certificates(ca.clone());
-        }
-        if let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) {
-            options = options.add_client_certificate(cert.clone(), key.clone());
-        }
-        Ok(options)
-    }
-
-    /// Connects to the servers in `url` with `options` (name, callbacks, retry policy) plus
-    /// [`NatsConfig::connect_options`]. The daemon and `watch` both connect through this.
-    pub async fn connect(
-        &self,
-        options: async_nats::ConnectOptions,
-    ) -> Result<async_nats::Client, async_nats::ConnectError> {
-        let options = self.connect_options(options).map_err(|err| {
-            async_nats::ConnectError::with_source(async_nats::ConnectErrorKind::Io, err)
-        })?;
-        options.connect(self.servers()).await
-    }
-
-    /// The nkey user seed, from `nkey_seed` or `nkey_seed_file`.
-    fn nkey_seed(&self) -> Result<Option<Secret>, ConfigError> {
-        if let Some(seed) = &self.nkey_seed {
-            return Ok(Some(seed.clone()));
-        }
-        let Some(path) = &self.nkey_seed_file else {
-            return Ok(None);
-        };
-        let seed = Secret::new(read_secret("nats.nkey_seed_file", path)?.expose().trim());
-        if !is_user_seed(seed.expose()) {
-            return Err(ConfigError::one(format!(
-                "nats.nkey_seed_file: {} does not hold a user nkey seed ({NKEY_SEED_FORM})",
-                path.display()
-            )));
-        }
-        Ok(Some(seed))
-    }
-}
-
-const NKEY_SEED_FORM: &str = "expected 58 characters starting with SU";
-
-/// Whether `seed` looks like an nkey user seed. The full check (checksum, key) happens when
-/// connecting; this catches a public key or a truncated paste early.
-fn is_user_seed(seed: &str) -> bool {
-    seed.len() == 58 && seed.starts_with("SU") && seed.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
-/// Reads a file holding a secret; the error names `key` and the path only.
-fn read_secret(key: &str, path: &Path) -> Result<Secret, ConfigError> {
-    std::fs::read_to_string(path)
-        .map(Secret)
-        .map_err(|e| ConfigError::one(format!("{key}: cannot read {}: {e}", path.display())))
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StreamConfig {
-    pub name: String,
-    #[serde(with = "humantime_serde")]
-    pub max_age: Duration,
-    /// Window in which JetStream drops a message whose `Nats-Msg-Id` it has seen.
-    #[serde(with = "humantime_serde")]
-    pub duplicate_window: Duration,
-    pub replicas: usize,
-    pub storage: Storage,
-    /// What to do when the stream exists with other settings.
-    pub on_mismatch: OnMismatch,
-}
-
-impl Default for StreamConfig {
-    fn default() -> Self {
-        Self {
-            name: "PROCESS_EVENTS".into(),
-            max_age: Duration::from_secs(24 * 3600),
-            duplicate_window: Duration::from_secs(120),
-            replicas: 1,
-            storage: Storage::File,
-            on_mismatch: OnMismatch::Update,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Storage {
-    File,
-    Memory,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnMismatch {
-    /// Update the stream to our settings, logging what changed.
-    Update,
-    /// Refuse to start, naming the settings that differ.
-    Fail,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A tracing filter such as `info` or `info,async_nats=warn`; `RUST_LOG` overrides it.
     pub level: String,
@@ -545,57 +347,6 @@ pub enum LogFormat {
     Text,
     Json,
     Journald,
-}
-
-/// A secret value: never printed, never logged, redacted when serialized.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-const REDACTED: &str = "<redacted>";
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(REDACTED)
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    /// Accepts numbers and booleans too: figment parses environment values, so a numeric token
-    /// in `PC_EVENTD_PROCESS_COMPOSE__TOKEN` arrives as an integer.
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Signed(i64),
-            Unsigned(u64),
-            Float(f64),
-            Bool(bool),
-        }
-        Ok(Self(match Raw::deserialize(deserializer)? {
-            Raw::Text(s) => s,
-            Raw::Signed(n) => n.to_string(),
-            Raw::Unsigned(n) => n.to_string(),
-            Raw::Float(n) => n.to_string(),
-            Raw::Bool(b) => b.to_string(),
-        }))
-    }
 }
 
 /// Settings given on the command line: the top layer.
@@ -708,6 +459,12 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
+impl From<SettingsError> for ConfigError {
+    fn from(err: SettingsError) -> Self {
+        Self::one(err.to_string())
+    }
+}
+
 impl ConfigError {
     pub(crate) fn one(problem: String) -> Self {
         Self {
@@ -759,8 +516,8 @@ impl Config {
             found: Vec::new(),
         };
         self.process_compose.check(&mut p);
-        self.nats.check_connection(&mut p);
-        self.nats.check_stream(&mut p);
+        check_nats_connection(&self.nats, &mut p);
+        check_nats_stream(&self.nats, &mut p);
         self.check_consumers(&mut p);
         self.check_daemon(&mut p);
         if p.found.is_empty() {
@@ -769,6 +526,7 @@ impl Config {
             self.nats
                 .connect_options(async_nats::ConnectOptions::new())
                 .map(|_| ())
+                .map_err(ConfigError::from)
         } else {
             Err(ConfigError { problems: p.found })
         }
@@ -914,130 +672,127 @@ impl ProcessComposeConfig {
     }
 }
 
-impl NatsConfig {
-    /// The servers, authentication and TLS.
-    fn check_connection(&self, p: &mut Problems<'_>) {
-        let nats = self;
-        p.check(
-            "nats.url",
-            !nats.servers().is_empty(),
-            "must name at least one server",
-        );
-        for server in nats.servers() {
-            match server.parse::<async_nats::ServerAddr>() {
-                // The parse errors name the part that is wrong, never the whole URL.
-                Err(err) => p.check("nats.url", false, &err.to_string()),
-                Ok(addr) => p.check(
-                    "nats.url",
-                    !addr.has_user_pass(),
-                    "must not hold credentials (they would be logged): use nats.user and \
+/// The NATS servers, authentication and TLS.
+fn check_nats_connection(nats: &NatsConfig, p: &mut Problems<'_>) {
+    p.check(
+        "nats.url",
+        !nats.servers().is_empty(),
+        "must name at least one server",
+    );
+    for server in nats.servers() {
+        match server.parse::<async_nats::ServerAddr>() {
+            // The parse errors name the part that is wrong, never the whole URL.
+            Err(err) => p.check("nats.url", false, &err.to_string()),
+            Ok(addr) => p.check(
+                "nats.url",
+                !addr.has_user_pass(),
+                "must not hold credentials (they would be logged): use nats.user and \
                      nats.password, or nats.token",
-                ),
-            }
-        }
-        p.check(
-            "nats.password",
-            nats.password.is_none() || nats.user.is_some(),
-            "needs nats.user",
-        );
-        p.check(
-            "nats.user",
-            nats.user.is_none() || nats.password.is_some(),
-            "needs nats.password",
-        );
-        p.check(
-            "nats.nkey_seed_file",
-            nats.nkey_seed.is_none() || nats.nkey_seed_file.is_none(),
-            "set either nkey_seed or nkey_seed_file, not both",
-        );
-        p.check(
-            "nats.nkey_seed",
-            nats.nkey_seed
-                .as_ref()
-                .is_none_or(|seed| is_user_seed(seed.expose())),
-            &format!("not a user nkey seed ({NKEY_SEED_FORM}; value not shown)"),
-        );
-        let methods: Vec<&str> = [
-            ("nats.user", nats.user.is_some() || nats.password.is_some()),
-            ("nats.token", nats.token.is_some()),
-            // nkey_seed with nkey_seed_file has its own message
-            ("nats.nkey_seed", nats.nkey_seed.is_some()),
-            (
-                "nats.nkey_seed_file",
-                nats.nkey_seed.is_none() && nats.nkey_seed_file.is_some(),
             ),
-            ("nats.creds_file", nats.creds_file.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(key, set)| set.then_some(key))
-        .collect();
-        if let [first, others @ ..] = methods.as_slice() {
-            for other in others {
-                let message = format!(
-                    "conflicts with {first} (from {}): set one of user/password, token, \
+        }
+    }
+    p.check(
+        "nats.password",
+        nats.password.is_none() || nats.user.is_some(),
+        "needs nats.user",
+    );
+    p.check(
+        "nats.user",
+        nats.user.is_none() || nats.password.is_some(),
+        "needs nats.password",
+    );
+    p.check(
+        "nats.nkey_seed_file",
+        nats.nkey_seed.is_none() || nats.nkey_seed_file.is_none(),
+        "set either nkey_seed or nkey_seed_file, not both",
+    );
+    p.check(
+        "nats.nkey_seed",
+        nats.nkey_seed
+            .as_ref()
+            .is_none_or(|seed| is_user_seed(seed.expose())),
+        &format!("not a user nkey seed ({NKEY_SEED_FORM}; value not shown)"),
+    );
+    let methods: Vec<&str> = [
+        ("nats.user", nats.user.is_some() || nats.password.is_some()),
+        ("nats.token", nats.token.is_some()),
+        // nkey_seed with nkey_seed_file has its own message
+        ("nats.nkey_seed", nats.nkey_seed.is_some()),
+        (
+            "nats.nkey_seed_file",
+            nats.nkey_seed.is_none() && nats.nkey_seed_file.is_some(),
+        ),
+        ("nats.creds_file", nats.creds_file.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
+    .collect();
+    if let [first, others @ ..] = methods.as_slice() {
+        for other in others {
+            let message = format!(
+                "conflicts with {first} (from {}): set one of user/password, token, \
                      nkey_seed, nkey_seed_file or creds_file",
-                    p.origin(first)
-                );
-                p.check(other, false, &message);
-            }
-        }
-        p.check(
-            "nats.tls_cert_file",
-            nats.tls_cert_file.is_none() || nats.tls_key_file.is_some(),
-            "needs nats.tls_key_file",
-        );
-        p.check(
-            "nats.tls_key_file",
-            nats.tls_key_file.is_none() || nats.tls_cert_file.is_some(),
-            "needs nats.tls_cert_file",
-        );
-        for (key, path) in [
-            ("nats.nkey_seed_file", &nats.nkey_seed_file),
-            ("nats.creds_file", &nats.creds_file),
-            ("nats.tls_ca_file", &nats.tls_ca_file),
-            ("nats.tls_cert_file", &nats.tls_cert_file),
-            ("nats.tls_key_file", &nats.tls_key_file),
-        ] {
-            if let Some(path) = path
-                && let Err(problem) = readable_file(path)
-            {
-                p.check(key, false, &problem);
-            }
+                p.origin(first)
+            );
+            p.check(other, false, &message);
         }
     }
+    p.check(
+        "nats.tls_cert_file",
+        nats.tls_cert_file.is_none() || nats.tls_key_file.is_some(),
+        "needs nats.tls_key_file",
+    );
+    p.check(
+        "nats.tls_key_file",
+        nats.tls_key_file.is_none() || nats.tls_cert_file.is_some(),
+        "needs nats.tls_cert_file",
+    );
+    for (key, path) in [
+        ("nats.nkey_seed_file", &nats.nkey_seed_file),
+        ("nats.creds_file", &nats.creds_file),
+        ("nats.tls_ca_file", &nats.tls_ca_file),
+        ("nats.tls_cert_file", &nats.tls_cert_file),
+        ("nats.tls_key_file", &nats.tls_key_file),
+    ] {
+        if let Some(path) = path
+            && let Err(problem) = readable_file(path)
+        {
+            p.check(key, false, &problem);
+        }
+    }
+}
 
-    /// The subjects and the stream.
-    fn check_stream(&self, p: &mut Problems<'_>) {
-        p.check(
-            "nats.subject_prefix",
-            is_literal_subject(&self.subject_prefix),
-            "must be a literal subject: dot-separated, non-empty tokens without spaces, `*` or `>`",
-        );
-        p.check(
-            "nats.ack_timeout",
-            !self.ack_timeout.is_zero(),
-            "must be greater than zero",
-        );
-        let stream = &self.stream;
-        p.check(
-            "nats.stream.name",
-            !stream.name.is_empty()
-                && !stream.name.contains(|c: char| {
-                    c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\')
-                }),
-            "must be non-empty, without spaces, `.`, `*`, `>`, `/` or `\\`",
-        );
-        p.check(
-            "nats.stream.replicas",
-            (1..=5).contains(&stream.replicas),
-            "must be between 1 and 5",
-        );
-        p.check(
-            "nats.stream.duplicate_window",
-            !stream.duplicate_window.is_zero() && stream.duplicate_window <= stream.max_age,
-            "must be greater than zero and no longer than max_age",
-        );
-    }
+/// The NATS subjects and stream.
+fn check_nats_stream(nats: &NatsConfig, p: &mut Problems<'_>) {
+    p.check(
+        "nats.subject_prefix",
+        is_literal_subject(&nats.subject_prefix),
+        "must be a literal subject: dot-separated, non-empty tokens without spaces, `*` or `>`",
+    );
+    p.check(
+        "nats.ack_timeout",
+        !nats.ack_timeout.is_zero(),
+        "must be greater than zero",
+    );
+    let stream = &nats.stream;
+    p.check(
+        "nats.stream.name",
+        !stream.name.is_empty()
+            && !stream
+                .name
+                .contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\')),
+        "must be non-empty, without spaces, `.`, `*`, `>`, `/` or `\\`",
+    );
+    p.check(
+        "nats.stream.replicas",
+        (1..=5).contains(&stream.replicas),
+        "must be between 1 and 5",
+    );
+    p.check(
+        "nats.stream.duplicate_window",
+        !stream.duplicate_window.is_zero() && stream.duplicate_window <= stream.max_age,
+        "must be greater than zero and no longer than max_age",
+    );
 }
 
 /// Ok if `path` is a regular file this process can open.

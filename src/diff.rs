@@ -811,7 +811,7 @@ fn make_event(
         restarts_delta: transition.restarts_delta,
         reason: transition.reason,
         synthetic: ctx.synthetic,
-        state: EventState::from(state),
+        state: event_state(state),
     }
 }
 
@@ -820,6 +820,23 @@ fn prune_ordinals(tracked: &mut Tracked) {
     let (incarnation, run) = run_of(&tracked.state);
     let current = format!("\u{1f}{incarnation}\u{1f}{run}\u{1f}");
     tracked.ordinals.retain(|key, _| key.contains(&current));
+}
+
+/// The process's state as events carry it.
+fn event_state(p: &ProcessState) -> EventState {
+    EventState {
+        name: p.name.clone(),
+        namespace: p.primary_namespace().to_owned(),
+        namespaces: p.namespace.all().to_vec(),
+        status: p.status.to_string(),
+        is_ready: p.is_ready.as_str().to_owned(),
+        has_ready_probe: p.has_ready_probe,
+        restarts: p.restarts,
+        exit_code: p.exit_code,
+        // Derived from `status`: process-compose refreshes its own flag only when polled.
+        is_running: p.status.normalized().is_running(),
+        pid: p.pid,
+    }
 }
 
 #[cfg(test)]

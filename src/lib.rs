@@ -11,14 +11,14 @@
 
 #![forbid(unsafe_code)]
 
+pub use pc_eventd_events::{consumer, event};
+
 pub mod alert;
 pub mod cli;
 pub mod compose;
 pub mod config;
-pub mod consumer;
 pub mod daemon;
 pub mod diff;
-pub mod event;
 pub mod health;
 pub mod logging;
 pub mod notify;

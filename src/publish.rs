@@ -1,7 +1,8 @@
 //! Publishing to NATS JetStream: the stream's settings and acknowledged, deduplicated publishes.
 
-use async_nats::jetstream::{self, context::GetStreamErrorKind, stream};
+use async_nats::jetstream::{self, stream};
 use async_nats::{ConnectOptions, HeaderMap};
+use pc_eventd_events::consumer::is_not_found;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -325,11 +326,6 @@ async fn await_ack(
         stream_sequence: ack.sequence,
         duplicate: ack.duplicate,
     })
-}
-
-pub(crate) fn is_not_found(err: &jetstream::context::GetStreamError) -> bool {
-    matches!(err.kind(), GetStreamErrorKind::JetStream(e)
-        if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
 }
 
 /// The managed settings in which `actual` differs from `wanted`.

@@ -1,12 +1,12 @@
 """An outside consumer that knows only the published JSON Schema.
 
 Reads every message of the events stream with nats-py (a JetStream pull consumer), validates
-each against schema/lifecycle-event.schema.json with jsonschema, and prints one JSON summary
+each against events/schema/lifecycle-event.schema.json with jsonschema, and prints one JSON summary
 line: {"validated": N, "types": {...}, "processes": [...]}. With --stdin it validates JSON
 lines from standard input instead (the output of `pc-eventd watch --json`). Exits 1 on the
 first payload that does not validate, naming it.
 
-    python tests/schema_client.py --nats-url nats://127.0.0.1:4222 --schema schema/lifecycle-event.schema.json
+    python tests/schema_client.py --nats-url nats://127.0.0.1:4222 --schema events/schema/lifecycle-event.schema.json
     pc-eventd watch --all --json | python tests/schema_client.py --stdin --schema ...
 """
 

@@ -181,7 +181,7 @@ mod tests {
     use super::*;
 
     fn crash(n: u64, at_secs: u64) -> LifecycleEvent {
-        let mut event = crate::event::sample_event();
+        let mut event = crate::event::example_event();
         event.id = format!("crash-{n}");
         event.event_type = EventType::Crashed;
         event.severity = Severity::Error;
@@ -246,7 +246,7 @@ mod tests {
             episodes.on_event(&crash)[0].summary,
             "default/api crashed 1 time since 1970-01-01T00:16:40.000Z, last exit=3"
         );
-        let mut restart = crate::event::sample_event();
+        let mut restart = crate::event::example_event();
         restart.reason = Some(crate::event::Reason::ManualRestart);
         restart.timestamp = timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1000));
         assert_eq!(

@@ -9,7 +9,7 @@
 //! rebuilt at start from its own outcome events, so limits hold across restarts too.
 //!
 //! Outcomes go to `{remediate.subject_prefix}.{namespace}.{name}.{action}` in stream
-//! `remediate.stream` (see [`RemediationEvent`] and `schema/remediation-event.schema.json`);
+//! `remediate.stream` (see [`RemediationEvent`] and `events/schema/remediation-event.schema.json`);
 //! `pc-eventd watch --remediation` shows them.
 
 pub mod policy;
@@ -447,7 +447,7 @@ pub async fn tail(
     let stream = loop {
         match js.get_stream(&nats.stream.name).await {
             Ok(stream) => break stream,
-            Err(err) if crate::publish::is_not_found(&err) => {}
+            Err(err) if pc_eventd_events::consumer::is_not_found(&err) => {}
             Err(err) => return Err(stream_error(err.to_string())),
         }
         tokio::select! {
@@ -528,7 +528,7 @@ mod tests {
     use crate::process::ProcessStatus;
 
     fn trigger(event_type: EventType, pid: i64) -> LifecycleEvent {
-        let mut event = crate::event::sample_event();
+        let mut event = crate::event::example_event();
         event.event_type = event_type;
         event.state.pid = pid;
         event
@@ -602,9 +602,10 @@ mod tests {
 
     #[test]
     fn the_json_schema_describes_exactly_the_payload() {
-        let schema: serde_json::Value =
-            serde_json::from_str(include_str!("../../schema/remediation-event.schema.json"))
-                .unwrap();
+        let schema: serde_json::Value = serde_json::from_str(include_str!(
+            "../../events/schema/remediation-event.schema.json"
+        ))
+        .unwrap();
         let keys = |value: &serde_json::Value| {
             let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
             keys.sort();

@@ -23,7 +23,7 @@ async fn schema_client(args: &[&str], stdin: &str) -> serde_json::Value {
     let mut child = Command::new(python)
         .arg(format!("{root}/tests/schema_client.py"))
         .arg("--schema")
-        .arg(format!("{root}/schema/lifecycle-event.schema.json"))
+        .arg(format!("{root}/events/schema/lifecycle-event.schema.json"))
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -44,8 +44,8 @@ use async_nats::jetstream::{self, AckKind, consumer};
 use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt};
 
-use crate::config::NatsConfig;
 use crate::event::{EventType, EventsLost, LifecycleEvent, Severity, SubjectScheme};
+use crate::nats::NatsConfig;
 
 /// Which events to read. Everything unset matches anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -152,7 +152,8 @@ pub enum Start {
 }
 
 impl Start {
-    pub(crate) fn deliver_policy(self) -> consumer::DeliverPolicy {
+    /// The JetStream deliver policy that starts here.
+    pub fn deliver_policy(self) -> consumer::DeliverPolicy {
         match self {
             Self::New => consumer::DeliverPolicy::New,
             Self::All => consumer::DeliverPolicy::All,
@@ -466,7 +467,7 @@ impl Consumer {
             .get_stream(&self.stream)
             .await
             .map_err(|source| {
-                if crate::publish::is_not_found(&source) {
+                if is_not_found(&source) {
                     ConsumerError::NoStream(self.stream.clone())
                 } else {
                     ConsumerError::Stream {
@@ -789,6 +790,12 @@ impl DurableReport {
         };
         *counter += 1;
     }
+}
+
+/// Whether JetStream said the stream does not exist.
+pub fn is_not_found(err: &jetstream::context::GetStreamError) -> bool {
+    matches!(err.kind(), jetstream::context::GetStreamErrorKind::JetStream(e)
+        if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
 }
 
 #[cfg(test)]

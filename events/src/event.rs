@@ -8,8 +8,6 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::process::ProcessState;
-
 /// Subject prefix used when the configuration names none.
 pub const DEFAULT_SUBJECT_PREFIX: &str = "core.process";
 
@@ -145,23 +143,6 @@ pub struct EventState {
     /// Derived from `status`: process-compose refreshes its own flag only when polled.
     pub is_running: bool,
     pub pid: i64,
-}
-
-impl From<&ProcessState> for EventState {
-    fn from(p: &ProcessState) -> Self {
-        Self {
-            name: p.name.clone(),
-            namespace: p.primary_namespace().to_owned(),
-            namespaces: p.namespace.all().to_vec(),
-            status: p.status.to_string(),
-            is_ready: p.is_ready.as_str().to_owned(),
-            has_ready_probe: p.has_ready_probe,
-            restarts: p.restarts,
-            exit_code: p.exit_code,
-            is_running: p.status.normalized().is_running(),
-            pid: p.pid,
-        }
-    }
 }
 
 /// One lifecycle event, as published on `{prefix}.{namespace}.{name}.{type}`.
@@ -390,9 +371,8 @@ pub fn timestamp(at: std::time::SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
-/// A full event, for tests elsewhere in the crate.
-#[cfg(test)]
-pub(crate) fn sample_event() -> LifecycleEvent {
+/// A full event (`default/web restarted (count=3)`), for consumers' tests and examples.
+pub fn example_event() -> LifecycleEvent {
     LifecycleEvent {
         id: "6f1c2a52-61a8-5f57-9a3d-3d1c0e1d2b4f".into(),
         event_type: EventType::Restarted,
@@ -523,14 +503,14 @@ mod tests {
     fn the_json_schema_describes_exactly_the_payload() {
         let schema: serde_json::Value =
             serde_json::from_str(include_str!("../schema/lifecycle-event.schema.json")).unwrap();
-        let full = serde_json::to_value(sample_event()).unwrap();
+        let full = serde_json::to_value(example_event()).unwrap();
         assert_eq!(keys(&full), keys(&schema["properties"]));
         assert_eq!(
             keys(&full["state"]),
             keys(&schema["properties"]["state"]["properties"])
         );
 
-        let mut bare = sample_event();
+        let mut bare = example_event();
         (bare.previous_status, bare.exit_code, bare.restarts) = (None, None, None);
         (bare.restarts_delta, bare.reason) = (None, None);
         let bare = serde_json::to_value(bare).unwrap();
@@ -594,7 +574,7 @@ mod tests {
 
     #[test]
     fn events_round_trip_through_json() {
-        let event = sample_event();
+        let event = example_event();
         let json = serde_json::to_string(&event).unwrap();
         assert_eq!(
             serde_json::from_str::<LifecycleEvent>(&json).unwrap(),
@@ -604,7 +584,7 @@ mod tests {
 
     #[test]
     fn summaries_carry_the_seed_detail() {
-        let mut event = sample_event();
+        let mut event = example_event();
         assert_eq!(event.summary(), "default/web restarted (count=3)");
         event.restarts_delta = Some(3);
         assert_eq!(event.summary(), "default/web restarted (count=3, +3)");

@@ -1,0 +1,293 @@
+//! NATS settings shared by the daemon and every consumer: the servers, authentication and TLS,
+//! the subject prefix and the stream. Plain data (serde), with the one way to connect.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::event::{DEFAULT_SUBJECT_PREFIX, SubjectScheme};
+
+/// A NATS setting that cannot be used. Messages name the key and the file, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A file named by a setting cannot be read.
+    #[error("{key}: cannot read {}: {source}", path.display())]
+    Unreadable {
+        /// The setting, e.g. `nats.creds_file`.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        source: std::io::Error,
+    },
+    /// `nkey_seed_file` holds something else than a user seed.
+    #[error("nats.nkey_seed_file: {} does not hold a user nkey seed ({NKEY_SEED_FORM})", path.display())]
+    NotASeed {
+        /// The file.
+        path: PathBuf,
+    },
+    /// `creds_file` is not a credentials file.
+    #[error("nats.creds_file: {}: {source}", path.display())]
+    Credentials {
+        /// The file.
+        path: PathBuf,
+        /// What async-nats found wrong with it.
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// One server URL, or several separated by commas. `tls://` requires TLS. Credentials do not
+    /// belong here (they would be logged): use `user`/`password`, `token`, an nkey or a creds file.
+    pub url: String,
+    /// Subjects are `{subject_prefix}.{namespace}.{name}.{event_type}`.
+    pub subject_prefix: String,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long to wait for JetStream to acknowledge a publish before retrying it.
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// User name for user/password authentication; needs `password`.
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// Token authentication.
+    pub token: Option<Secret>,
+    /// NKey authentication: a user seed (`SU…`), given here or in `nkey_seed_file`.
+    pub nkey_seed: Option<Secret>,
+    /// File holding the nkey user seed (read at start and on every reload; whitespace trimmed).
+    pub nkey_seed_file: Option<PathBuf>,
+    /// A credentials file (user JWT and nkey seed), as `nsc` writes it.
+    pub creds_file: Option<PathBuf>,
+    /// Refuse servers that do not offer TLS. A `tls://` URL implies it.
+    pub tls_required: bool,
+    /// PEM file of CA certificates to trust instead of the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate, for servers that verify clients (mutual TLS); needs `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    pub stream: StreamConfig,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            subject_prefix: DEFAULT_SUBJECT_PREFIX.into(),
+            connect_timeout: Duration::from_secs(5),
+            ack_timeout: Duration::from_secs(5),
+            user: None,
+            password: None,
+            token: None,
+            nkey_seed: None,
+            nkey_seed_file: None,
+            creds_file: None,
+            tls_required: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            stream: StreamConfig::default(),
+        }
+    }
+}
+
+impl NatsConfig {
+    pub fn subjects(&self) -> SubjectScheme {
+        SubjectScheme::new(self.subject_prefix.clone())
+    }
+
+    /// The servers in `url`: one, or several separated by commas.
+    pub fn servers(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// `options` plus this configuration's authentication and TLS settings. Reads
+    /// `nkey_seed_file` and `creds_file`; errors name the key and the path, never a secret.
+    pub fn connect_options(
+        &self,
+        mut options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions, SettingsError> {
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            options = options.user_and_password(user.clone(), password.expose().to_owned());
+        }
+        if let Some(token) = &self.token {
+            options = options.token(token.expose().to_owned());
+        }
+        if let Some(seed) = self.nkey_seed()? {
+            options = options.nkey(seed.expose().to_owned());
+        }
+        if let Some(path) = &self.creds_file {
+            let creds = read_secret("nats.creds_file", path)?;
+            options = options.credentials(creds.expose()).map_err(|source| {
+                SettingsError::Credentials {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
+        let tls_url = self.servers().iter().any(|s| {
+            s.parse::<async_nats::ServerAddr>()
+                .is_ok_and(|a| a.tls_required())
+        });
+        if self.tls_required || tls_url {
+            options = options.require_tls(true);
+        }
+        if let Some(ca) = &self.tls_ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        Ok(options)
+    }
+
+    /// Connects to the servers in `url` with `options` (name, callbacks, retry policy) plus
+    /// [`NatsConfig::connect_options`]. The daemon and `watch` both connect through this.
+    pub async fn connect(
+        &self,
+        options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::Client, async_nats::ConnectError> {
+        let options = self.connect_options(options).map_err(|err| {
+            async_nats::ConnectError::with_source(async_nats::ConnectErrorKind::Io, err)
+        })?;
+        options.connect(self.servers()).await
+    }
+
+    /// The nkey user seed, from `nkey_seed` or `nkey_seed_file`.
+    pub fn nkey_seed(&self) -> Result<Option<Secret>, SettingsError> {
+        if let Some(seed) = &self.nkey_seed {
+            return Ok(Some(seed.clone()));
+        }
+        let Some(path) = &self.nkey_seed_file else {
+            return Ok(None);
+        };
+        let seed = Secret::new(read_secret("nats.nkey_seed_file", path)?.expose().trim());
+        if !is_user_seed(seed.expose()) {
+            return Err(SettingsError::NotASeed { path: path.clone() });
+        }
+        Ok(Some(seed))
+    }
+}
+
+/// What an nkey user seed looks like, for messages.
+pub const NKEY_SEED_FORM: &str = "expected 58 characters starting with SU";
+
+/// Whether `seed` looks like an nkey user seed. The full check (checksum, key) happens when
+/// connecting; this catches a public key or a truncated paste early.
+pub fn is_user_seed(seed: &str) -> bool {
+    seed.len() == 58 && seed.starts_with("SU") && seed.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Reads a file holding a secret; the error names `key` and the path only.
+fn read_secret(key: &'static str, path: &Path) -> Result<Secret, SettingsError> {
+    std::fs::read_to_string(path)
+        .map(Secret)
+        .map_err(|source| SettingsError::Unreadable {
+            key,
+            path: path.to_owned(),
+            source,
+        })
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    pub name: String,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Window in which JetStream drops a message whose `Nats-Msg-Id` it has seen.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    pub replicas: usize,
+    pub storage: Storage,
+    /// What to do when the stream exists with other settings.
+    pub on_mismatch: OnMismatch,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            name: "PROCESS_EVENTS".into(),
+            max_age: Duration::from_secs(24 * 3600),
+            duplicate_window: Duration::from_secs(120),
+            replicas: 1,
+            storage: Storage::File,
+            on_mismatch: OnMismatch::Update,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    File,
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMismatch {
+    /// Update the stream to our settings, logging what changed.
+    Update,
+    /// Refuse to start, naming the settings that differ.
+    Fail,
+}
+
+/// A secret value: never printed, never logged, redacted when serialized.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+const REDACTED: &str = "<redacted>";
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(REDACTED)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    /// Accepts numbers and booleans too: figment parses environment values, so a numeric token
+    /// in `PC_EVENTD_PROCESS_COMPOSE__TOKEN` arrives as an integer.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Signed(i64),
+            Unsigned(u64),
+            Float(f64),
+            Bool(bool),
+        }
+        Ok(Self(match Raw::deserialize(deserializer)? {
+            Raw::Text(s) => s,
+            Raw::Signed(n) => n.to_string(),
+            Raw::Unsigned(n) => n.to_string(),
+            Raw::Float(n) => n.to_string(),
+            Raw::Bool(b) => b.to_string(),
+        }))
+    }
+}
