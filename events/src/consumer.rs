@@ -16,10 +16,10 @@
 //!   there with the reason in headers.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), pc_eventd::consumer::ConsumerError> {
+//! # async fn demo() -> Result<(), pc_eventd_events::consumer::ConsumerError> {
 //! use futures::StreamExt;
-//! use pc_eventd::consumer::{Consumer, Filter, Start};
-//! use pc_eventd::event::EventType;
+//! use pc_eventd_events::consumer::{Consumer, Filter, Start};
+//! use pc_eventd_events::event::EventType;
 //!
 //! let consumer = Consumer::connect_url("nats://127.0.0.1:4222").await?;
 //! let filter = Filter::default().with_type(EventType::Crashed);
@@ -52,6 +52,7 @@ use crate::nats::NatsConfig;
 pub struct Filter {
     /// `name` (in any namespace) or `namespace/name`.
     pub process: Option<String>,
+    /// Only events from this namespace; must agree with a namespace named in `process`.
     pub namespace: Option<String>,
     /// Only these types; empty means every type.
     pub types: Vec<EventType>,
@@ -62,14 +63,20 @@ pub struct Filter {
 /// A filter that cannot be turned into subjects.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FilterError {
+    /// The process filter is `namespace/name` with another namespace than the namespace filter,
+    /// so no event could match both.
     #[error(
         "process {process} names namespace {process_ns} but the namespace filter is {namespace}"
     )]
     NamespaceConflict {
+        /// The process filter as given.
         process: String,
+        /// The namespace it names.
         process_ns: String,
+        /// The namespace filter.
         namespace: String,
     },
+    /// The process filter is set but empty; leave it `None` to match every process.
     #[error("the process filter must not be empty")]
     EmptyProcess,
 }
@@ -170,31 +177,51 @@ impl Start {
     }
 }
 
+/// Why a [`Consumer`] could not connect, subscribe or read; or, as
+/// [`ConsumerError::EventsLost`], a loss marker read in place of an event.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
+    /// The filter cannot be turned into subjects.
     #[error(transparent)]
     Filter(#[from] FilterError),
+    /// The connection to NATS failed, or a NATS setting (such as an unreadable credentials
+    /// file) cannot be used.
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect {
+        /// The `url` setting: the servers tried.
         url: String,
+        /// What the NATS client reported.
         source: async_nats::ConnectError,
     },
+    /// The stream named here does not exist: the daemon has not created it yet, or it uses
+    /// another `nats.stream.name`. [`Consumer::wait_for_stream`] waits for it.
     #[error("stream {0} does not exist (yet): is pc-eventd running against this NATS?")]
     NoStream(String),
+    /// The stream's information could not be read for another reason than its absence (no
+    /// JetStream, no permission, a timeout).
     #[error("cannot read stream {name}: {source}")]
     Stream {
+        /// The stream's name.
         name: String,
+        /// What JetStream reported.
         source: jetstream::context::GetStreamError,
     },
+    /// The consumer could not be created (or updated) on the stream.
     #[error("cannot create consumer on {stream}: {source}")]
     CreateConsumer {
+        /// The stream's name.
         stream: String,
+        /// What JetStream reported.
         source: jetstream::stream::ConsumerError,
     },
+    /// The filter needs several filter subjects (it has several types) and the server ignored
+    /// them, as nats-server before 2.10 does: it would have delivered every event. Holds the
+    /// subjects. A filter with at most one type works there.
     #[error(
         "the server ignored the filter subjects {0:?}: several filter subjects on one consumer need nats-server 2.10 or later"
     )]
     MultipleFiltersUnsupported(Vec<String>),
+    /// Reading messages failed, typically while NATS is away; holds the client's error.
     #[error("cannot read messages: {0}")]
     Messages(String),
     /// A loss marker: the daemon had to drop events (its outbox was full). The stream goes on.
@@ -203,13 +230,21 @@ pub enum ConsumerError {
         .0.lost, .0.source, .0.first_lost_at, .0.last_lost_at, .0.reason
     )]
     EventsLost(Box<EventsLost>),
+    /// The [`Durable`] settings cannot be used (see [`Durable::max_deliver`] and
+    /// [`Durable::ack_wait`]).
     #[error("invalid durable consumer {name}: {problem}")]
-    InvalidDurable { name: String, problem: &'static str },
+    InvalidDurable {
+        /// The durable consumer's name.
+        name: String,
+        /// What is wrong, naming the setting.
+        problem: &'static str,
+    },
 }
 
 /// One event read from the stream.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// The event, decoded.
     pub event: LifecycleEvent,
     /// The message exactly as published (the event's JSON).
     pub payload: Bytes,
@@ -699,6 +734,7 @@ pub fn latest_per_process(deliveries: Vec<Delivery>) -> Vec<Delivery> {
 /// program started again with the same name goes on where the last one stopped.
 #[derive(Debug, Clone)]
 pub struct Durable {
+    /// The consumer's durable name on the server: its identity, where its position is kept.
     pub name: String,
     /// Where the consumer starts when it is first created (later runs resume).
     pub start: Start,

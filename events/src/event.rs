@@ -15,16 +15,37 @@ pub const DEFAULT_SUBJECT_PREFIX: &str = "core.process";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
+    /// The process entered `Running`, `Launching` or `Launched` from a status that is not
+    /// running. A policy restart is not a start: it is [`EventType::Restarted`]. Severity info.
     Started,
+    /// The process ended after a stop request ([`Reason::StopRequested`]), or exited with a
+    /// success code (0 or one of its `success_exit_codes`) and was not restarted
+    /// ([`Reason::ExitedSuccessfully`]); also a running process that disappeared from
+    /// process-compose ([`Reason::Removed`]). Severity info.
     Stopped,
+    /// The process exited with a failure code without a stop request
+    /// ([`Reason::ExitedWithFailure`]), also when its restart policy then restarts it, or its
+    /// status became `Error` ([`Reason::ErrorStatus`]). Severity error.
     Crashed,
+    /// The process was restarted: by its restart policy, the restart count rose
+    /// ([`Reason::RestartPolicy`]); or by hand, a new incarnation started within the restart
+    /// pause after the old one stopped ([`Reason::ManualRestart`]). Severity info.
     Restarted,
+    /// `is_ready` became `Ready`, also when a new run is already ready. Severity info.
     Healthy,
+    /// A run that was `Ready` is `Not Ready` now ([`Reason::ReadinessLost`]), or a run has
+    /// never been `Ready` within its readiness grace or was ended by process-compose for failing
+    /// its readiness probe ([`Reason::NeverReady`], once per run). A run that is not ready *yet*
+    /// is starting, not unhealthy. Severity warning.
     Unhealthy,
+    /// Any change of status, published beside the more specific types (process-compose's
+    /// REST-only statuses `Scheduled` and `Watching` count as `Completed`). Severity debug.
     StatusChanged,
 }
 
 impl EventType {
+    /// Every event type, in declaration order: the order of [`Ord`] and of the JSON Schema's
+    /// `type` enum.
     pub const ALL: [EventType; 7] = [
         Self::Started,
         Self::Stopped,
@@ -35,6 +56,8 @@ impl EventType {
         Self::StatusChanged,
     ];
 
+    /// The type's name, as in the payload's `type` and the subject's last token:
+    /// `status_changed` for [`EventType::StatusChanged`]. [`FromStr`] parses it back.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Started => "started",
@@ -82,12 +105,22 @@ impl FromStr for EventType {
     }
 }
 
+/// How much an event matters, fixed by its type (see [`EventType::severity`]); serialized in
+/// lowercase (`debug`, `info`, `warning`, `error`).
+///
+/// Ordered from least to most severe (`Debug < Info < Warning < Error`), which is what a
+/// minimum severity such as [`Filter::min_severity`](crate::consumer::Filter::min_severity)
+/// compares against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Bookkeeping: `status_changed`.
     Debug,
+    /// A normal lifecycle step: `started`, `stopped`, `restarted`, `healthy`.
     Info,
+    /// Something may be wrong: `unhealthy`.
     Warning,
+    /// Something failed: `crashed`, and loss markers ([`EventsLost`]).
     Error,
 }
 
@@ -131,17 +164,30 @@ pub enum Reason {
 /// The process as it was when the event was made: the seed's `state` object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventState {
+    /// The process's name as process-compose knows it.
     pub name: String,
+    /// The namespace the event is published under: the first of
+    /// [`namespaces`](EventState::namespaces).
     pub namespace: String,
     /// Every namespace the process is in (process-compose v1.122.0 allows several).
     pub namespaces: Vec<String>,
+    /// process-compose's status, e.g. `Running`, `Restarting`, `Completed`, `Error`.
     pub status: String,
+    /// Readiness as process-compose reports it: `Ready`, `Not Ready`, or `-` (no probe result,
+    /// or reset by a restart or stop).
     pub is_ready: String,
+    /// Whether the process has a readiness probe.
     pub has_ready_probe: bool,
+    /// process-compose's restart count: how often the restart policy restarted the process (a
+    /// manual restart leaves it as it was).
     pub restarts: u32,
+    /// The last exit code process-compose reported (`-1`: killed by a signal); meaningful once
+    /// a run has ended.
     pub exit_code: i32,
     /// Derived from `status`: process-compose refreshes its own flag only when polled.
     pub is_running: bool,
+    /// The operating system's process id as process-compose reports it; not positive when there
+    /// is none.
     pub pid: i64,
 }
 
@@ -151,13 +197,22 @@ pub struct LifecycleEvent {
     /// Stable id, also the `Nats-Msg-Id` header: derived from the process's incarnation and the
     /// transition, never from the clock, so a re-published event is dropped by JetStream.
     pub id: String,
+    /// What changed; `type` in the JSON.
     #[serde(rename = "type")]
     pub event_type: EventType,
+    /// The process's real name (the subject carries it made subject-safe, see
+    /// [`subject_token`]).
     pub process: String,
+    /// The process's namespace: the first one when it is in several (see
+    /// [`EventState::namespaces`]).
     pub namespace: String,
     /// RFC 3339, UTC, milliseconds: when pc-eventd observed the change.
     pub timestamp: String,
+    /// The subject the event was published on, `{prefix}.{namespace}.{name}.{type}` (see
+    /// [`SubjectScheme::subject`]).
     pub subject: String,
+    /// Fixed by the type ([`EventType::severity`]); carried so that consumers need not know the
+    /// table.
     pub severity: Severity,
     /// Per-process sequence number, strictly increasing; a restarted daemon goes on from the
     /// number kept with the process's record.
@@ -176,12 +231,14 @@ pub struct LifecycleEvent {
     /// For `restarted`: how many policy restarts happened since the previous observation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarts_delta: Option<u32>,
+    /// For `stopped`, `crashed`, `restarted` and `unhealthy`: why, where pc-eventd can tell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
     /// Inferred by comparing snapshots (a poll, or the state sent on a stream reconnect) rather
     /// than seen as it happened: steps between the two snapshots may be merged or missing.
     #[serde(default)]
     pub synthetic: bool,
+    /// The process as observed with this change.
     pub state: EventState,
 }
 
@@ -228,6 +285,9 @@ pub struct SubjectScheme {
 }
 
 impl SubjectScheme {
+    /// A scheme under `prefix` (`nats.subject_prefix`, [`DEFAULT_SUBJECT_PREFIX`] by default).
+    /// The prefix is used as given; the daemon's configuration checks that it is a literal
+    /// subject.
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
@@ -320,23 +380,36 @@ pub const EVENTS_LOST: &str = "events_lost";
 /// names (`source`). Never published otherwise.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventsLost {
+    /// Stable id (a v5 UUID of the source and the time of the first loss), also the
+    /// `Nats-Msg-Id` header: one per episode however often the marker is re-sent, so JetStream
+    /// drops the copies within its duplicate window.
     pub id: String,
     /// Always `events_lost`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The process-compose instance whose events were lost, as in [`LifecycleEvent::source`].
     pub source: String,
+    /// The subject the marker was published on (see [`SubjectScheme::events_lost`]).
     pub subject: String,
+    /// Always [`Severity::Error`].
     pub severity: Severity,
     /// RFC 3339: when the marker was queued.
     pub timestamp: String,
+    /// How many events were dropped.
     pub lost: u64,
+    /// RFC 3339: when the first of them was dropped.
     pub first_lost_at: String,
+    /// RFC 3339: when the last of them was dropped.
     pub last_lost_at: String,
     /// Why: `outbox_full`.
     pub reason: String,
 }
 
 impl EventsLost {
+    /// The marker for `lost` events of `source` dropped between `first_lost_at` and
+    /// `last_lost_at`, stamped now, with its subject from `scheme`. The id depends only on
+    /// `source` and `first_lost_at`, so a marker made again for the same episode (with a newer
+    /// count) keeps its id.
     pub fn new(
         scheme: &SubjectScheme,
         source: &str,

@@ -6,6 +6,7 @@
 //! tails and durable at-least-once handlers. It has none of the daemon's dependencies.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod consumer;
 pub mod event;

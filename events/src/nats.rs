@@ -38,6 +38,14 @@ pub enum SettingsError {
     },
 }
 
+/// The `nats.*` settings (`[nats]` in the daemon's configuration): the servers, authentication
+/// and TLS, the subject prefix and the stream ([`StreamConfig`], `nats.stream.*`).
+///
+/// The daemon, `pc-eventd watch` and [`Consumer::connect`](crate::consumer::Consumer::connect)
+/// all read the same settings, so a consumer given the daemon's configuration finds its stream
+/// and subjects. Every key has a default ([`NatsConfig::default`]: `nats://127.0.0.1:4222`, no
+/// authentication); unknown keys are refused. At most one authentication method should be set;
+/// the daemon's configuration check enforces that, this type does not.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsConfig {
@@ -46,6 +54,9 @@ pub struct NatsConfig {
     pub url: String,
     /// Subjects are `{subject_prefix}.{namespace}.{name}.{event_type}`.
     pub subject_prefix: String,
+    /// Longest wait for a connection (default 5 s), e.g. `"5s"`. [`NatsConfig::connect`] does
+    /// not apply it itself: callers put it in the options they pass, as
+    /// [`Consumer::connect`](crate::consumer::Consumer::connect) does.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// How long to wait for JetStream to acknowledge a publish before retrying it.
@@ -53,6 +64,7 @@ pub struct NatsConfig {
     pub ack_timeout: Duration,
     /// User name for user/password authentication; needs `password`.
     pub user: Option<String>,
+    /// Password for user/password authentication; needs `user`.
     pub password: Option<Secret>,
     /// Token authentication.
     pub token: Option<Secret>,
@@ -70,6 +82,7 @@ pub struct NatsConfig {
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key of `tls_cert_file`.
     pub tls_key_file: Option<PathBuf>,
+    /// The stream the events are kept in (`nats.stream.*`).
     pub stream: StreamConfig,
 }
 
@@ -96,6 +109,8 @@ impl Default for NatsConfig {
 }
 
 impl NatsConfig {
+    /// The subject scheme under `subject_prefix`: where events are published and what filters
+    /// subscribe to.
     pub fn subjects(&self) -> SubjectScheme {
         SubjectScheme::new(self.subject_prefix.clone())
     }
@@ -197,16 +212,26 @@ fn read_secret(key: &'static str, path: &Path) -> Result<Secret, SettingsError> 
         })
 }
 
+/// The `nats.stream.*` settings: the JetStream stream the daemon creates (or updates) and
+/// publishes into. Consumers use only its `name`; the rest applies when the daemon creates or
+/// updates the stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamConfig {
+    /// The stream's name (default `PROCESS_EVENTS`); the daemon's state bucket is
+    /// `{name}_STATE`.
     pub name: String,
+    /// How long the stream keeps an event (default 24 h).
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
     /// Window in which JetStream drops a message whose `Nats-Msg-Id` it has seen.
     #[serde(with = "humantime_serde")]
     pub duplicate_window: Duration,
+    /// How many copies of the stream the servers keep (default 1; the daemon's configuration
+    /// allows 1 to 5); more than 1 needs a NATS cluster.
     pub replicas: usize,
+    /// Where the stream keeps its messages (default [`Storage::File`]). It cannot be changed on
+    /// an existing stream.
     pub storage: Storage,
     /// What to do when the stream exists with other settings.
     pub on_mismatch: OnMismatch,
@@ -225,13 +250,19 @@ impl Default for StreamConfig {
     }
 }
 
+/// Where JetStream stores the stream's messages: `nats.stream.storage`, `"file"` or `"memory"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Storage {
+    /// On disk: the events survive a restart of nats-server.
     File,
+    /// In memory: lost when nats-server restarts.
     Memory,
 }
 
+/// What the daemon does when the stream already exists with other settings:
+/// `nats.stream.on_mismatch`, `"update"` or `"fail"`. A different `storage` is refused either
+/// way, since an existing stream's storage cannot be changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnMismatch {
@@ -246,10 +277,13 @@ pub enum OnMismatch {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps `value`.
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }
 
+    /// The value itself, for where it must be used (handing it to a client). Never log or
+    /// print what this returns.
     pub fn expose(&self) -> &str {
         &self.0
     }
