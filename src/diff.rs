@@ -1617,6 +1617,11 @@ mod tests {
         let api = |ready| with(ps("api", S::Running), |p| p.is_ready = ready);
         h.observe(&[api(Readiness::Unknown)]);
         assert_eq!(h.lifecycle(&[api(Readiness::Ready)]), [Healthy]);
+        assert_eq!(
+            h.lifecycle(&[api(Readiness::Ready)]),
+            [],
+            "still ready: once"
+        );
         let events = h.observe(&[api(Readiness::NotReady)]);
         assert_eq!(types(&events), [Unhealthy]);
         assert_eq!(
