@@ -1147,6 +1147,32 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_new_run_between_two_polls_of_an_ended_process_is_announced() {
+        // Ended, then ended again in a new incarnation (started and failed between two polls).
+        let mut h = Harness::new();
+        h.observe(&[ps("job", S::Running)]);
+        h.observe(&[with(ps("job", S::Completed), |p| p.exit_code = 0)]);
+        let events = h.observe(&[with(ps("job", S::Completed), |p| {
+            p.pid = 200;
+            p.process_start_time = Some(T1.into());
+            p.exit_code = 3;
+        })]);
+        assert_eq!(types(&events), [Started, Crashed], "{events:#?}");
+    }
+
+    #[test]
+    fn a_run_whose_end_was_reported_while_restarting_ends_once() {
+        // The stream's `Restarting` frame reported the crash; the policy then gives up and the
+        // same run is `Completed`: no second end.
+        let mut h = Harness::new();
+        h.observe(&[ps("w", S::Running)]);
+        let restarting = h.observe(&[with(ps("w", S::Restarting), |p| p.exit_code = 4)]);
+        assert_eq!(types(&restarting), [Crashed]);
+        let completed = h.observe(&[with(ps("w", S::Completed), |p| p.exit_code = 4)]);
+        assert_eq!(types(&completed), [], "{completed:#?}");
+    }
+
+    #[test]
     fn policy_restarts_seen_only_once_they_stop_are_announced_as_started() {
         // A poll missed a whole crash loop and finds it being stopped: it ran all along.
         let mut h = Harness::new();
@@ -1608,6 +1634,11 @@ mod tests {
         let api = |ready| with(ps("api", S::Running), |p| p.is_ready = ready);
         h.observe(&[api(Readiness::Unknown)]);
         assert_eq!(h.lifecycle(&[api(Readiness::Ready)]), [Healthy]);
+        assert_eq!(
+            h.lifecycle(&[api(Readiness::Ready)]),
+            [],
+            "still ready: once"
+        );
         let events = h.observe(&[api(Readiness::NotReady)]);
         assert_eq!(types(&events), [Unhealthy]);
         assert_eq!(
