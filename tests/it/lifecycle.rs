@@ -76,19 +76,27 @@ async fn reload(daemon: &Binary, notify: &mut NotifySocket) -> String {
     notify.next_containing("READY=1", LONG).await
 }
 
-/// Whether `pc_eventd_polls_total` grows by `polls` within `window`.
+/// Whether the unlabelled metric `name` of the daemon with its health endpoint on `health`
+/// satisfies `done` within [`LONG`].
+async fn metric_reaches(health: u16, name: &str, done: impl Fn(f64) -> bool) -> bool {
+    let deadline = Instant::now() + LONG;
+    while !done(metric(health, name, &[]).await) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
 /// Whether `polls` more polls happen within [`LONG`]: with an interval of an hour that takes
 /// hours, with 100 ms a second.
 async fn polls_again(health: u16, polls: u32) -> bool {
     let before = metric(health, "pc_eventd_polls_total", &[]).await;
-    let deadline = Instant::now() + LONG;
-    while Instant::now() < deadline {
-        if metric(health, "pc_eventd_polls_total", &[]).await >= before + f64::from(polls) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
+    metric_reaches(health, "pc_eventd_polls_total", |n| {
+        n >= before + f64::from(polls)
+    })
+    .await
 }
 
 /// The ids of the events waiting in the outboxes under state directory `dir` (no daemon may
@@ -114,11 +122,10 @@ fn outbox_pending(dir: &std::path::Path) -> HashSet<String> {
 /// observed so far is in JetStream): how many of its events JetStream stored, and how many it
 /// dropped as duplicates.
 async fn published_all(health: u16) -> (f64, f64) {
-    let deadline = Instant::now() + LONG;
-    while metric(health, "pc_eventd_outbox_messages", &[]).await > 0.0 {
-        assert!(Instant::now() < deadline, "the outbox never emptied");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        metric_reaches(health, "pc_eventd_outbox_messages", |n| n == 0.0).await,
+        "the outbox never emptied"
+    );
     (
         metric_sum(health, "pc_eventd_events_published_total").await,
         metric(health, "pc_eventd_events_deduplicated_total", &[]).await,
@@ -718,11 +725,10 @@ async fn queued_while_nats_is_down(
     nats.stop();
     pc.stop_process(process).await;
     // Queued, and a publish of it failed: the relay waits to retry when the signal comes.
-    let deadline = Instant::now() + LONG;
-    while metric(health, "pc_eventd_publish_errors_total", &[]).await == 0.0 {
-        assert!(Instant::now() < deadline, "no publish failed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        metric_reaches(health, "pc_eventd_publish_errors_total", |n| n > 0.0).await,
+        "no publish failed"
+    );
     assert!(metric(health, "pc_eventd_outbox_messages", &[]).await > 0.0);
     daemon.signal("TERM");
     daemon
