@@ -45,7 +45,7 @@ use pc_eventd::diff::{DiffContext, ProcessTimings, Snapshot, diff};
 use pc_eventd::event::{EventType, LifecycleEvent, SubjectScheme};
 use pc_eventd::outbox::Outbox;
 use pc_eventd::process::{ProcessState, ProcessStatus, Readiness};
-use pc_eventd::publish::{Message, Publisher};
+use pc_eventd_events::publish::{Message, Publisher};
 use pc_eventd::relay::Relay;
 use pc_eventd::state::StateStore;
 use pc_eventd::status::Status;

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, warn};
 
 use crate::diff::ProcessRecord;
-use crate::publish::Message;
+use pc_eventd_events::publish::Message;
 
 /// A segment past this size is closed and a new one started, so acknowledged entries can be
 /// deleted a file at a time.

@@ -18,8 +18,8 @@ use tracing::{debug, error, warn};
 
 use crate::diff::ProcessRecord;
 use crate::outbox::Outbox;
-use crate::publish::{Message, Publisher};
-use crate::retry;
+use pc_eventd_events::publish::{Message, Publisher};
+use pc_eventd_events::retry;
 use crate::state::StateStore;
 use crate::status::Status;
 use crate::sync::lock;

@@ -11,3 +11,5 @@
 pub mod consumer;
 pub mod event;
 pub mod nats;
+pub mod publish;
+pub mod retry;

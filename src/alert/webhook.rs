@@ -111,7 +111,7 @@ impl Webhook {
                 Err(err) => return Err(err),
             };
             let wait =
-                crate::retry::delay(attempt + 1, self.retry_backoff, self.retry_backoff * 1024);
+                pc_eventd_events::retry::delay(attempt + 1, self.retry_backoff, self.retry_backoff * 1024);
             attempt += 1;
             warn!(error = %err, retry_in = ?wait, attempt, "webhook failed, will retry");
             tokio::time::sleep(wait).await;

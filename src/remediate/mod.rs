@@ -27,7 +27,7 @@ use crate::config::{Config, ConfigError, NatsConfig, RemediateConfig, StreamConf
 use crate::consumer::{Consumer, ConsumerError, Durable, Filter, Start};
 use crate::event::{EventType, LifecycleEvent, Severity, SubjectScheme, timestamp};
 use crate::process::{ProcessState, Readiness};
-use crate::publish::{Message, PublishError, Publisher};
+use pc_eventd_events::publish::{Message, PublishError, Publisher};
 use policy::{Decision, Outcome, Planner, Policies, Policy, Skip};
 
 /// Namespace for the v5 UUIDs of remediation events.

@@ -179,7 +179,7 @@ impl Planner {
         if earlier >= policy.max_attempts {
             return Decision::Skip(Skip::LimitReached);
         }
-        let delay = crate::retry::delay(earlier + 1, policy.backoff, policy.max_backoff);
+        let delay = pc_eventd_events::retry::delay(earlier + 1, policy.backoff, policy.max_backoff);
         Decision::Restart {
             attempt: earlier + 1,
             delay,

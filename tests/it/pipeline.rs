@@ -6,7 +6,7 @@ use async_nats::jetstream;
 use pc_eventd::config::OnMismatch;
 use pc_eventd::daemon::DaemonError;
 use pc_eventd::event::{EventType::*, Reason, Severity};
-use pc_eventd::publish::PublishError;
+use pc_eventd_events::publish::PublishError;
 
 use crate::support::compose::{Options, ProcessCompose, Release};
 use crate::support::daemon::{Daemon, config};

@@ -1,46 +1,73 @@
 //! Publishing to NATS JetStream: the stream's settings and acknowledged, deduplicated publishes.
+//!
+//! [`Message`] is the one shape of a publish (subject, id, payload): the daemon's outbox stores
+//! it and its relay sends it through [`Publisher::publish_batch`]; a consumer that publishes
+//! events of its own (the remediator) uses the same two.
 
 use async_nats::jetstream::{self, stream};
 use async_nats::{ConnectOptions, HeaderMap};
-use pc_eventd_events::consumer::is_not_found;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::config::{NatsConfig, OnMismatch, Storage, StreamConfig};
+use crate::consumer::is_not_found;
 use crate::event::{LifecycleEvent, SubjectScheme};
+use crate::nats::{NatsConfig, OnMismatch, Storage, StreamConfig};
 
+/// Why a connect, a stream check or a publish failed; each keeps the NATS error it came from.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    /// The NATS connection could not be set up (bad TLS or credential files, a bad URL).
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect {
+        /// The configured server URL.
         url: String,
+        /// What async-nats reported.
         source: async_nats::ConnectError,
     },
+    /// The stream's settings could not be read.
     #[error("cannot read stream {name}: {source}")]
     StreamInfo {
+        /// The stream.
         name: String,
+        /// What JetStream reported.
         source: jetstream::context::GetStreamError,
     },
+    /// The stream could not be created or updated.
     #[error("cannot create or update stream {name}: {source}")]
     StreamWrite {
+        /// The stream.
         name: String,
+        /// What JetStream reported.
         source: jetstream::context::CreateStreamError,
     },
+    /// The stream exists with other settings, and `on_mismatch` says fail.
     #[error(
         "stream {name} exists with other settings ({differences}); set nats.stream.on_mismatch = \"update\" or change the stream"
     )]
-    StreamMismatch { name: String, differences: String },
+    StreamMismatch {
+        /// The stream.
+        name: String,
+        /// The differing settings, as `key: actual → wanted`.
+        differences: String,
+    },
+    /// The stream exists with another storage type, which JetStream cannot change.
     #[error(
         "stream {name} stores in {actual:?}, configured {wanted:?}: storage cannot be changed on an existing stream"
     )]
     StorageMismatch {
+        /// The stream.
         name: String,
+        /// The stream's storage.
         actual: stream::StorageType,
+        /// The configured storage.
         wanted: stream::StorageType,
     },
+    /// A publish was not acknowledged.
     #[error("publish to {subject} failed: {source}")]
     Publish {
+        /// The message's subject.
         subject: String,
+        /// What JetStream reported.
         source: jetstream::context::PublishError,
     },
 }
@@ -48,7 +75,9 @@ pub enum PublishError {
 /// What [`Publisher::ensure_stream`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamOutcome {
+    /// The stream did not exist and was created.
     Created,
+    /// The stream exists with the configured settings.
     Unchanged,
     /// Updated; the settings that changed, as `key: old → new`.
     Updated(Vec<String>),
@@ -57,6 +86,7 @@ pub enum StreamOutcome {
 /// One message ready to publish: what the outbox stores and [`Publisher::publish_batch`] sends.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Message {
+    /// The subject it is published on.
     pub subject: String,
     /// Sent as `Nats-Msg-Id`: JetStream stores a message with a given id once per window.
     pub id: String,
@@ -67,6 +97,7 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message whose payload is `body` as JSON.
     pub fn new(
         subject: String,
         id: String,
@@ -97,12 +128,13 @@ impl From<&LifecycleEvent> for Message {
 /// The result of one publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
+    /// The stream sequence JetStream gave the message (the first one's, for a duplicate).
     pub stream_sequence: u64,
     /// JetStream had already stored an event with this id (a re-announcement or a retry).
     pub duplicate: bool,
 }
 
-/// Publishes lifecycle events to one JetStream stream.
+/// Publishes [`Message`]s to one JetStream stream and keeps that stream's settings.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     jetstream: jetstream::Context,

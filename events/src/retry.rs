@@ -1,5 +1,5 @@
-//! Waiting between attempts: one capped exponential backoff for every retry in pc-eventd (the
-//! daemon's loop, the relay, the webhook client, the remediation policy).
+//! Waiting between attempts: one capped exponential backoff for every retry in pc-eventd and
+//! its consumers (the daemon's loop, the relay, the webhook client, the remediation policy).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
