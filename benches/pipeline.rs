@@ -42,13 +42,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use pc_eventd::config::NatsConfig;
 use pc_eventd::diff::{DiffContext, ProcessTimings, Snapshot, diff};
-use pc_eventd::event::{EventType, LifecycleEvent, SubjectScheme};
-use pc_eventd::outbox::Outbox;
-use pc_eventd::process::{ProcessState, ProcessStatus, Readiness};
+use pc_eventd_events::event::{EventType, LifecycleEvent, SubjectScheme};
+use pc_eventd::delivery::outbox::Outbox;
+use pc_eventd_events::process_compose::model::{ProcessState, ProcessStatus, Readiness};
 use pc_eventd_events::publish::{Message, Publisher};
-use pc_eventd::relay::Relay;
-use pc_eventd::state::StateStore;
-use pc_eventd::status::Status;
+use pc_eventd::delivery::relay::Relay;
+use pc_eventd::delivery::records::StateStore;
+use pc_eventd::ops::status::Status;
 use tempfile::TempDir;
 
 use support::compose::ProcessCompose;
@@ -578,7 +578,7 @@ async fn pipeline_pass(
         let ctx = diff_context(source, &subjects);
         let (next, events) = diff(&snapshot, observed, &ctx);
         let records = next.records(snapshot.changed_names(&next));
-        pc_eventd::sync::lock(&outbox).push(events.iter().map(Message::from).collect(), records)?;
+        outbox.lock().unwrap().push(events.iter().map(Message::from).collect(), records)?;
         wake.notify_one();
         published += events.len();
         snapshot = next;
@@ -587,7 +587,7 @@ async fn pipeline_pass(
     finish.cancel();
     relay.await?;
     let elapsed = started.elapsed();
-    let left = pc_eventd::sync::lock(&outbox).pending_messages();
+    let left = outbox.lock().unwrap().pending_messages();
     let metrics = &status.metrics;
     if left > 0 || metrics.events_dropped.get() > 0 || metrics.publish_errors.get() > 0 {
         return Err(format!(

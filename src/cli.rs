@@ -12,11 +12,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, LogFormat, Overrides, Sources};
-use crate::consumer::Filter;
+use pc_eventd_events::consumer::Filter;
 use crate::daemon::{ConfigLoader, Control, Daemon, DaemonError};
-use crate::event::{EventType, Severity};
-use crate::status::Status;
-use crate::watch::{self, History, Output};
+use pc_eventd_events::event::{EventType, Severity};
+use crate::ops::status::Status;
+use crate::commands::watch::{self, History, Output};
 
 /// sysexits' EX_CONFIG: the configuration is wrong.
 pub const EXIT_CONFIG: u8 = 78;
@@ -191,7 +191,7 @@ impl From<SeverityArg> for Severity {
 
 fn parse_event_type(s: &str) -> Result<EventType, String> {
     s.parse()
-        .map_err(|e: crate::event::UnknownEventType| e.to_string())
+        .map_err(|e: pc_eventd_events::event::UnknownEventType| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,9 +221,9 @@ pub fn main() -> ExitCode {
                 consumer_command(
                     "remediate",
                     config,
-                    crate::remediate::run,
+                    crate::commands::remediate::run,
                     |err| match err {
-                        crate::remediate::RemediateError::Config(err) => Some(err),
+                        crate::commands::remediate::RemediateError::Config(err) => Some(err),
                         _ => None,
                     },
                 )
@@ -238,8 +238,8 @@ pub fn main() -> ExitCode {
                 if let Some(url) = args.url {
                     config.alert.url = Some(crate::config::Secret::new(url));
                 }
-                consumer_command("alert", config, crate::alert::run, |err| match err {
-                    crate::alert::AlertError::Config(err) => Some(err),
+                consumer_command("alert", config, crate::commands::alert::run, |err| match err {
+                    crate::commands::alert::AlertError::Config(err) => Some(err),
                     _ => None,
                 })
             })
@@ -319,7 +319,7 @@ fn run(sources: Sources) -> ExitCode {
             Ok(config) => config,
             Err(err) => return config_failure(&err),
         };
-        let log = crate::logging::init(&config.log.level, config.log.format);
+        let log = crate::ops::logging::init(&config.log.level, config.log.format);
         let loader: ConfigLoader = Box::new(move || Config::load(&sources));
         let daemon = Daemon::new(config, loader, Arc::new(Status::default())).with_log_handle(log);
         match daemon.run(Control { shutdown, reloads }).await {
@@ -355,7 +355,7 @@ fn daemon_signals() -> std::io::Result<(CancellationToken, mpsc::Receiver<()>)> 
 }
 
 fn watch(config: Config, args: &WatchArgs) -> ExitCode {
-    crate::logging::init("warn", LogFormat::Text);
+    crate::ops::logging::init("warn", LogFormat::Text);
     let filter = Filter {
         process: args.process.clone(),
         namespace: args.namespace.clone(),
@@ -366,7 +366,7 @@ fn watch(config: Config, args: &WatchArgs) -> ExitCode {
         Output::Json
     } else {
         // Icons and colours are for people at a terminal, not for pipes and files.
-        let styled = crate::logging::colour(&std::io::stdout());
+        let styled = crate::ops::logging::colour(&std::io::stdout());
         Output::Text { styled }
     };
     let history = match (args.since, args.all, args.last_state) {
@@ -398,7 +398,7 @@ fn watch(config: Config, args: &WatchArgs) -> ExitCode {
         };
         let watched = if args.remediation {
             let process = args.process.as_deref();
-            crate::remediate::tail(&config, process, output, &mut stdout, stopped)
+            crate::commands::remediate::tail(&config, process, output, &mut stdout, stopped)
                 .await
                 .map_err(|err| err.to_string())
         } else {
@@ -445,7 +445,7 @@ where
                 return ExitCode::FAILURE;
             }
         };
-        let _log = crate::logging::init(&config.log.level, config.log.format);
+        let _log = crate::ops::logging::init(&config.log.level, config.log.format);
         match command(config, stop).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => match config_error(&err) {

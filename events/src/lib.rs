@@ -11,5 +11,7 @@
 pub mod consumer;
 pub mod event;
 pub mod nats;
+#[cfg(feature = "process-compose")]
+pub mod process_compose;
 pub mod publish;
 pub mod retry;

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pc_eventd::compose::StateFrame;
-use pc_eventd::process::{ProcessState, ProcessesResponse};
+use pc_eventd::source::StateFrame;
+use pc_eventd_events::process_compose::model::{ProcessState, ProcessesResponse};
 
 fuzz_target!(|data: &[u8]| {
     let _ = serde_json::from_slice::<ProcessesResponse>(data);

@@ -8,8 +8,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use pc_eventd::diff::{DiffContext, ProcessTimings, Snapshot, diff, diff_one};
-use pc_eventd::event::{LifecycleEvent, SubjectScheme};
-use pc_eventd::process::ProcessState;
+use pc_eventd_events::event::{LifecycleEvent, SubjectScheme};
+use pc_eventd_events::process_compose::model::ProcessState;
 
 const NAMES: [&str; 4] = ["web", "api.v2", "job", "a b"];
 const STATUSES: [&str; 14] = [

@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use pc_eventd::config::Secret;
-use pc_eventd::event::EventType::*;
+use pc_eventd_events::event::EventType::*;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -78,7 +78,7 @@ processes:
     config.alert.quiet_period = Duration::from_secs(3);
     config.alert.retry_backoff = Duration::from_millis(100);
     let stop = CancellationToken::new();
-    let task = tokio::spawn(pc_eventd::alert::run(config.clone(), stop.clone()));
+    let task = tokio::spawn(pc_eventd::commands::alert::run(config.clone(), stop.clone()));
     crate::support::wait_for_consumer(&stack.nats_url(), &config.alert.durable, || {
         task.is_finished()
     })

@@ -3,7 +3,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use pc_eventd::event::{EventType::*, LifecycleEvent};
+use pc_eventd_events::event::{EventType::*, LifecycleEvent};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;

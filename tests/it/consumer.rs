@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use pc_eventd::compose::ComposeClient;
-use pc_eventd::consumer::{Consumer, Durable, Filter, Start};
-use pc_eventd::event::{EventType::*, LifecycleEvent, Severity};
-use pc_eventd::watch::format_line;
+use pc_eventd_events::process_compose::ComposeClient;
+use pc_eventd_events::consumer::{Consumer, Durable, Filter, Start};
+use pc_eventd_events::event::{EventType::*, LifecycleEvent, Severity};
+use pc_eventd::commands::watch::format_line;
 
 use crate::cli::Binary;
 use crate::support::Stack;
@@ -52,7 +52,7 @@ async fn history_ids(consumer: &Consumer, filter: &Filter) -> Vec<String> {
 fn compose_client(stack: &Stack) -> ComposeClient {
     let mut config = pc_eventd::config::Config::default();
     config.process_compose.url = stack.pc.url();
-    ComposeClient::from_config(&config).unwrap()
+    config.process_compose.client().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

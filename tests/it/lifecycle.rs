@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use pc_eventd::event::EventType::*;
+use pc_eventd_events::event::EventType::*;
 use tokio::net::TcpListener;
 
 use crate::cli::Binary;
@@ -106,8 +106,8 @@ fn outbox_pending(dir: &std::path::Path) -> HashSet<String> {
     outboxes
         .flat_map(|entry| {
             let path = entry.expect("an outbox").path();
-            let marker: pc_eventd::outbox::LossMarker = Box::new(|_| unreachable!("no loss"));
-            let outbox = pc_eventd::outbox::Outbox::open(&path, 1 << 20, Duration::ZERO, marker)
+            let marker: pc_eventd::delivery::outbox::LossMarker = Box::new(|_| unreachable!("no loss"));
+            let outbox = pc_eventd::delivery::outbox::Outbox::open(&path, 1 << 20, Duration::ZERO, marker)
                 .expect("the outbox opens once its daemon is gone");
             outbox
                 .peek_after(None, usize::MAX)

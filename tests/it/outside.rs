@@ -5,7 +5,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use pc_eventd::event::EventType::*;
+use pc_eventd_events::event::EventType::*;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use pc_eventd::config::OnMismatch;
 use pc_eventd::daemon::DaemonError;
-use pc_eventd::event::{EventType::*, Reason, Severity};
+use pc_eventd_events::event::{EventType::*, Reason, Severity};
 use pc_eventd_events::publish::PublishError;
 
 use crate::support::compose::{Options, ProcessCompose, Release};

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use pc_eventd::config::SourceMode;
-use pc_eventd::event::EventType::*;
-use pc_eventd::event::{LifecycleEvent, Reason};
+use pc_eventd::source::SourceMode;
+use pc_eventd_events::event::EventType::*;
+use pc_eventd_events::event::{LifecycleEvent, Reason};
 
 use crate::support::Stack;
 use crate::support::compose::{ProcessCompose, Release};

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use pc_eventd::config::Config;
-use pc_eventd::event::EventType::*;
-use pc_eventd::remediate::{Action, RemediationEvent};
+use pc_eventd_events::event::EventType::*;
+use pc_eventd::commands::remediate::{Action, RemediationEvent};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -28,14 +28,14 @@ processes:
 /// The remediator, in-process, until stopped.
 struct Remediator {
     stop: CancellationToken,
-    task: JoinHandle<Result<(), pc_eventd::remediate::RemediateError>>,
+    task: JoinHandle<Result<(), pc_eventd::commands::remediate::RemediateError>>,
 }
 
 impl Remediator {
     /// Starts it and waits until its durable consumer exists, so no trigger precedes it.
     async fn start(config: &Config) -> Self {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(pc_eventd::remediate::run(config.clone(), stop.clone()));
+        let task = tokio::spawn(pc_eventd::commands::remediate::run(config.clone(), stop.clone()));
         crate::support::wait_for_consumer(&config.nats.url, &config.remediate.durable, || {
             task.is_finished()
         })

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use pc_eventd::config::SourceMode;
-use pc_eventd::event::EventType::*;
-use pc_eventd::event::Reason;
+use pc_eventd::source::SourceMode;
+use pc_eventd_events::event::EventType::*;
+use pc_eventd_events::event::Reason;
 
 use crate::support::compose::{Options, ProcessCompose, Release};
 use crate::support::daemon::{Daemon, config};
@@ -26,7 +26,7 @@ async fn start(project: &str, mode: SourceMode) -> (NatsServer, ProcessCompose, 
 }
 
 fn mode_is(daemon: &Daemon, mode: &str) -> bool {
-    let label = pc_eventd::status::ModeLabel { mode: mode.into() };
+    let label = pc_eventd::ops::status::ModeLabel { mode: mode.into() };
     daemon
         .status
         .metrics

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pc_eventd::config::Config;
 use pc_eventd::daemon::{Control, Daemon as PcEventd, DaemonError};
-use pc_eventd::status::Status;
+use pc_eventd::ops::status::Status;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

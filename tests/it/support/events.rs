@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
-use pc_eventd::event::{EventType, EventsLost, LOSS_NAMESPACE, LifecycleEvent};
+use pc_eventd_events::event::{EventType, EventsLost, LOSS_NAMESPACE, LifecycleEvent};
 
 /// One stored message.
 #[derive(Debug, Clone)]

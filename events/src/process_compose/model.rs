@@ -11,15 +11,23 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ProcessState {
+    /// The process's name in the project.
     pub name: String,
+    /// Its namespace or namespaces.
     pub namespace: Namespaces,
+    /// Its status.
     pub status: ProcessStatus,
+    /// What its readiness probe says.
     pub is_ready: Readiness,
+    /// Whether it has a readiness probe.
     pub has_ready_probe: bool,
+    /// Policy restarts of the current incarnation.
     pub restarts: u32,
+    /// The last run's exit code.
     pub exit_code: i32,
     /// Exit codes that count as success besides 0 (process-compose v1.116.0+).
     pub success_exit_codes: Vec<i32>,
+    /// The running process's pid (0 when none runs).
     pub pid: i64,
     /// Set once per incarnation (v1.110.0+); policy restarts keep it, a manual restart changes it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -29,6 +37,7 @@ pub struct ProcessState {
 /// The body of `GET /processes`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ProcessesResponse {
+    /// The processes.
     #[serde(default)]
     pub data: Vec<ProcessState>,
 }
@@ -37,8 +46,10 @@ pub struct ProcessesResponse {
 /// camelCase keys since v1.110.0, Go field names before.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ProcessInfo {
+    /// The readiness probe, if the process has one.
     #[serde(default, rename = "readinessProbe", alias = "ReadinessProbe")]
     pub readiness_probe: Option<ProbeSettings>,
+    /// When process-compose restarts it.
     #[serde(default, rename = "restartPolicy", alias = "RestartPolicy")]
     pub restart_policy: RestartPolicy,
 }
@@ -56,10 +67,13 @@ pub struct RestartPolicy {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct ProbeSettings {
+    /// Seconds before the first probe.
     #[serde(rename = "initialDelay", alias = "InitialDelay")]
     pub initial_delay_seconds: u64,
+    /// Seconds between probes.
     #[serde(rename = "periodSeconds", alias = "PeriodSeconds")]
     pub period_seconds: u64,
+    /// Failed probes in a row that count as not ready.
     #[serde(rename = "failureThreshold", alias = "FailureThreshold")]
     pub failure_threshold: u64,
 }
@@ -145,16 +159,18 @@ impl Default for Namespaces {
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 impl Namespaces {
+    /// The first namespace, used in subjects.
     pub fn primary(&self) -> &str {
         self.0.first().map_or(DEFAULT_NAMESPACE, String::as_str)
     }
 
+    /// Every namespace, in the order process-compose gives them.
     pub fn all(&self) -> &[String] {
         &self.0
     }
 }
 
-#[cfg(test)]
+/// Namespaces given by name, the first being the primary one.
 impl<const N: usize> From<[&str; N]> for Namespaces {
     fn from(names: [&str; N]) -> Self {
         NamespaceField::Many(names.iter().map(|n| (*n).to_owned()).collect()).into()
@@ -165,26 +181,39 @@ impl<const N: usize> From<[&str; N]> for Namespaces {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(from = "String", into = "String")]
 pub enum ProcessStatus {
+    /// Waiting for its dependencies or its first start.
     #[default]
     Pending,
+    /// Disabled in the project; never started.
     Disabled,
+    /// A foreground process, run only on request.
     Foreground,
+    /// Running.
     Running,
+    /// A daemon process being launched.
     Launching,
+    /// A daemon process launched (assumed alive).
     Launched,
+    /// Waiting out its restart backoff.
     Restarting,
+    /// Being stopped.
     Terminating,
+    /// Ended and not restarted (whatever the exit code).
     Completed,
+    /// Skipped because a dependency failed.
     Skipped,
+    /// Could not be started.
     Error,
     /// REST/snapshot overlay for a scheduled process that is not running.
     Scheduled,
     /// REST/snapshot overlay for a successful `Completed` under a file watch (v1.122.0).
     Watching,
+    /// A status this build does not know, verbatim.
     Other(String),
 }
 
 impl ProcessStatus {
+    /// The status as process-compose spells it.
     pub fn as_str(&self) -> &str {
         match self {
             Self::Pending => "Pending",
@@ -269,8 +298,11 @@ impl std::fmt::Display for ProcessStatus {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(from = "String", into = "String")]
 pub enum Readiness {
+    /// The probe passes.
     Ready,
+    /// The probe fails (or has not passed yet).
     NotReady,
+    /// No probe, or no run.
     #[default]
     Unknown,
 }
@@ -292,6 +324,7 @@ impl From<Readiness> for String {
 }
 
 impl Readiness {
+    /// The value as process-compose spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ready => "Ready",

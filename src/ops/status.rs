@@ -14,8 +14,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-use crate::config::SourceMode;
-use crate::event::EventType;
+use crate::source::SourceMode;
+use pc_eventd_events::event::EventType;
 use crate::sync::lock;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -193,7 +193,7 @@ impl Metrics {
 
     /// Total failed polls of every kind.
     pub fn poll_errors_total(&self) -> u64 {
-        crate::compose::ComposeError::KINDS
+        pc_eventd_events::process_compose::ComposeError::KINDS
             .iter()
             .map(|kind| {
                 self.poll_errors
@@ -351,7 +351,7 @@ impl Status {
     }
 
     /// What the outbox holds, and whether it is losing events.
-    pub fn set_outbox(&self, outbox: &crate::outbox::Outbox) {
+    pub fn set_outbox(&self, outbox: &crate::delivery::outbox::Outbox) {
         let metrics = &self.metrics;
         metrics
             .outbox_messages
@@ -364,7 +364,7 @@ impl Status {
             Some(loss) => Err(format!(
                 "full or unwritable: {} events lost since {}",
                 loss.lost,
-                crate::event::timestamp(loss.first_lost_at)
+                pc_eventd_events::event::timestamp(loss.first_lost_at)
             )),
         };
     }

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::{Config, ConfigError};
-use crate::consumer::{Consumer, ConsumerError, Durable, Filter};
-use crate::event::LifecycleEvent;
+use pc_eventd_events::consumer::{Consumer, ConsumerError, Durable, Filter};
+use pc_eventd_events::event::LifecycleEvent;
 use episode::{Alert, Episodes};
 use webhook::{Webhook, WebhookError};
 

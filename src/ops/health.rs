@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::status::Status;
+use crate::ops::status::Status;
 
 /// How long open connections get to finish when the endpoint stops.
 const DRAIN: Duration = Duration::from_secs(2);

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use pc_eventd_events::nats::{NKEY_SEED_FORM, SettingsError, is_user_seed};
 pub use pc_eventd_events::nats::{NatsConfig, OnMismatch, Secret, Storage, StreamConfig};
 
+use crate::source::{ProcessComposeConfig, TokenFileError};
+
 /// Where the daemon looks for its file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pc-eventd.toml";
 /// Prefix of the environment variables; nested keys are joined with `__`.
@@ -86,7 +88,7 @@ impl DaemonConfig {
     }
 }
 
-/// The on-disk queue of events on their way to NATS (see `crate::outbox`).
+/// The on-disk queue of events on their way to NATS (see `crate::delivery::outbox`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboxConfig {
@@ -112,7 +114,7 @@ impl Default for OutboxConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RemediateConfig {
     /// The event types that trigger a restart.
-    pub on: Vec<crate::event::EventType>,
+    pub on: Vec<pc_eventd_events::event::EventType>,
     /// Decide and publish, but never call process-compose's restart.
     pub dry_run: bool,
     /// The durable consumer's name: its position survives restarts of the remediator.
@@ -128,14 +130,14 @@ pub struct RemediateConfig {
     /// Globs; a denied process is never restarted.
     pub deny: Vec<String>,
     /// The policy of processes no rule matches.
-    pub policy: crate::remediate::policy::Policy,
+    pub policy: crate::commands::remediate::policy::Policy,
     /// Policies by glob, first match wins (`[[remediate.rules]]` with `match = "db-*"`).
-    pub rules: Vec<crate::remediate::policy::Rule>,
+    pub rules: Vec<crate::commands::remediate::policy::Rule>,
 }
 
 impl Default for RemediateConfig {
     fn default() -> Self {
-        use crate::event::EventType;
+        use pc_eventd_events::event::EventType;
         Self {
             on: vec![EventType::Crashed, EventType::Unhealthy],
             dry_run: false,
@@ -145,7 +147,7 @@ impl Default for RemediateConfig {
             max_age: Duration::from_secs(7 * 24 * 3600),
             allow: Vec::new(),
             deny: Vec::new(),
-            policy: crate::remediate::policy::Policy::default(),
+            policy: crate::commands::remediate::policy::Policy::default(),
             rules: Vec::new(),
         }
     }
@@ -159,7 +161,7 @@ pub struct AlertConfig {
     /// `config check` show only its scheme and host.
     pub url: Option<Secret>,
     /// The event types that alert.
-    pub types: Vec<crate::event::EventType>,
+    pub types: Vec<pc_eventd_events::event::EventType>,
     /// The durable consumer's name: alerting resumes where it stopped.
     pub durable: String,
     /// Events in one episode that make it escalate (once).
@@ -178,7 +180,7 @@ pub struct AlertConfig {
 
 impl Default for AlertConfig {
     fn default() -> Self {
-        use crate::event::EventType;
+        use pc_eventd_events::event::EventType;
         Self {
             url: None,
             types: vec![EventType::Crashed, EventType::Unhealthy],
@@ -234,91 +236,6 @@ mod byte_size {
             _ => return None,
         };
         number.parse::<u64>().ok()?.checked_mul(unit)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProcessComposeConfig {
-    /// Base URL of the REST API.
-    pub url: String,
-    /// A unix socket to use instead of `url` (process-compose `-U -u PATH`).
-    pub socket: Option<PathBuf>,
-    /// API token, sent as `X-PC-Token-Key`.
-    pub token: Option<Secret>,
-    /// File holding the API token (read at start and on every reload; whitespace trimmed).
-    pub token_file: Option<PathBuf>,
-    #[serde(with = "humantime_serde")]
-    pub poll_interval: Duration,
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// Longest wait between polls while process-compose keeps failing.
-    #[serde(with = "humantime_serde")]
-    pub max_backoff: Duration,
-    /// Where states come from: the push stream, polling, or the stream when the server has it.
-    pub mode: SourceMode,
-    /// In stream mode, how often `GET /processes` checks for processes added or removed (the
-    /// stream sends no frames for those).
-    #[serde(with = "humantime_serde")]
-    pub reconcile_interval: Duration,
-    /// Names this process-compose instance in events; defaults to the URL or socket path.
-    /// Event ids include it, so keep it stable.
-    pub source: Option<String>,
-    /// How long a run with a readiness probe may stay not Ready before it is `unhealthy`
-    /// (`never_ready`). Unset: from each process's probe (initial delay + period × failure
-    /// threshold), or 60 s where process-compose does not say.
-    #[serde(default, with = "humantime_serde")]
-    pub readiness_grace: Option<Duration>,
-}
-
-impl Default for ProcessComposeConfig {
-    fn default() -> Self {
-        Self {
-            url: "http://127.0.0.1:8080".into(),
-            socket: None,
-            token: None,
-            token_file: None,
-            poll_interval: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(5),
-            max_backoff: Duration::from_secs(30),
-            mode: SourceMode::Auto,
-            reconcile_interval: Duration::from_secs(30),
-            source: None,
-            readiness_grace: None,
-        }
-    }
-}
-
-impl ProcessComposeConfig {
-    /// The `source` field of events.
-    pub fn source(&self) -> String {
-        match (&self.source, &self.socket) {
-            (Some(source), _) => source.clone(),
-            (None, Some(socket)) => format!("unix:{}", socket.display()),
-            (None, None) => self.url.clone(),
-        }
-    }
-}
-
-/// How pc-eventd learns about state changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceMode {
-    /// The stream when the server has it (v1.110.0+), else polling.
-    Auto,
-    /// process-compose's WebSocket state stream: every step, as it happens.
-    Stream,
-    /// `GET /processes` every `poll_interval`: steps between two polls are merged.
-    Poll,
-}
-
-impl SourceMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Stream => "stream",
-            Self::Poll => "poll",
-        }
     }
 }
 
@@ -459,6 +376,12 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
+impl From<TokenFileError> for ConfigError {
+    fn from(err: TokenFileError) -> Self {
+        Self::one(err.to_string())
+    }
+}
+
 impl From<SettingsError> for ConfigError {
     fn from(err: SettingsError) -> Self {
         Self::one(err.to_string())
@@ -494,20 +417,7 @@ impl Config {
 
     /// The process-compose API token, from `token` or `token_file`.
     pub fn api_token(&self) -> Result<Option<Secret>, ConfigError> {
-        let pc = &self.process_compose;
-        if let Some(token) = &pc.token {
-            return Ok(Some(token.clone()));
-        }
-        let Some(path) = &pc.token_file else {
-            return Ok(None);
-        };
-        let token = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::one(format!(
-                "process_compose.token_file: cannot read {}: {e}",
-                path.display()
-            ))
-        })?;
-        Ok(Some(Secret::new(token.trim())))
+        Ok(self.process_compose.api_token()?)
     }
 
     fn validate(&self, figment: &Figment) -> Result<(), ConfigError> {
@@ -515,7 +425,7 @@ impl Config {
             figment,
             found: Vec::new(),
         };
-        self.process_compose.check(&mut p);
+        p.take("process_compose", self.process_compose.problems());
         check_nats_connection(&self.nats, &mut p);
         check_nats_stream(&self.nats, &mut p);
         self.check_consumers(&mut p);
@@ -622,53 +532,15 @@ impl Problems<'_> {
         }
     }
 
+    /// Takes the problems a section found in itself, as (key within `section`, message).
+    fn take(&mut self, section: &str, problems: Vec<(String, &'static str)>) {
+        for (key, message) in problems {
+            self.check(&format!("{section}.{key}"), false, message);
+        }
+    }
+
     fn origin(&self, key: &str) -> String {
         origin(self.figment, key)
-    }
-}
-
-impl ProcessComposeConfig {
-    fn check(&self, p: &mut Problems<'_>) {
-        let pc = self;
-        let url_ok = pc
-            .url
-            .parse::<http::Uri>()
-            .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
-        p.check(
-            "process_compose.url",
-            url_ok,
-            "expected an http://host:port URL",
-        );
-        p.check(
-            "process_compose.poll_interval",
-            !pc.poll_interval.is_zero(),
-            "must be greater than zero",
-        );
-        p.check(
-            "process_compose.request_timeout",
-            !pc.request_timeout.is_zero(),
-            "must be greater than zero",
-        );
-        p.check(
-            "process_compose.max_backoff",
-            pc.max_backoff >= pc.poll_interval,
-            "must be at least poll_interval",
-        );
-        p.check(
-            "process_compose.reconcile_interval",
-            !pc.reconcile_interval.is_zero(),
-            "must be greater than zero",
-        );
-        p.check(
-            "process_compose.readiness_grace",
-            pc.readiness_grace.is_none_or(|grace| !grace.is_zero()),
-            "must be greater than zero (leave it out to derive it from each probe)",
-        );
-        p.check(
-            "process_compose.token_file",
-            pc.token.is_none() || pc.token_file.is_none(),
-            "set either token or token_file, not both",
-        );
     }
 }
 
@@ -887,6 +759,7 @@ fn is_literal_subject(subject: &str) -> bool {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+    use crate::source::SourceMode;
 
     #[test]
     fn small_names_and_forms() {

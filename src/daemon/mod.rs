@@ -2,7 +2,7 @@
 //!
 //! One loop observes: make sure the stream is right, read process-compose (stream frames or
 //! polls), diff against what was last observed, and write the events to the outbox. The relay
-//! (`crate::relay`) publishes from the outbox beside it, so a NATS outage delays events instead
+//! (`crate::delivery::relay`) publishes from the outbox beside it, so a NATS outage delays events instead
 //! of stopping observation or dropping them. A reload (SIGHUP) swaps only what changed and keeps
 //! the snapshot, so no event is lost or repeated across it.
 
@@ -18,19 +18,21 @@ use tracing::{debug, error, info, warn};
 
 use std::collections::BTreeSet;
 
-use crate::compose::{ComposeClient, ComposeError, StateFrame, StateStream};
-use crate::config::{Config, ConfigError, HealthConfig, NatsConfig, SourceMode, StreamConfig};
+use pc_eventd_events::process_compose::{ComposeClient, ComposeError};
+
+use crate::source::{SourceMode, StateFrame, StateStream};
+use crate::config::{Config, ConfigError, HealthConfig, NatsConfig, StreamConfig};
 use crate::diff::{DiffContext, ProcessRecord, ProcessTimings, Snapshot, diff, diff_one};
-use crate::event::{EventsLost, LifecycleEvent, SubjectScheme};
-use crate::logging::LogHandle;
-use crate::notify::{self, Watchdog};
-use crate::outbox::{Outbox, OutboxError, Pushed};
-use crate::process::{ProcessInfo, ProcessState, ProcessStatus};
+use pc_eventd_events::event::{EventsLost, LifecycleEvent, SubjectScheme};
+use crate::ops::logging::LogHandle;
+use crate::ops::notify::{self, Watchdog};
+use crate::delivery::outbox::{Outbox, OutboxError, Pushed};
+use pc_eventd_events::process_compose::model::{ProcessInfo, ProcessState, ProcessStatus};
 use pc_eventd_events::publish::{Message, PublishError, Publisher};
-use crate::relay::Relay;
+use crate::delivery::relay::Relay;
 use pc_eventd_events::retry;
-use crate::state::StateStore;
-use crate::status::Status;
+use crate::delivery::records::StateStore;
+use crate::ops::status::Status;
 use crate::sync::lock;
 
 /// Shortest and longest wait between two attempts to reach NATS.
@@ -84,9 +86,9 @@ async fn read_frames(
         let next = stream.next().await;
         let end = !matches!(next, Some(Ok(_)));
         let item = next.unwrap_or_else(|| {
-            Err(ComposeError::WebSocket(
+            Err(ComposeError::WebSocket(Box::new(
                 tokio_tungstenite::tungstenite::Error::ConnectionClosed,
-            ))
+            )))
         });
         if frames.send(item).await.is_err() || end {
             return;
@@ -129,7 +131,7 @@ pub struct Daemon {
     ready_sent: std::sync::atomic::AtomicBool,
     /// When `STATUS=` last went out after an observation.
     last_status: std::sync::Mutex<Option<Instant>>,
-    /// The last published state per process, kept in NATS (see [`crate::state`]).
+    /// The last published state per process, kept in NATS (see [`crate::delivery::records`]).
     state: Arc<tokio::sync::Mutex<Option<StateStore>>>,
     /// Where events wait for JetStream; opened by [`Daemon::run`].
     queue: Option<Queue>,
@@ -206,7 +208,7 @@ impl Subscriptions {
         compose: &ComposeClient,
         names: Option<&[String]>,
     ) -> Result<(), ComposeError> {
-        let stream = compose.subscribe(names).await?;
+        let stream = crate::source::subscribe(compose, names).await?;
         self.readers.spawn(read_frames(stream, self.frames.clone()));
         Ok(())
     }
@@ -273,7 +275,7 @@ impl Daemon {
 
     /// Runs until `control.shutdown` is cancelled.
     pub async fn run(mut self, mut control: Control) -> Result<(), DaemonError> {
-        let compose = ComposeClient::from_config(&self.config)?;
+        let compose = self.config.process_compose.client().map_err(ConfigError::from)?;
         // Signals stop the waits below too: a daemon waiting for a lock, NATS or the stream
         // stops on SIGTERM, not when the wait ends.
         let Some(outbox) = self.open_outbox(&control.shutdown).await? else {
@@ -654,8 +656,8 @@ impl Daemon {
         // One directory per instance: several daemons may share a state directory.
         let dir = state_dir
             .join("outbox")
-            .join(crate::event::subject_token(&source).replace('/', "%2F"));
-        let loss_marker = || -> crate::outbox::LossMarker {
+            .join(pc_eventd_events::event::subject_token(&source).replace('/', "%2F"));
+        let loss_marker = || -> crate::delivery::outbox::LossMarker {
             let (subjects, source) = (self.config.nats.subjects(), source.clone());
             Box::new(move |loss| {
                 let marker = EventsLost::new(
@@ -994,7 +996,7 @@ impl Daemon {
         let result = async {
             let changed = Changed::between(&old, &new);
             // Build everything that can fail before replacing anything.
-            let new_compose = ComposeClient::from_config(&new)?;
+            let new_compose = new.process_compose.client().map_err(ConfigError::from)?;
             let new_publisher = if changed.nats {
                 Some(self.connect().await?)
             } else {
@@ -1085,7 +1087,7 @@ async fn start_health(
         })?;
     info!(addr = %config.listen, "health endpoint listening");
     let stop = CancellationToken::new();
-    let task = tokio::spawn(crate::health::serve(listener, status.clone(), stop.clone()));
+    let task = tokio::spawn(crate::ops::health::serve(listener, status.clone(), stop.clone()));
     Ok(Some(HealthServer { stop, task }))
 }
 

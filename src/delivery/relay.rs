@@ -17,11 +17,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::diff::ProcessRecord;
-use crate::outbox::Outbox;
+use crate::delivery::outbox::Outbox;
 use pc_eventd_events::publish::{Message, Publisher};
 use pc_eventd_events::retry;
-use crate::state::StateStore;
-use crate::status::Status;
+use crate::delivery::records::StateStore;
+use crate::ops::status::Status;
 use crate::sync::lock;
 
 /// Publishes in flight at once: enough to keep a burst (a reconnect's catch-up, a project

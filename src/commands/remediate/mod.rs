@@ -1,7 +1,7 @@
 //! `pc-eventd remediate`: restarts processes that crash or go unhealthy, within a policy, and
 //! publishes every decision as an event of its own.
 //!
-//! It reads lifecycle events through a durable consumer ([`crate::consumer`]), so a restart of
+//! It reads lifecycle events through a durable consumer ([`pc_eventd_events::consumer`]), so a restart of
 //! the remediator neither loses a trigger (its position lives on the server) nor doubles an
 //! action: before acting it asks process-compose for the process's current state, and a process
 //! that already runs again (restarted by its own policy, or by an earlier delivery of the same
@@ -22,11 +22,11 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::compose::ComposeClient;
+use pc_eventd_events::process_compose::ComposeClient;
 use crate::config::{Config, ConfigError, NatsConfig, RemediateConfig, StreamConfig};
-use crate::consumer::{Consumer, ConsumerError, Durable, Filter, Start};
-use crate::event::{EventType, LifecycleEvent, Severity, SubjectScheme, timestamp};
-use crate::process::{ProcessState, Readiness};
+use pc_eventd_events::consumer::{Consumer, ConsumerError, Durable, Filter, Start};
+use pc_eventd_events::event::{EventType, LifecycleEvent, Severity, SubjectScheme, timestamp};
+use pc_eventd_events::process_compose::model::{ProcessState, Readiness};
 use pc_eventd_events::publish::{Message, PublishError, Publisher};
 use policy::{Decision, Outcome, Planner, Policies, Policy, Skip};
 
@@ -216,7 +216,7 @@ impl Remediator {
         let remediator = Self {
             policies: remediate.policies(),
             config: remediate,
-            compose: ComposeClient::from_config(config)?,
+            compose: config.process_compose.client().map_err(ConfigError::from)?,
             publisher,
             subjects: nats.subjects(),
             planner: tokio::sync::Mutex::default(),
@@ -423,7 +423,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Reme
 pub async fn tail(
     config: &Config,
     process: Option<&str>,
-    output: crate::watch::Output,
+    output: crate::commands::watch::Output,
     out: &mut impl std::io::Write,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), RemediateError> {
@@ -437,7 +437,7 @@ pub async fn tail(
         .await
         .map_err(|e| stream_error(e.to_string()))?;
     let js = jetstream::new(client);
-    let (namespace, name) = match process.map(crate::event::split_process) {
+    let (namespace, name) = match process.map(pc_eventd_events::event::split_process) {
         Some((namespace, name)) => (namespace, Some(name)),
         None => (None, None),
     };
@@ -479,10 +479,10 @@ pub async fn tail(
             continue;
         };
         let line = match output {
-            crate::watch::Output::Json => String::from_utf8_lossy(&message.payload).into_owned(),
-            crate::watch::Output::Text { styled } => {
+            crate::commands::watch::Output::Json => String::from_utf8_lossy(&message.payload).into_owned(),
+            crate::commands::watch::Output::Text { styled } => {
                 match serde_json::from_slice::<RemediationEvent>(&message.payload) {
-                    Ok(event) => crate::watch::styled_line(
+                    Ok(event) => crate::commands::watch::styled_line(
                         &event.timestamp,
                         event.severity,
                         &event.summary(),
@@ -525,10 +525,10 @@ impl Policies {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::ProcessStatus;
+    use pc_eventd_events::process_compose::model::ProcessStatus;
 
     fn trigger(event_type: EventType, pid: i64) -> LifecycleEvent {
-        let mut event = crate::event::example_event();
+        let mut event = pc_eventd_events::event::example_event();
         event.event_type = event_type;
         event.state.pid = pid;
         event
@@ -603,7 +603,7 @@ mod tests {
     #[test]
     fn the_json_schema_describes_exactly_the_payload() {
         let schema: serde_json::Value = serde_json::from_str(include_str!(
-            "../../events/schema/remediation-event.schema.json"
+            "../../../events/schema/remediation-event.schema.json"
         ))
         .unwrap();
         let keys = |value: &serde_json::Value| {

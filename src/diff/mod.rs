@@ -15,10 +15,10 @@ use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
-use crate::event::{
+use pc_eventd_events::event::{
     EventState, EventType, LifecycleEvent, Reason, SubjectScheme, timestamp as format_timestamp,
 };
-use crate::process::{ProcessState, ProcessStatus, Readiness};
+use pc_eventd_events::process_compose::model::{ProcessState, ProcessStatus, Readiness};
 
 /// Namespace for the name-based (v5) UUIDs that serve as event ids.
 const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5327_df34_583b_4c37_8cc6_16ea_b2a5_3ab7);
@@ -842,7 +842,7 @@ fn event_state(p: &ProcessState) -> EventState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::Namespaces;
+    use pc_eventd_events::process_compose::model::Namespaces;
 
     const T0: &str = "2026-08-20T14:02:08.420771944+03:00";
     const T1: &str = "2026-08-20T14:05:00.000000000+03:00";
@@ -960,7 +960,7 @@ mod tests {
         assert_eq!(types(&events), [Started]);
         let changed = find(&events, StatusChanged);
         assert_eq!(changed.previous_status.as_deref(), Some("Pending"));
-        assert_eq!(changed.severity, crate::event::Severity::Debug);
+        assert_eq!(changed.severity, pc_eventd_events::event::Severity::Debug);
     }
 
     #[test]
@@ -996,7 +996,7 @@ mod tests {
         assert_eq!(types(&events), [Crashed]);
         let crashed = find(&events, Crashed);
         assert_eq!(crashed.exit_code, Some(3));
-        assert_eq!(crashed.severity, crate::event::Severity::Error);
+        assert_eq!(crashed.severity, pc_eventd_events::event::Severity::Error);
         assert_eq!(crashed.state.status, "Completed");
         assert!(!crashed.state.is_running);
     }
@@ -1643,7 +1643,7 @@ mod tests {
         assert_eq!(types(&events), [Unhealthy]);
         assert_eq!(
             find(&events, Unhealthy).severity,
-            crate::event::Severity::Warning
+            pc_eventd_events::event::Severity::Warning
         );
         // a reset to "-" is neither healthy nor unhealthy
         assert_eq!(h.lifecycle(&[api(Readiness::Unknown)]), []);
@@ -1704,7 +1704,7 @@ mod tests {
         assert_eq!(find(&events, Unhealthy).reason, Some(Reason::NeverReady));
         assert_eq!(
             find(&events, Unhealthy).severity,
-            crate::event::Severity::Warning
+            pc_eventd_events::event::Severity::Warning
         );
         assert_eq!(h.snapshot.unhealthy(), 1);
         assert!(h.snapshot.readiness_overdue(h.clock, &h.timings).is_empty());

@@ -1,7 +1,7 @@
 //! `pc-eventd watch`: events from the stream, filtered by process, namespace, type and severity,
 //! optionally starting with history.
 //!
-//! A thin front end over [`crate::consumer`]: the filter becomes the same subjects a library
+//! A thin front end over [`pc_eventd_events::consumer`]: the filter becomes the same subjects a library
 //! consumer would use, read through an ordered ephemeral JetStream consumer.
 
 use std::io::Write;
@@ -10,10 +10,10 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 
 use crate::config::NatsConfig;
-use crate::consumer::{
+use pc_eventd_events::consumer::{
     self, Consumer, ConsumerError, Delivery, EventStream, Filter, FilterError, Start,
 };
-use crate::event::{EventsLost, LifecycleEvent, Severity};
+use pc_eventd_events::event::{EventsLost, LifecycleEvent, Severity};
 
 /// How often to look for a stream that does not exist yet.
 const STREAM_RETRY: Duration = Duration::from_millis(500);

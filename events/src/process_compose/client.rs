@@ -1,4 +1,5 @@
-//! The process-compose REST client: TCP or unix socket, token auth, bounded time and size.
+//! The REST client: one request per connection, over TCP or a unix socket, with the API token
+//! and a bound on both time and response size.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,16 +11,11 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
-use futures::StreamExt;
-use serde::Deserialize;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-
-use crate::config::{Config, ConfigError, Secret};
-use crate::process::{ProcessInfo, ProcessState, ProcessesResponse};
+use super::model::{ProcessInfo, ProcessState, ProcessesResponse};
+use crate::nats::Secret;
 
 /// The token header process-compose checks (plain equality, 401 on mismatch).
-const TOKEN_HEADER: &str = "X-PC-Token-Key";
+pub const TOKEN_HEADER: &str = "X-PC-Token-Key";
 /// A `GET /processes` body larger than this is refused: 5000 processes take about 3 MiB.
 pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
@@ -27,27 +23,44 @@ pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 /// metrics.
 #[derive(Debug, thiserror::Error)]
 pub enum ComposeError {
+    /// No connection to the URL's host and port, or to the socket.
     #[error("cannot connect to process-compose at {endpoint}: {source}")]
     Connect {
+        /// Where it tried.
         endpoint: String,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// No complete answer within the client's timeout.
     #[error("process-compose did not answer within {0:?}")]
     Timeout(Duration),
+    /// The HTTP exchange broke off (a reset, a response that is not HTTP).
     #[error("HTTP exchange with process-compose failed: {0}")]
     Http(#[from] hyper::Error),
+    /// The API token is missing or wrong.
     #[error("process-compose refused the API token (401): check process_compose.token")]
     Unauthorized,
+    /// Any other status than 200.
     #[error("process-compose answered {status}: {body}")]
-    Status { status: StatusCode, body: String },
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// The start of the body (200 bytes at most).
+        body: String,
+    },
+    /// The body was larger than [`MAX_RESPONSE_BYTES`].
     #[error("process-compose sent a response larger than {MAX_RESPONSE_BYTES} bytes")]
     TooLarge,
+    /// The body is not the JSON the API documents.
     #[error("process-compose sent a malformed response: {0}")]
     Malformed(#[from] serde_json::Error),
+    /// The server has no state stream (`GET /process/states/ws`, v1.110.0+).
     #[error("process-compose has no state stream (it predates v1.110.0)")]
     StreamUnsupported,
+    /// The state stream's WebSocket failed (read by the daemon; this crate has no WebSocket
+    /// client of its own).
     #[error("state stream failed: {0}")]
-    WebSocket(#[source] WsError),
+    WebSocket(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl ComposeError {
@@ -64,6 +77,7 @@ impl ComposeError {
         "websocket",
     ];
 
+    /// A short label for logs and metrics, one of [`ComposeError::KINDS`].
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Connect { .. } => "connect",
@@ -81,12 +95,29 @@ impl ComposeError {
 
 /// Where process-compose listens.
 #[derive(Debug, Clone, PartialEq)]
-enum Endpoint {
+pub enum Endpoint {
+    /// Its TCP port (`http://HOST:PORT`, with an optional path prefix).
     Tcp {
+        /// `HOST:PORT`.
         authority: String,
+        /// A path prefix put before every API path (empty for none).
         base_path: String,
     },
+    /// Its unix socket (process-compose `-U -u PATH`).
     Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// The endpoint of an `http://HOST[:PORT][/PREFIX]` URL (port 80 when none is given).
+    pub fn from_url(url: &str) -> Result<Self, http::uri::InvalidUri> {
+        let uri: Uri = url.parse()?;
+        let host = uri.host().unwrap_or("127.0.0.1");
+        let port = uri.port_u16().unwrap_or(80);
+        Ok(Self::Tcp {
+            authority: format!("{host}:{port}"),
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
 }
 
 impl std::fmt::Display for Endpoint {
@@ -107,28 +138,14 @@ pub struct ComposeClient {
 }
 
 impl ComposeClient {
-    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        let pc = &config.process_compose;
-        let endpoint = match &pc.socket {
-            Some(path) => Endpoint::Unix(path.clone()),
-            None => {
-                // validated by Config::load
-                let uri: Uri = pc.url.parse().map_err(|e| ConfigError {
-                    problems: vec![format!("process_compose.url: {e}")],
-                })?;
-                let host = uri.host().unwrap_or("127.0.0.1");
-                let port = uri.port_u16().unwrap_or(80);
-                Endpoint::Tcp {
-                    authority: format!("{host}:{port}"),
-                    base_path: uri.path().trim_end_matches('/').to_owned(),
-                }
-            }
-        };
-        Ok(Self {
+    /// A client for `endpoint`, sending `token` (if any) with every request, and giving up on a
+    /// request after `timeout`.
+    pub fn new(endpoint: Endpoint, token: Option<Secret>, timeout: Duration) -> Self {
+        Self {
             endpoint,
-            token: config.api_token()?,
-            timeout: pc.request_timeout,
-        })
+            token,
+            timeout,
+        }
     }
 
     /// `GET /processes`.
@@ -162,56 +179,6 @@ impl ComposeClient {
         self.request(Method::POST, &path).await.map(drop)
     }
 
-    /// Subscribes to the state stream (`GET /process/states/ws`, process-compose v1.110.0+),
-    /// for the named processes only or, with `None`, for all. A server without the stream
-    /// answers [`ComposeError::StreamUnsupported`].
-    pub async fn subscribe(&self, names: Option<&[String]>) -> Result<StateStream, ComposeError> {
-        let mut path = "/process/states/ws".to_owned();
-        if let Some(names) = names {
-            let names: Vec<String> = names.iter().map(|n| percent_encode(n)).collect();
-            path = format!("{path}?name={}", names.join(","));
-        }
-        let handshake = async {
-            let (host, path) = self.target(&path);
-            let mut request = Request::get(format!("ws://{host}{path}"))
-                .header(http::header::HOST, host)
-                .header("Connection", "Upgrade")
-                .header("Upgrade", "websocket")
-                .header("Sec-WebSocket-Version", "13")
-                .header(
-                    "Sec-WebSocket-Key",
-                    tokio_tungstenite::tungstenite::handshake::client::generate_key(),
-                );
-            if let Some(token) = &self.token {
-                request = request.header(TOKEN_HEADER, token.expose());
-            }
-            let request = request.body(()).expect("a valid upgrade request");
-            let stream = self.connect().await?;
-            tokio_tungstenite::client_async(request, stream)
-                .await
-                .map_err(|err| match err {
-                    WsError::Http(response) => match response.status() {
-                        StatusCode::NOT_FOUND => ComposeError::StreamUnsupported,
-                        StatusCode::UNAUTHORIZED => ComposeError::Unauthorized,
-                        status => ComposeError::Status {
-                            status,
-                            body: String::from_utf8_lossy(
-                                response.body().as_deref().unwrap_or_default(),
-                            )
-                            .chars()
-                            .take(200)
-                            .collect(),
-                        },
-                    },
-                    other => ComposeError::WebSocket(other),
-                })
-        };
-        let (socket, _) = tokio::time::timeout(self.timeout, handshake)
-            .await
-            .map_err(|_| ComposeError::Timeout(self.timeout))??;
-        Ok(StateStream { socket })
-    }
-
     async fn get(&self, path: &str) -> Result<Bytes, ComposeError> {
         self.request(Method::GET, path).await
     }
@@ -222,8 +189,19 @@ impl ComposeClient {
             .map_err(|_| ComposeError::Timeout(self.timeout))?
     }
 
-    /// The Host header and the request path for `path`.
-    fn target<'a>(&'a self, path: &str) -> (&'a str, String) {
+    /// How long a request may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The API token sent with every request.
+    pub fn token(&self) -> Option<&Secret> {
+        self.token.as_ref()
+    }
+
+    /// The Host header and the request path for the API path `path` (for a request this client
+    /// does not make itself, such as the state stream's upgrade).
+    pub fn target<'a>(&'a self, path: &str) -> (&'a str, String) {
         match &self.endpoint {
             Endpoint::Tcp {
                 authority,
@@ -234,7 +212,8 @@ impl ComposeClient {
         }
     }
 
-    async fn connect(&self) -> Result<Box<dyn Connection>, ComposeError> {
+    /// A new connection to process-compose (each request of this client takes one).
+    pub async fn connect(&self) -> Result<Box<dyn Connection>, ComposeError> {
         let connect_error = |source| ComposeError::Connect {
             endpoint: self.endpoint.to_string(),
             source,
@@ -285,48 +264,11 @@ impl ComposeClient {
 }
 
 /// A byte stream to process-compose: TCP or a unix socket.
-trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Connection for T {}
 
-/// One frame of the state stream: `{"snapshot":true,"state":{…}}` on connect, then
-/// `{"state":{…}}` for every change.
-#[derive(Debug, Clone, Deserialize)]
-pub struct StateFrame {
-    #[serde(default)]
-    pub snapshot: bool,
-    pub state: ProcessState,
-}
-
-/// An open state-stream subscription.
-pub struct StateStream {
-    socket: WebSocketStream<Box<dyn Connection>>,
-}
-
-impl StateStream {
-    /// The next frame; `None` once the server closed the stream.
-    pub async fn next(&mut self) -> Option<Result<StateFrame, ComposeError>> {
-        loop {
-            let message = match self.socket.next().await? {
-                Ok(message) => message,
-                Err(err) => return Some(Err(ComposeError::WebSocket(err))),
-            };
-            match message {
-                Message::Text(text) => {
-                    return Some(serde_json::from_str(text.as_str()).map_err(ComposeError::from));
-                }
-                Message::Binary(bytes) => {
-                    return Some(serde_json::from_slice(&bytes).map_err(ComposeError::from));
-                }
-                Message::Close(_) => return None,
-                // tungstenite answers pings itself
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-            }
-        }
-    }
-}
-
 /// Percent-encodes everything but unreserved characters, for a path segment or query value.
-fn percent_encode(name: &str) -> String {
+pub fn percent_encode(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for byte in name.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {

@@ -329,7 +329,7 @@ impl Outbox {
         }
         error!(
             lost = loss.lost,
-            since = %crate::event::timestamp(loss.first_lost_at),
+            since = %pc_eventd_events::event::timestamp(loss.first_lost_at),
             "the outbox has room again: queued a loss marker for the events it had to drop"
         );
         self.append(entry, line)?;

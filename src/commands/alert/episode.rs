@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::event::{EventType, LifecycleEvent, Severity, timestamp};
+use pc_eventd_events::event::{EventType, LifecycleEvent, Severity, timestamp};
 
 /// Namespace for the v5 UUIDs of episodes.
 const EPISODE_ID_NAMESPACE: uuid::Uuid =
@@ -181,7 +181,7 @@ mod tests {
     use super::*;
 
     fn crash(n: u64, at_secs: u64) -> LifecycleEvent {
-        let mut event = crate::event::example_event();
+        let mut event = pc_eventd_events::event::example_event();
         event.id = format!("crash-{n}");
         event.event_type = EventType::Crashed;
         event.severity = Severity::Error;
@@ -246,8 +246,8 @@ mod tests {
             episodes.on_event(&crash)[0].summary,
             "default/api crashed 1 time since 1970-01-01T00:16:40.000Z, last exit=3"
         );
-        let mut restart = crate::event::example_event();
-        restart.reason = Some(crate::event::Reason::ManualRestart);
+        let mut restart = pc_eventd_events::event::example_event();
+        restart.reason = Some(pc_eventd_events::event::Reason::ManualRestart);
         restart.timestamp = timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1000));
         assert_eq!(
             episodes.on_event(&restart)[0].summary,

@@ -1,0 +1,9 @@
+//! The source: where process states come from. process-compose's REST client and model are
+//! the library's (`pc_eventd_events::process_compose`, shared with the remediator); this folder
+//! adds what only the daemon does: the `[process_compose]` settings and the state stream.
+
+mod config;
+mod stream;
+
+pub use config::{ProcessComposeConfig, SourceMode, TokenFileError};
+pub use stream::{StateFrame, StateStream, subscribe};
