@@ -11,12 +11,14 @@ use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, LogFormat, Overrides, Sources};
 use pc_eventd_events::consumer::Filter;
-use crate::daemon::{ConfigLoader, Control, Daemon, DaemonError};
 use pc_eventd_events::event::{EventType, Severity};
-use crate::ops::status::Status;
+
 use crate::commands::watch::{self, History, Output};
+use crate::commands::{alert, remediate};
+use crate::config::{Config, ConfigError, LogFormat, Overrides, Sources};
+use crate::daemon::{ConfigLoader, Control, Daemon, DaemonError};
+use crate::ops::status::Status;
 
 /// sysexits' EX_CONFIG: the configuration is wrong.
 pub const EXIT_CONFIG: u8 = 78;
@@ -218,14 +220,15 @@ pub fn main() -> ExitCode {
             let overrides = args.compose.overrides(args.nats);
             with_config(cli.config, overrides, |mut config| {
                 config.remediate.dry_run |= args.dry_run;
+                let compose = match config.process_compose.client() {
+                    Ok(compose) => compose,
+                    Err(err) => return config_failure(&err.into()),
+                };
                 consumer_command(
                     "remediate",
                     config,
-                    crate::commands::remediate::run,
-                    |err| match err {
-                        crate::commands::remediate::RemediateError::Config(err) => Some(err),
-                        _ => None,
-                    },
+                    |config, stop| remediate::run(config.remediate, config.nats, compose, stop),
+                    |_| false,
                 )
             })
         }
@@ -238,10 +241,12 @@ pub fn main() -> ExitCode {
                 if let Some(url) = args.url {
                     config.alert.url = Some(crate::config::Secret::new(url));
                 }
-                consumer_command("alert", config, crate::commands::alert::run, |err| match err {
-                    crate::commands::alert::AlertError::Config(err) => Some(err),
-                    _ => None,
-                })
+                consumer_command(
+                    "alert",
+                    config,
+                    |config, stop| alert::run(config.alert, config.nats, stop),
+                    alert::AlertError::is_config,
+                )
             })
         }
         Command::Watch(args) => {
@@ -398,7 +403,8 @@ fn watch(config: Config, args: &WatchArgs) -> ExitCode {
         };
         let watched = if args.remediation {
             let process = args.process.as_deref();
-            crate::commands::remediate::tail(&config, process, output, &mut stdout, stopped)
+            let nats = config.remediate.nats(&config.nats);
+            watch::remediation(&nats, process, output, &mut stdout, stopped)
                 .await
                 .map_err(|err| err.to_string())
         } else {
@@ -426,12 +432,12 @@ fn watch(config: Config, args: &WatchArgs) -> ExitCode {
 }
 
 /// Runs a long-lived consumer command (`remediate`, `alert`) until SIGTERM or SIGINT; an error
-/// that `config_error` recognises exits 78.
+/// that `is_config` recognises exits 78.
 fn consumer_command<Fut, E>(
     name: &str,
     config: Config,
     command: impl FnOnce(Config, CancellationToken) -> Fut,
-    config_error: impl Fn(&E) -> Option<&ConfigError>,
+    is_config: impl Fn(&E) -> bool,
 ) -> ExitCode
 where
     Fut: std::future::Future<Output = Result<(), E>>,
@@ -448,13 +454,11 @@ where
         let _log = crate::ops::logging::init(&config.log.level, config.log.format);
         match command(config, stop).await {
             Ok(()) => ExitCode::SUCCESS,
-            Err(err) => match config_error(&err) {
-                Some(err) => config_failure(err),
-                None => {
-                    tracing::error!(error = %err, "pc-eventd {name} failed");
-                    ExitCode::FAILURE
-                }
-            },
+            Err(err) if is_config(&err) => config_failure(&ConfigError::one(err.to_string())),
+            Err(err) => {
+                tracing::error!(error = %err, "pc-eventd {name} failed");
+                ExitCode::FAILURE
+            }
         }
     })
 }

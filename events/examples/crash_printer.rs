@@ -8,7 +8,7 @@
 use std::time::SystemTime;
 
 use futures::StreamExt;
-use pc_eventd_events::consumer::{Consumer, Filter, Start};
+use pc_eventd_events::consumer::{Consumer, Filter, Received, Start};
 use pc_eventd_events::event::EventType;
 
 #[tokio::main]
@@ -23,8 +23,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let filter = Filter::default().with_type(EventType::Crashed);
     let mut crashes = consumer.subscribe(&filter, start).await?;
     eprintln!("waiting for crashes on {nats_url}");
-    while let Some(delivery) = crashes.next().await {
-        let event = delivery?.event;
+    while let Some(received) = crashes.next().await {
+        let event = match received? {
+            Received::Event(delivery) => delivery.event,
+            // The daemon had to drop events: some crashes may be missing here.
+            Received::EventsLost(marker) => {
+                println!("{marker}");
+                continue;
+            }
+        };
         let exit = event.exit_code.map_or("?".into(), |c| c.to_string());
         println!(
             "{} {}/{} crashed with exit code {exit} (restarts so far: {})",

@@ -18,14 +18,18 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), pc_eventd_events::consumer::ConsumerError> {
 //! use futures::StreamExt;
-//! use pc_eventd_events::consumer::{Consumer, Filter, Start};
+//! use pc_eventd_events::consumer::{Consumer, Filter, Received, Start};
 //! use pc_eventd_events::event::EventType;
 //!
 //! let consumer = Consumer::connect_url("nats://127.0.0.1:4222").await?;
 //! let filter = Filter::default().with_type(EventType::Crashed);
 //! let mut events = consumer.subscribe(&filter, Start::New).await?;
-//! while let Some(delivery) = events.next().await {
-//!     println!("{}", delivery?.event.summary());
+//! while let Some(received) = events.next().await {
+//!     match received? {
+//!         Received::Event(delivery) => println!("{}", delivery.event.summary()),
+//!         // The daemon had to drop events: the record has a gap here.
+//!         Received::EventsLost(marker) => eprintln!("{marker}"),
+//!     }
 //! }
 //! # Ok(())
 //! # }
@@ -177,8 +181,7 @@ impl Start {
     }
 }
 
-/// Why a [`Consumer`] could not connect, subscribe or read; or, as
-/// [`ConsumerError::EventsLost`], a loss marker read in place of an event.
+/// Why a [`Consumer`] could not connect, subscribe or read.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
     /// The filter cannot be turned into subjects.
@@ -224,12 +227,6 @@ pub enum ConsumerError {
     /// Reading messages failed, typically while NATS is away; holds the client's error.
     #[error("cannot read messages: {0}")]
     Messages(String),
-    /// A loss marker: the daemon had to drop events (its outbox was full). The stream goes on.
-    #[error(
-        "{} events of {} were lost between {} and {} ({})",
-        .0.lost, .0.source, .0.first_lost_at, .0.last_lost_at, .0.reason
-    )]
-    EventsLost(Box<EventsLost>),
     /// The [`Durable`] settings cannot be used (see [`Durable::max_deliver`] and
     /// [`Durable::ack_wait`]).
     #[error("invalid durable consumer {name}: {problem}")]
@@ -239,6 +236,33 @@ pub enum ConsumerError {
         /// What is wrong, naming the setting.
         problem: &'static str,
     },
+}
+
+/// What a subscription receives: an event, or a loss marker where the record has a gap.
+#[derive(Debug, Clone)]
+pub enum Received {
+    /// A lifecycle event.
+    Event(Delivery),
+    /// A loss marker: the daemon had to drop events (its outbox was full). The stream goes on.
+    EventsLost(EventsLost),
+}
+
+impl Received {
+    /// The event, or `None` for a loss marker.
+    pub fn into_event(self) -> Option<Delivery> {
+        match self {
+            Self::Event(delivery) => Some(delivery),
+            Self::EventsLost(_) => None,
+        }
+    }
+}
+
+/// Raw messages from [`Consumer::messages`].
+pub struct Messages {
+    /// How many stored messages matched when it was made: the history, read first.
+    pub backlog: u64,
+    /// The messages, the history first, then new ones as they come.
+    pub stream: consumer::pull::Ordered,
 }
 
 /// One event read from the stream.
@@ -330,6 +354,27 @@ impl Consumer {
             filter: filter.clone(),
             backlog,
             undecodable: 0,
+        })
+    }
+
+    /// The raw messages on `subject` in this consumer's stream from `start` on, through an
+    /// ordered ephemeral consumer: for a stream of other events than lifecycle events, such as
+    /// the remediator's outcomes. Fails with [`ConsumerError::NoStream`] if the stream does not
+    /// exist yet.
+    pub async fn messages(&self, subject: String, start: Start) -> Result<Messages, ConsumerError> {
+        let subjects = [subject];
+        let config = consumer::pull::OrderedConfig {
+            filter_subject: subjects[0].clone(),
+            deliver_policy: start.deliver_policy(),
+            ..Default::default()
+        };
+        let created = self.create(config, &subjects).await?;
+        Ok(Messages {
+            backlog: created.cached_info().num_pending,
+            stream: created
+                .messages()
+                .await
+                .map_err(|e| ConsumerError::Messages(e.to_string()))?,
         })
     }
 
@@ -639,16 +684,13 @@ impl EventStream {
 
     /// Reads the history: the stored messages that matched when the subscription was made (by
     /// its [`Start`]), and returns those the filter shows. The stream then goes on with newer
-    /// events. Empty for [`Start::New`].
-    pub async fn history(&mut self) -> Result<Vec<Delivery>, ConsumerError> {
+    /// events (with the loss markers among them). Empty for [`Start::New`].
+    pub async fn history(&mut self) -> Result<Vec<Received>, ConsumerError> {
         let mut shown = Vec::new();
         while self.backlog > 0 {
             match futures::future::poll_fn(|cx| self.poll_message(cx)).await {
-                Some(Ok(Some(delivery))) => shown.push(delivery),
+                Some(Ok(Some(received))) => shown.push(received),
                 Some(Ok(None)) => {}
-                Some(Err(ConsumerError::EventsLost(marker))) => {
-                    tracing::warn!(lost = marker.lost, source = %marker.source, "the history has a gap: the daemon reported lost events");
-                }
                 Some(Err(err)) => return Err(err),
                 None => break,
             }
@@ -660,7 +702,7 @@ impl EventStream {
     fn poll_message(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Option<Delivery>, ConsumerError>>> {
+    ) -> Poll<Option<Result<Option<Received>, ConsumerError>>> {
         let message = match ready!(self.messages.poll_next_unpin(cx)) {
             Some(Ok(message)) => message,
             Some(Err(err)) => {
@@ -672,7 +714,7 @@ impl EventStream {
         let event: LifecycleEvent = match serde_json::from_slice(&message.payload) {
             Ok(event) => event,
             Err(_) if let Some(marker) = loss_marker(&message) => {
-                return Poll::Ready(Some(Err(ConsumerError::EventsLost(Box::new(marker)))));
+                return Poll::Ready(Some(Ok(Some(Received::EventsLost(marker)))));
             }
             Err(err) => {
                 self.undecodable += 1;
@@ -683,22 +725,22 @@ impl EventStream {
         if !self.filter.shows(&event) {
             return Poll::Ready(Some(Ok(None)));
         }
-        Poll::Ready(Some(Ok(Some(Delivery {
+        Poll::Ready(Some(Ok(Some(Received::Event(Delivery {
             event,
             stream_sequence: message.info().map_or(0, |info| info.stream_sequence),
             payload: message.payload.clone(),
-        }))))
+        })))))
     }
 }
 
 impl Stream for EventStream {
-    type Item = Result<Delivery, ConsumerError>;
+    type Item = Result<Received, ConsumerError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
             match ready!(self.poll_message(cx)) {
                 Some(Ok(None)) => continue,
-                Some(Ok(Some(delivery))) => return Poll::Ready(Some(Ok(delivery))),
+                Some(Ok(Some(received))) => return Poll::Ready(Some(Ok(received))),
                 Some(Err(err)) => return Poll::Ready(Some(Err(err))),
                 None => return Poll::Ready(None),
             }
@@ -754,6 +796,15 @@ pub struct Durable {
 }
 
 impl Durable {
+    /// What a durable consumer's name must be, as [`Durable::is_valid_name`] checks it.
+    pub const NAME_RULE: &'static str = "must be non-empty, without spaces, `.`, `*` or `>`";
+
+    /// Whether `name` can name a durable consumer (NATS uses it in subjects).
+    pub fn is_valid_name(name: &str) -> bool {
+        !name.is_empty()
+            && !name.contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>'))
+    }
+
     /// Defaults: new events only, 5 deliveries with 1s, 5s, 30s, 60s between them, 30s ack
     /// wait, no park subject.
     pub fn new(name: impl Into<String>) -> Self {

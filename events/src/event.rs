@@ -405,6 +405,17 @@ pub struct EventsLost {
     pub reason: String,
 }
 
+impl std::fmt::Display for EventsLost {
+    /// `412 events of web-01 were lost between … and … (outbox_full)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} events of {} were lost between {} and {} ({})",
+            self.lost, self.source, self.first_lost_at, self.last_lost_at, self.reason
+        )
+    }
+}
+
 impl EventsLost {
     /// The marker for `lost` events of `source` dropped between `first_lost_at` and
     /// `last_lost_at`, stamped now, with its subject from `scheme`. The id depends only on

@@ -14,4 +14,5 @@ pub mod nats;
 #[cfg(feature = "process-compose")]
 pub mod process_compose;
 pub mod publish;
+pub mod remediation;
 pub mod retry;

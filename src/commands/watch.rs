@@ -8,15 +8,12 @@ use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-
-use crate::config::NatsConfig;
 use pc_eventd_events::consumer::{
-    self, Consumer, ConsumerError, Delivery, EventStream, Filter, FilterError, Start,
+    self, Consumer, ConsumerError, Delivery, EventStream, Filter, FilterError, Received, Start,
 };
 use pc_eventd_events::event::{EventsLost, LifecycleEvent, Severity};
-
-/// How often to look for a stream that does not exist yet.
-const STREAM_RETRY: Duration = Duration::from_millis(500);
+use pc_eventd_events::nats::NatsConfig;
+use pc_eventd_events::remediation::RemediationEvent;
 
 /// What to show before the live events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -220,17 +217,23 @@ async fn show(
     let subjects = consumer.subjects(filter)?.join(" ");
     let mut events = subscribe(consumer, stream, &subjects, filter, history).await?;
     if history == History::LastState {
-        for delivery in consumer::latest_per_process(events.history().await?) {
+        // The last state of each process; a gap in the record is no process's state.
+        let history = events.history().await?;
+        let events = history
+            .into_iter()
+            .filter_map(Received::into_event)
+            .collect();
+        for delivery in consumer::latest_per_process(events) {
             if !print(out, output, &delivery)? {
                 return Ok(());
             }
         }
     }
-    while let Some(delivery) = events.next().await {
-        let shown = match delivery {
-            Ok(delivery) => print(out, output, &delivery)?,
+    while let Some(received) = events.next().await {
+        let shown = match received {
+            Ok(Received::Event(delivery)) => print(out, output, &delivery)?,
             // Never quietly: a gap in the record is shown like an error event.
-            Err(ConsumerError::EventsLost(marker)) => print_loss(out, output, &marker)?,
+            Ok(Received::EventsLost(marker)) => print_loss(out, output, &marker)?,
             // A failed pull while NATS is away; the ordered consumer recreates itself from
             // where it was once the server is back.
             Err(err) => {
@@ -254,31 +257,76 @@ async fn subscribe(
     history: History,
 ) -> Result<EventStream, ConsumerError> {
     let mut start = history.start();
-    let mut waiting = false;
-    loop {
-        match consumer.subscribe(filter, start).await {
-            Ok(events) => {
-                if !waiting {
-                    eprintln!("Watching events: {subjects}");
-                }
-                tracing::info!(subjects, "watching");
-                return Ok(events);
+    match consumer.subscribe(filter, start).await {
+        Err(ConsumerError::NoStream(_)) => {
+            eprintln!("Watching events: {subjects} (waiting for stream {stream} to be created)");
+            // Everything a stream created from now on holds is newer than this watch, so
+            // "new only" becomes "all" and nothing published in between is lost.
+            if start == Start::New {
+                start = Start::All;
             }
-            Err(ConsumerError::NoStream(_)) if !waiting => {
-                // Everything a stream created from now on holds is newer than this watch, so
-                // "new only" becomes "all" and nothing published in between is lost.
-                if start == Start::New {
-                    start = Start::All;
-                }
-                waiting = true;
-                eprintln!(
-                    "Watching events: {subjects} (waiting for stream {stream} to be created)"
-                );
-            }
-            Err(ConsumerError::NoStream(_)) => {}
-            Err(err) => return Err(err),
+            consumer.wait_for_stream(std::future::pending()).await?;
         }
-        tokio::time::sleep(STREAM_RETRY).await;
+        Ok(events) => {
+            eprintln!("Watching events: {subjects}");
+            tracing::info!(subjects, "watching");
+            return Ok(events);
+        }
+        Err(err) => return Err(err),
+    }
+    let events = consumer.subscribe(filter, start).await?;
+    tracing::info!(subjects, "watching");
+    Ok(events)
+}
+
+/// `pc-eventd watch --remediation`: prints the remediation events in the stream `nats` names,
+/// optionally of one process (`NAME` or `NAMESPACE/NAME`), from the first on, until `stop`
+/// resolves or `out` closes.
+pub async fn remediation(
+    nats: &NatsConfig,
+    process: Option<&str>,
+    output: Output,
+    out: &mut (dyn Write + Send),
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), WatchError> {
+    tokio::pin!(stop);
+    let consumer = Consumer::connect(nats).await?;
+    // The remediator creates the stream when it first starts.
+    if !consumer.wait_for_stream(&mut stop).await? {
+        return Ok(());
+    }
+    let (namespace, name) = match process.map(pc_eventd_events::event::split_process) {
+        Some((namespace, name)) => (namespace, Some(name)),
+        None => (None, None),
+    };
+    let subject = nats.subjects().filter(namespace, name, None);
+    let mut messages = consumer.messages(subject, Start::All).await?.stream;
+    loop {
+        let message = tokio::select! {
+            () = &mut stop => return Ok(()),
+            message = messages.next() => message,
+        };
+        let Some(message) = message else {
+            return Ok(());
+        };
+        // A failed pull while NATS is away; the ordered consumer recreates itself.
+        let Ok(message) = message else {
+            continue;
+        };
+        let line = match output {
+            Output::Json => String::from_utf8_lossy(&message.payload).into_owned(),
+            Output::Text { styled } => {
+                match serde_json::from_slice::<RemediationEvent>(&message.payload) {
+                    Ok(event) => {
+                        styled_line(&event.timestamp, event.severity, &event.summary(), styled)
+                    }
+                    Err(_) => continue,
+                }
+            }
+        };
+        if !write_line(out, &line)? {
+            return Ok(());
+        }
     }
 }
 
@@ -303,15 +351,12 @@ fn print_loss(
 ) -> Result<bool, WatchError> {
     let line = match output {
         Output::Json => serde_json::to_string(marker).expect("markers always serialize"),
-        Output::Text { styled } => {
-            let lost = ConsumerError::EventsLost(Box::new(marker.clone()));
-            styled_line(
-                &marker.timestamp,
-                marker.severity,
-                &lost.to_string(),
-                styled,
-            )
-        }
+        Output::Text { styled } => styled_line(
+            &marker.timestamp,
+            marker.severity,
+            &marker.to_string(),
+            styled,
+        ),
     };
     write_line(out, &line)
 }

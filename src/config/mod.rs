@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use pc_eventd_events::nats::{NKEY_SEED_FORM, SettingsError, is_user_seed};
 pub use pc_eventd_events::nats::{NatsConfig, OnMismatch, Secret, Storage, StreamConfig};
 
+use crate::commands::alert::AlertConfig;
+use crate::commands::remediate::RemediateConfig;
 use crate::source::{ProcessComposeConfig, TokenFileError};
 
 /// Where the daemon looks for its file when `--config` is not given.
@@ -105,91 +107,6 @@ impl Default for OutboxConfig {
         Self {
             max_bytes: 64 * 1024 * 1024,
             fsync_interval: Duration::from_secs(1),
-        }
-    }
-}
-
-/// `pc-eventd remediate`: which triggers, which processes, which policy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RemediateConfig {
-    /// The event types that trigger a restart.
-    pub on: Vec<pc_eventd_events::event::EventType>,
-    /// Decide and publish, but never call process-compose's restart.
-    pub dry_run: bool,
-    /// The durable consumer's name: its position survives restarts of the remediator.
-    pub durable: String,
-    /// Outcome events go to `{subject_prefix}.{namespace}.{name}.{action}`.
-    pub subject_prefix: String,
-    /// The stream that keeps them (created if missing).
-    pub stream: String,
-    #[serde(with = "humantime_serde")]
-    pub max_age: Duration,
-    /// Globs on `name` or `namespace/name`; empty allows every process.
-    pub allow: Vec<String>,
-    /// Globs; a denied process is never restarted.
-    pub deny: Vec<String>,
-    /// The policy of processes no rule matches.
-    pub policy: crate::commands::remediate::policy::Policy,
-    /// Policies by glob, first match wins (`[[remediate.rules]]` with `match = "db-*"`).
-    pub rules: Vec<crate::commands::remediate::policy::Rule>,
-}
-
-impl Default for RemediateConfig {
-    fn default() -> Self {
-        use pc_eventd_events::event::EventType;
-        Self {
-            on: vec![EventType::Crashed, EventType::Unhealthy],
-            dry_run: false,
-            durable: "pc-eventd-remediate".into(),
-            subject_prefix: "core.remediation".into(),
-            stream: "REMEDIATION_EVENTS".into(),
-            max_age: Duration::from_secs(7 * 24 * 3600),
-            allow: Vec::new(),
-            deny: Vec::new(),
-            policy: crate::commands::remediate::policy::Policy::default(),
-            rules: Vec::new(),
-        }
-    }
-}
-
-/// `pc-eventd alert`: the webhook and how alerts are grouped.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AlertConfig {
-    /// The webhook (http:// or https://). A secret: such URLs often carry a token, so logs and
-    /// `config check` show only its scheme and host.
-    pub url: Option<Secret>,
-    /// The event types that alert.
-    pub types: Vec<pc_eventd_events::event::EventType>,
-    /// The durable consumer's name: alerting resumes where it stopped.
-    pub durable: String,
-    /// Events in one episode that make it escalate (once).
-    pub escalate_after: u32,
-    /// An episode is resolved after this long without another event of its kind.
-    #[serde(with = "humantime_serde")]
-    pub quiet_period: Duration,
-    /// Longest wait for the webhook to answer one attempt.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Retries of a failed call (connection error, timeout, 5xx, 408, 429), waits doubling.
-    pub retries: u32,
-    #[serde(with = "humantime_serde")]
-    pub retry_backoff: Duration,
-}
-
-impl Default for AlertConfig {
-    fn default() -> Self {
-        use pc_eventd_events::event::EventType;
-        Self {
-            url: None,
-            types: vec![EventType::Crashed, EventType::Unhealthy],
-            durable: "pc-eventd-alert".into(),
-            escalate_after: 5,
-            quiet_period: Duration::from_secs(300),
-            timeout: Duration::from_secs(5),
-            retries: 3,
-            retry_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -442,10 +359,10 @@ impl Config {
         }
     }
 
-    /// The consumers' sections: `remediate` and `alert`.
+    /// The consumers' sections: each checks itself; that remediation events stay out of the
+    /// lifecycle stream's subjects is a rule between two sections.
     fn check_consumers(&self, p: &mut Problems<'_>) {
-        let nats = &self.nats;
-        let remediate = &self.remediate;
+        let (nats, remediate) = (&self.nats, &self.remediate);
         p.check(
             "remediate.subject_prefix",
             is_literal_subject(&remediate.subject_prefix)
@@ -455,47 +372,8 @@ impl Config {
                     .starts_with(&format!("{}.", nats.subject_prefix)),
             "must be a literal subject outside nats.subject_prefix",
         );
-        p.check(
-            "alert.url",
-            self.alert.url.as_ref().is_none_or(|url| {
-                url.expose().parse::<http::Uri>().is_ok_and(|u| {
-                    matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
-                })
-            }),
-            "expected an http:// or https:// URL (value not shown)",
-        );
-        p.check(
-            "alert.quiet_period",
-            !self.alert.quiet_period.is_zero() && !self.alert.timeout.is_zero(),
-            "quiet_period and timeout must be greater than zero",
-        );
-        for (key, durable) in [
-            ("remediate.durable", &self.remediate.durable),
-            ("alert.durable", &self.alert.durable),
-        ] {
-            p.check(
-                key,
-                !durable.is_empty()
-                    && !durable
-                        .contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>')),
-                "must be non-empty, without spaces, `.`, `*` or `>`",
-            );
-        }
-        for (i, policy) in std::iter::once(&remediate.policy)
-            .chain(remediate.rules.iter().map(|r| &r.policy))
-            .enumerate()
-        {
-            let key = if i == 0 {
-                "remediate.policy".to_owned()
-            } else {
-                format!("remediate.rules[{}]", i - 1)
-            };
-            p.check(
-                &key,
-                policy.max_attempts > 0 && !policy.window.is_zero(),
-                "max_attempts and window must be greater than zero",
-            );
-        }
+        p.take("remediate", remediate.problems());
+        p.take("alert", self.alert.problems());
     }
 
     /// What the daemon itself needs: the outbox, the state directory, the log filter.

@@ -20,20 +20,20 @@ use std::collections::BTreeSet;
 
 use pc_eventd_events::process_compose::{ComposeClient, ComposeError};
 
-use crate::source::{SourceMode, StateFrame, StateStream};
 use crate::config::{Config, ConfigError, HealthConfig, NatsConfig, StreamConfig};
+use crate::delivery::outbox::{Outbox, OutboxError, Pushed};
+use crate::delivery::records::StateStore;
+use crate::delivery::relay::Relay;
 use crate::diff::{DiffContext, ProcessRecord, ProcessTimings, Snapshot, diff, diff_one};
-use pc_eventd_events::event::{EventsLost, LifecycleEvent, SubjectScheme};
 use crate::ops::logging::LogHandle;
 use crate::ops::notify::{self, Watchdog};
-use crate::delivery::outbox::{Outbox, OutboxError, Pushed};
+use crate::ops::status::Status;
+use crate::source::{SourceMode, StateFrame, StateStream};
+use crate::sync::lock;
+use pc_eventd_events::event::{EventsLost, LifecycleEvent, SubjectScheme};
 use pc_eventd_events::process_compose::model::{ProcessInfo, ProcessState, ProcessStatus};
 use pc_eventd_events::publish::{Message, PublishError, Publisher};
-use crate::delivery::relay::Relay;
 use pc_eventd_events::retry;
-use crate::delivery::records::StateStore;
-use crate::ops::status::Status;
-use crate::sync::lock;
 
 /// Shortest and longest wait between two attempts to reach NATS.
 const NATS_RETRY_MIN: Duration = Duration::from_millis(200);
@@ -275,7 +275,11 @@ impl Daemon {
 
     /// Runs until `control.shutdown` is cancelled.
     pub async fn run(mut self, mut control: Control) -> Result<(), DaemonError> {
-        let compose = self.config.process_compose.client().map_err(ConfigError::from)?;
+        let compose = self
+            .config
+            .process_compose
+            .client()
+            .map_err(ConfigError::from)?;
         // Signals stop the waits below too: a daemon waiting for a lock, NATS or the stream
         // stops on SIGTERM, not when the wait ends.
         let Some(outbox) = self.open_outbox(&control.shutdown).await? else {
@@ -1087,7 +1091,11 @@ async fn start_health(
         })?;
     info!(addr = %config.listen, "health endpoint listening");
     let stop = CancellationToken::new();
-    let task = tokio::spawn(crate::ops::health::serve(listener, status.clone(), stop.clone()));
+    let task = tokio::spawn(crate::ops::health::serve(
+        listener,
+        status.clone(),
+        stop.clone(),
+    ));
     Ok(Some(HealthServer { stop, task }))
 }
 

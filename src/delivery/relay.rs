@@ -16,13 +16,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
-use crate::diff::ProcessRecord;
 use crate::delivery::outbox::Outbox;
-use pc_eventd_events::publish::{Message, Publisher};
-use pc_eventd_events::retry;
 use crate::delivery::records::StateStore;
+use crate::diff::ProcessRecord;
 use crate::ops::status::Status;
 use crate::sync::lock;
+use pc_eventd_events::publish::{Message, Publisher};
+use pc_eventd_events::retry;
 
 /// Publishes in flight at once: enough to keep a burst (a reconnect's catch-up, a project
 /// start) far from the round-trip bound, few enough to bound what a failure re-sends.

@@ -15,8 +15,8 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::source::SourceMode;
-use pc_eventd_events::event::EventType;
 use crate::sync::lock;
+use pc_eventd_events::event::EventType;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabel {

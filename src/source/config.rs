@@ -68,12 +68,36 @@ impl ProcessComposeConfig {
             .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
         let rules = [
             ("url", url_ok, "expected an http://host:port URL"),
-            ("poll_interval", !self.poll_interval.is_zero(), "must be greater than zero"),
-            ("request_timeout", !self.request_timeout.is_zero(), "must be greater than zero"),
-            ("max_backoff", self.max_backoff >= self.poll_interval, "must be at least poll_interval"),
-            ("reconcile_interval", !self.reconcile_interval.is_zero(), "must be greater than zero"),
-            ("readiness_grace", self.readiness_grace.is_none_or(|grace| !grace.is_zero()), "must be greater than zero (leave it out to derive it from each probe)"),
-            ("token_file", self.token.is_none() || self.token_file.is_none(), "set either token or token_file, not both"),
+            (
+                "poll_interval",
+                !self.poll_interval.is_zero(),
+                "must be greater than zero",
+            ),
+            (
+                "request_timeout",
+                !self.request_timeout.is_zero(),
+                "must be greater than zero",
+            ),
+            (
+                "max_backoff",
+                self.max_backoff >= self.poll_interval,
+                "must be at least poll_interval",
+            ),
+            (
+                "reconcile_interval",
+                !self.reconcile_interval.is_zero(),
+                "must be greater than zero",
+            ),
+            (
+                "readiness_grace",
+                self.readiness_grace.is_none_or(|grace| !grace.is_zero()),
+                "must be greater than zero (leave it out to derive it from each probe)",
+            ),
+            (
+                "token_file",
+                self.token.is_none() || self.token_file.is_none(),
+                "set either token or token_file, not both",
+            ),
         ];
         rules
             .into_iter()
@@ -146,7 +170,6 @@ impl SourceMode {
         }
     }
 }
-
 
 /// The token file could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -78,7 +78,11 @@ processes:
     config.alert.quiet_period = Duration::from_secs(3);
     config.alert.retry_backoff = Duration::from_millis(100);
     let stop = CancellationToken::new();
-    let task = tokio::spawn(pc_eventd::commands::alert::run(config.clone(), stop.clone()));
+    let task = tokio::spawn(pc_eventd::commands::alert::run(
+        config.alert.clone(),
+        config.nats.clone(),
+        stop.clone(),
+    ));
     crate::support::wait_for_consumer(&stack.nats_url(), &config.alert.durable, || {
         task.is_finished()
     })

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use pc_eventd_events::process_compose::ComposeClient;
-use pc_eventd_events::consumer::{Consumer, Durable, Filter, Start};
-use pc_eventd_events::event::{EventType::*, LifecycleEvent, Severity};
 use pc_eventd::commands::watch::format_line;
+use pc_eventd_events::consumer::{Consumer, Durable, Filter, Received, Start};
+use pc_eventd_events::event::{EventType::*, LifecycleEvent, Severity};
+use pc_eventd_events::process_compose::ComposeClient;
 
 use crate::cli::Binary;
 use crate::support::Stack;
@@ -46,7 +46,11 @@ async fn history_ids(consumer: &Consumer, filter: &Filter) -> Vec<String> {
         .await
         .expect("the history is read within 20s")
         .unwrap();
-    history.into_iter().map(|d| d.event.id).collect()
+    history
+        .into_iter()
+        .filter_map(Received::into_event)
+        .map(|d| d.event.id)
+        .collect()
 }
 
 fn compose_client(stack: &Stack) -> ComposeClient {
@@ -113,7 +117,9 @@ async fn the_library_receives_exactly_what_its_filter_selects() {
         .await
         .expect("an event within 20s")
         .expect("the stream goes on")
-        .unwrap();
+        .unwrap()
+        .into_event()
+        .expect("an event, not a loss marker");
     assert_eq!(
         (next.event.namespace.as_str(), next.event.process.as_str()),
         ("default", "web")

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use async_nats::{ConnectError, ConnectErrorKind, ConnectOptions};
 use pc_eventd::config::{NatsConfig, Secret};
-use pc_eventd_events::event::{EventType, LifecycleEvent};
 use pc_eventd::ops::status::Status;
+use pc_eventd_events::event::{EventType, LifecycleEvent};
 use tokio_rustls::rustls;
 
 use crate::cli::Binary;

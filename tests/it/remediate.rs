@@ -7,7 +7,7 @@ use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use pc_eventd::config::Config;
 use pc_eventd_events::event::EventType::*;
-use pc_eventd::commands::remediate::{Action, RemediationEvent};
+use pc_eventd_events::remediation::{Action, RemediationEvent};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,13 @@ impl Remediator {
     /// Starts it and waits until its durable consumer exists, so no trigger precedes it.
     async fn start(config: &Config) -> Self {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(pc_eventd::commands::remediate::run(config.clone(), stop.clone()));
+        let compose = config.process_compose.client().unwrap();
+        let task = tokio::spawn(pc_eventd::commands::remediate::run(
+            config.remediate.clone(),
+            config.nats.clone(),
+            compose,
+            stop.clone(),
+        ));
         crate::support::wait_for_consumer(&config.nats.url, &config.remediate.durable, || {
             task.is_finished()
         })

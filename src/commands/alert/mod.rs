@@ -7,6 +7,7 @@
 //! retries) sends the event back for redelivery, and the same alert is tried again later. Open
 //! episodes live in memory: after a restart of the sink, an ongoing crash loop opens a new one.
 
+mod config;
 pub mod episode;
 pub mod webhook;
 
@@ -15,18 +16,33 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::config::{Config, ConfigError};
 use pc_eventd_events::consumer::{Consumer, ConsumerError, Durable, Filter};
 use pc_eventd_events::event::LifecycleEvent;
+use pc_eventd_events::nats::NatsConfig;
+
+pub use config::AlertConfig;
 use episode::{Alert, Episodes};
 use webhook::{Webhook, WebhookError};
 
+/// Why alerting could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum AlertError {
+    /// `alert.url` is not set.
+    #[error("alert.url: not set; pc-eventd alert needs the webhook's URL")]
+    NoUrl,
+    /// The webhook's URL cannot be used.
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Webhook(WebhookError),
+    /// Reading lifecycle events failed.
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
+}
+
+impl AlertError {
+    /// Whether the configuration is at fault (the command exits 78).
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::NoUrl | Self::Webhook(_))
+    }
 }
 
 /// The episodes and where their alerts go.
@@ -80,14 +96,15 @@ impl Sink {
 }
 
 /// `pc-eventd alert`: runs until `shutdown`.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AlertError> {
-    let settings = &config.alert;
-    let url = settings.url.as_ref().ok_or_else(|| {
-        ConfigError::one("alert.url: not set; pc-eventd alert needs the webhook's URL".into())
-    })?;
-    let webhook =
-        Webhook::new(url.expose(), settings).map_err(|err| ConfigError::one(err.to_string()))?;
-    let consumer = Consumer::connect(&config.nats).await?;
+/// `nats` is the daemon's connection (the stream of lifecycle events).
+pub async fn run(
+    settings: AlertConfig,
+    nats: NatsConfig,
+    shutdown: CancellationToken,
+) -> Result<(), AlertError> {
+    let url = settings.url.as_ref().ok_or(AlertError::NoUrl)?;
+    let webhook = Webhook::new(url.expose(), &settings).map_err(AlertError::Webhook)?;
+    let consumer = Consumer::connect(&nats).await?;
     let sink = Sink {
         webhook,
         episodes: tokio::sync::Mutex::new(Episodes::new(

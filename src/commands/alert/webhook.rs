@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::warn;
 
-use crate::config::AlertConfig;
+use super::AlertConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
@@ -110,8 +110,11 @@ impl Webhook {
                 Err(err) if err.is_retryable() && attempt < self.retries => err,
                 Err(err) => return Err(err),
             };
-            let wait =
-                pc_eventd_events::retry::delay(attempt + 1, self.retry_backoff, self.retry_backoff * 1024);
+            let wait = pc_eventd_events::retry::delay(
+                attempt + 1,
+                self.retry_backoff,
+                self.retry_backoff * 1024,
+            );
             attempt += 1;
             warn!(error = %err, retry_in = ?wait, attempt, "webhook failed, will retry");
             tokio::time::sleep(wait).await;

@@ -12,187 +12,37 @@
 //! `remediate.stream` (see [`RemediationEvent`] and `events/schema/remediation-event.schema.json`);
 //! `pc-eventd watch --remediation` shows them.
 
+mod config;
 pub mod policy;
 
 use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use pc_eventd_events::consumer::{Consumer, ConsumerError, Durable, Filter, Start};
+use pc_eventd_events::event::{EventType, LifecycleEvent, SubjectScheme, timestamp};
+use pc_eventd_events::nats::NatsConfig;
+use pc_eventd_events::process_compose::ComposeClient;
+use pc_eventd_events::process_compose::model::{ProcessState, Readiness};
+use pc_eventd_events::publish::{Message, PublishError, Publisher};
+use pc_eventd_events::remediation::{Action, RemediationEvent};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use pc_eventd_events::process_compose::ComposeClient;
-use crate::config::{Config, ConfigError, NatsConfig, RemediateConfig, StreamConfig};
-use pc_eventd_events::consumer::{Consumer, ConsumerError, Durable, Filter, Start};
-use pc_eventd_events::event::{EventType, LifecycleEvent, Severity, SubjectScheme, timestamp};
-use pc_eventd_events::process_compose::model::{ProcessState, Readiness};
-use pc_eventd_events::publish::{Message, PublishError, Publisher};
+pub use config::RemediateConfig;
 use policy::{Decision, Outcome, Planner, Policies, Policy, Skip};
 
-/// Namespace for the v5 UUIDs of remediation events.
-const REMEDIATION_ID_NAMESPACE: uuid::Uuid =
-    uuid::Uuid::from_u128(0x2b8c_93f1_5e04_4a7d_b1c6_0f3e_9d52_7a18);
-
+/// Why the remediator could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RemediateError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
+    /// Reading lifecycle events failed.
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
+    /// Setting up the remediation stream or publishing an outcome failed.
     #[error(transparent)]
     Publish(#[from] PublishError),
-    #[error("cannot read the remediation history from stream {stream}: {message}")]
-    History { stream: String, message: String },
-}
-
-/// What the remediator did about one trigger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// Restart requested through process-compose's API.
-    Restarted,
-    /// Dry run: it would have restarted the process.
-    WouldRestart,
-    /// The restart request failed (`error` says why).
-    RestartFailed,
-    /// The policy said no (`reason`: limit_reached, breaker_open).
-    Skipped,
-    /// The process already runs again (or is being restarted by its own policy): nothing to do.
-    AlreadyRecovered,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Restarted => "restarted",
-            Self::WouldRestart => "would_restart",
-            Self::RestartFailed => "restart_failed",
-            Self::Skipped => "skipped",
-            Self::AlreadyRecovered => "already_recovered",
-        }
-    }
-
-    fn severity(self) -> Severity {
-        match self {
-            Self::Restarted | Self::WouldRestart | Self::AlreadyRecovered => Severity::Info,
-            Self::Skipped => Severity::Warning,
-            Self::RestartFailed => Severity::Error,
-        }
-    }
-}
-
-/// The lifecycle event that led to an action.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Trigger {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub event_type: EventType,
-    pub seq: u64,
-    pub timestamp: String,
-}
-
-/// One decision of the remediator, as published.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RemediationEvent {
-    /// UUID v5 of (trigger id, action): a redelivered trigger that ends the same way is stored
-    /// once (also the `Nats-Msg-Id` header).
-    pub id: String,
-    pub action: Action,
-    pub process: String,
-    pub namespace: String,
-    /// The process-compose instance (the trigger's `source`).
-    pub source: String,
-    pub subject: String,
-    pub severity: Severity,
-    /// RFC 3339, UTC: when the decision was made.
-    pub timestamp: String,
-    pub trigger: Trigger,
-    /// For restarts: the attempt's number within the policy window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempt: Option<u32>,
-    /// For `skipped`: why.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// For `skipped` by an open circuit breaker: when it allows an attempt again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_after: Option<String>,
-    /// For `restart_failed`: the API's error.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub dry_run: bool,
-}
-
-impl RemediationEvent {
-    /// One line for people: `default/web remediation: restarted (attempt 2, after crashed)`.
-    pub fn summary(&self) -> String {
-        let mut details = Vec::new();
-        if let Some(attempt) = self.attempt {
-            details.push(format!("attempt {attempt}"));
-        }
-        if let Some(reason) = &self.reason {
-            details.push(reason.clone());
-        }
-        if let Some(until) = &self.retry_after {
-            details.push(format!("until {until}"));
-        }
-        if let Some(error) = &self.error {
-            details.push(error.clone());
-        }
-        details.push(format!("after {}", self.trigger.event_type));
-        format!(
-            "{}/{} remediation: {} ({})",
-            self.namespace,
-            self.process,
-            self.action.as_str(),
-            details.join(", ")
-        )
-    }
-
-    fn new(
-        scheme: &SubjectScheme,
-        trigger: &LifecycleEvent,
-        action: Action,
-        dry_run: bool,
-    ) -> Self {
-        let id_input = format!("{}\n{}", trigger.id, action.as_str());
-        Self {
-            id: uuid::Uuid::new_v5(&REMEDIATION_ID_NAMESPACE, id_input.as_bytes()).to_string(),
-            action,
-            process: trigger.process.clone(),
-            namespace: trigger.namespace.clone(),
-            source: trigger.source.clone(),
-            subject: scheme.subject_of_kind(&trigger.namespace, &trigger.process, action.as_str()),
-            severity: action.severity(),
-            timestamp: timestamp(SystemTime::now()),
-            trigger: Trigger {
-                id: trigger.id.clone(),
-                event_type: trigger.event_type,
-                seq: trigger.seq,
-                timestamp: trigger.timestamp.clone(),
-            },
-            attempt: None,
-            reason: None,
-            retry_after: None,
-            error: None,
-            dry_run,
-        }
-    }
-}
-
-/// The NATS settings of the remediation stream: the daemon's connection, another stream and
-/// prefix.
-pub fn nats_config(config: &Config) -> NatsConfig {
-    let remediate = &config.remediate;
-    NatsConfig {
-        subject_prefix: remediate.subject_prefix.clone(),
-        stream: StreamConfig {
-            name: remediate.stream.clone(),
-            max_age: remediate.max_age,
-            ..config.nats.stream.clone()
-        },
-        ..config.nats.clone()
-    }
+    /// Its own history could not be read back at start.
+    #[error("cannot read the remediation history: {0}")]
+    History(#[source] ConsumerError),
 }
 
 /// The remediator: policy, memory and the clients it acts through.
@@ -208,20 +58,25 @@ pub struct Remediator {
 impl Remediator {
     /// Connects, makes sure the remediation stream exists and rebuilds the policy's memory
     /// from it.
-    pub async fn start(config: &Config) -> Result<Self, RemediateError> {
-        let remediate = config.remediate.clone();
-        let nats = nats_config(config);
+    /// `nats` is the daemon's connection; the remediation stream's settings come from
+    /// `remediate`.
+    pub async fn start(
+        remediate: RemediateConfig,
+        nats: &NatsConfig,
+        compose: ComposeClient,
+    ) -> Result<Self, RemediateError> {
+        let nats = remediate.nats(nats);
         let publisher = Publisher::connect(&nats, |_| {}).await?;
         publisher.ensure_stream(&nats.stream).await?;
         let remediator = Self {
             policies: remediate.policies(),
             config: remediate,
-            compose: config.process_compose.client().map_err(ConfigError::from)?,
+            compose,
             publisher,
             subjects: nats.subjects(),
             planner: tokio::sync::Mutex::default(),
         };
-        remediator.replay_history(&nats.stream.name).await?;
+        remediator.replay_history(&nats).await?;
         Ok(remediator)
     }
 
@@ -330,31 +185,18 @@ impl Remediator {
 
     /// Replays the outcomes of the longest window any policy looks back on, so attempts and
     /// open breakers survive a restart of the remediator.
-    async fn replay_history(&self, stream: &str) -> Result<(), RemediateError> {
+    async fn replay_history(&self, nats: &NatsConfig) -> Result<(), RemediateError> {
         let horizon = self.policies.horizon();
         let since = SystemTime::now()
             .checked_sub(horizon)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let history_error = |message: String| RemediateError::History {
-            stream: stream.to_owned(),
-            message,
-        };
-        let js = self.publisher.jetstream();
-        let consumer = js
-            .get_stream(stream)
+        let history = Consumer::connect(nats)
             .await
-            .map_err(|e| history_error(e.to_string()))?
-            .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: Start::Since(since).deliver_policy(),
-                ..Default::default()
-            })
+            .map_err(RemediateError::History)?
+            .messages(self.subjects.wildcard(), Start::Since(since))
             .await
-            .map_err(|e| history_error(e.to_string()))?;
-        let mut left = consumer.cached_info().num_pending;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| history_error(e.to_string()))?;
+            .map_err(RemediateError::History)?;
+        let (mut left, mut messages) = (history.backlog, history.stream);
         let mut planner = self.planner.lock().await;
         let mut replayed = 0;
         while left > 0 {
@@ -362,30 +204,38 @@ impl Remediator {
                 break;
             };
             left -= 1;
-            let message = message.map_err(|e| history_error(e.to_string()))?;
+            let message = message
+                .map_err(|e| RemediateError::History(ConsumerError::Messages(e.to_string())))?;
             let Ok(past) = serde_json::from_slice::<RemediationEvent>(&message.payload) else {
                 continue;
             };
-            let at = humantime::parse_rfc3339(&past.timestamp).unwrap_or(since);
-            let Ok(policy) = self.policies.for_process(&past.namespace, &past.process) else {
-                continue;
-            };
-            let key = format!("{}/{}", past.namespace, past.process);
-            // The same steps as when it was decided: decide, then record what happened.
-            let recorded = match past.action {
-                Action::Restarted | Action::WouldRestart => Some(Outcome::Restarted),
-                Action::RestartFailed => Some(Outcome::Failed),
-                Action::Skipped => None,
-                Action::AlreadyRecovered => continue,
-            };
-            planner.decide(&key, policy, at);
-            if let Some(outcome) = recorded {
-                planner.record(&key, outcome, at);
+            if self.replay(&mut planner, &past, since) {
+                replayed += 1;
             }
-            replayed += 1;
         }
         info!(replayed, since = %timestamp(since), "remediation history replayed");
         Ok(())
+    }
+
+    /// Takes the steps `past` took when it was decided (decide, then record what happened);
+    /// false for an outcome that changed nothing.
+    fn replay(&self, planner: &mut Planner, past: &RemediationEvent, since: SystemTime) -> bool {
+        let at = humantime::parse_rfc3339(&past.timestamp).unwrap_or(since);
+        let Ok(policy) = self.policies.for_process(&past.namespace, &past.process) else {
+            return false;
+        };
+        let key = format!("{}/{}", past.namespace, past.process);
+        let recorded = match past.action {
+            Action::Restarted | Action::WouldRestart => Some(Outcome::Restarted),
+            Action::RestartFailed => Some(Outcome::Failed),
+            Action::Skipped => None,
+            Action::AlreadyRecovered => return false,
+        };
+        planner.decide(&key, policy, at);
+        if let Some(outcome) = recorded {
+            planner.record(&key, outcome, at);
+        }
+        true
     }
 }
 
@@ -412,103 +262,16 @@ fn recovered(trigger: &LifecycleEvent, current: &ProcessState) -> bool {
     }
 }
 
-/// `pc-eventd remediate`.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RemediateError> {
-    let consumer = Consumer::connect(&config.nats).await?;
-    let remediator = Remediator::start(&config).await?;
-    remediator.run(&consumer, shutdown).await
-}
-
-/// `pc-eventd watch --remediation`: prints remediation events, optionally of one process.
-pub async fn tail(
-    config: &Config,
-    process: Option<&str>,
-    output: crate::commands::watch::Output,
-    out: &mut impl std::io::Write,
-    stop: impl std::future::Future<Output = ()>,
+/// `pc-eventd remediate`: `nats` is the daemon's connection (the triggers' stream).
+pub async fn run(
+    remediate: RemediateConfig,
+    nats: NatsConfig,
+    compose: ComposeClient,
+    shutdown: CancellationToken,
 ) -> Result<(), RemediateError> {
-    let nats = nats_config(config);
-    let stream_error = |message: String| RemediateError::History {
-        stream: nats.stream.name.clone(),
-        message,
-    };
-    let client = nats
-        .connect(async_nats::ConnectOptions::new())
-        .await
-        .map_err(|e| stream_error(e.to_string()))?;
-    let js = jetstream::new(client);
-    let (namespace, name) = match process.map(pc_eventd_events::event::split_process) {
-        Some((namespace, name)) => (namespace, Some(name)),
-        None => (None, None),
-    };
-    let subject = nats.subjects().filter(namespace, name, None);
-    tokio::pin!(stop);
-    // The remediator creates the stream when it first starts.
-    let stream = loop {
-        match js.get_stream(&nats.stream.name).await {
-            Ok(stream) => break stream,
-            Err(err) if pc_eventd_events::consumer::is_not_found(&err) => {}
-            Err(err) => return Err(stream_error(err.to_string())),
-        }
-        tokio::select! {
-            () = &mut stop => return Ok(()),
-            () = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    };
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subject,
-            deliver_policy: consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| stream_error(e.to_string()))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| stream_error(e.to_string()))?;
-    loop {
-        let message = tokio::select! {
-            () = &mut stop => return Ok(()),
-            message = messages.next() => message,
-        };
-        let Some(message) = message else {
-            return Ok(());
-        };
-        let Ok(message) = message else {
-            continue;
-        };
-        let line = match output {
-            crate::commands::watch::Output::Json => String::from_utf8_lossy(&message.payload).into_owned(),
-            crate::commands::watch::Output::Text { styled } => {
-                match serde_json::from_slice::<RemediationEvent>(&message.payload) {
-                    Ok(event) => crate::commands::watch::styled_line(
-                        &event.timestamp,
-                        event.severity,
-                        &event.summary(),
-                        styled,
-                    ),
-                    Err(_) => continue,
-                }
-            }
-        };
-        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-            // A closed pipe ends the watch.
-            return Ok(());
-        }
-    }
-}
-
-impl RemediateConfig {
-    /// The allow and deny lists and the policies, ready to decide with.
-    pub fn policies(&self) -> Policies {
-        Policies {
-            allow: self.allow.clone(),
-            deny: self.deny.clone(),
-            rules: self.rules.clone(),
-            default: self.policy.clone(),
-        }
-    }
+    let consumer = Consumer::connect(&nats).await?;
+    let remediator = Remediator::start(remediate, &nats, compose).await?;
+    remediator.run(&consumer, shutdown).await
 }
 
 impl Policies {

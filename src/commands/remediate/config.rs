@@ -1,0 +1,100 @@
+//! The `[remediate]` section: which triggers, which processes, which policy.
+
+use std::time::Duration;
+
+use pc_eventd_events::consumer::Durable;
+use pc_eventd_events::event::EventType;
+use pc_eventd_events::nats::{NatsConfig, StreamConfig};
+use pc_eventd_events::remediation::{DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX};
+use serde::{Deserialize, Serialize};
+
+use super::policy::{Policies, Policy, Rule};
+
+/// `pc-eventd remediate`: which triggers, which processes, which policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemediateConfig {
+    /// The event types that trigger a restart.
+    pub on: Vec<pc_eventd_events::event::EventType>,
+    /// Decide and publish, but never call process-compose's restart.
+    pub dry_run: bool,
+    /// The durable consumer's name: its position survives restarts of the remediator.
+    pub durable: String,
+    /// Outcome events go to `{subject_prefix}.{namespace}.{name}.{action}`.
+    pub subject_prefix: String,
+    /// The stream that keeps them (created if missing).
+    pub stream: String,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Globs on `name` or `namespace/name`; empty allows every process.
+    pub allow: Vec<String>,
+    /// Globs; a denied process is never restarted.
+    pub deny: Vec<String>,
+    /// The policy of processes no rule matches.
+    pub policy: Policy,
+    /// Policies by glob, first match wins (`[[remediate.rules]]` with `match = "db-*"`).
+    pub rules: Vec<Rule>,
+}
+
+impl Default for RemediateConfig {
+    fn default() -> Self {
+        Self {
+            on: vec![EventType::Crashed, EventType::Unhealthy],
+            dry_run: false,
+            durable: "pc-eventd-remediate".into(),
+            subject_prefix: DEFAULT_SUBJECT_PREFIX.into(),
+            stream: DEFAULT_STREAM.into(),
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            policy: Policy::default(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl RemediateConfig {
+    /// The allow and deny lists and the policies, ready to decide with.
+    pub fn policies(&self) -> Policies {
+        Policies {
+            allow: self.allow.clone(),
+            deny: self.deny.clone(),
+            rules: self.rules.clone(),
+            default: self.policy.clone(),
+        }
+    }
+
+    /// The NATS settings of the remediation stream: the daemon's connection (`nats`), another
+    /// stream and prefix.
+    pub fn nats(&self, nats: &NatsConfig) -> NatsConfig {
+        NatsConfig {
+            subject_prefix: self.subject_prefix.clone(),
+            stream: StreamConfig {
+                name: self.stream.clone(),
+                max_age: self.max_age,
+                ..nats.stream.clone()
+            },
+            ..nats.clone()
+        }
+    }
+
+    /// What is wrong in this section, as (key, message); empty when nothing is.
+    pub fn problems(&self) -> Vec<(String, &'static str)> {
+        let mut found = Vec::new();
+        if !Durable::is_valid_name(&self.durable) {
+            found.push(("durable".to_owned(), Durable::NAME_RULE));
+        }
+        let policies = std::iter::once(("policy".to_owned(), &self.policy)).chain(
+            self.rules
+                .iter()
+                .enumerate()
+                .map(|(i, rule)| (format!("rules[{i}]"), &rule.policy)),
+        );
+        for (key, policy) in policies {
+            if policy.max_attempts == 0 || policy.window.is_zero() {
+                found.push((key, "max_attempts and window must be greater than zero"));
+            }
+        }
+        found
+    }
+}
