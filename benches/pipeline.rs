@@ -40,15 +40,15 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 use bytes::Bytes;
 use futures::StreamExt;
-use pc_eventd::config::NatsConfig;
-use pc_eventd::diff::{DiffContext, ProcessTimings, Snapshot, diff};
-use pc_eventd_events::event::{EventType, LifecycleEvent, SubjectScheme};
 use pc_eventd::delivery::outbox::Outbox;
+use pc_eventd::delivery::records::StateStore;
+use pc_eventd::delivery::relay::Relay;
+use pc_eventd::diff::{DiffContext, ProcessTimings, Snapshot, diff};
+use pc_eventd::ops::status::Status;
+use pc_eventd_events::event::{EventType, LifecycleEvent, SubjectScheme};
+use pc_eventd_events::nats::NatsConfig;
 use pc_eventd_events::process_compose::model::{ProcessState, ProcessStatus, Readiness};
 use pc_eventd_events::publish::{Message, Publisher};
-use pc_eventd::delivery::relay::Relay;
-use pc_eventd::delivery::records::StateStore;
-use pc_eventd::ops::status::Status;
 use tempfile::TempDir;
 
 use support::compose::ProcessCompose;
@@ -578,7 +578,10 @@ async fn pipeline_pass(
         let ctx = diff_context(source, &subjects);
         let (next, events) = diff(&snapshot, observed, &ctx);
         let records = next.records(snapshot.changed_names(&next));
-        outbox.lock().unwrap().push(events.iter().map(Message::from).collect(), records)?;
+        outbox
+            .lock()
+            .unwrap()
+            .push(events.iter().map(Message::from).collect(), records)?;
         wake.notify_one();
         published += events.len();
         snapshot = next;
@@ -638,7 +641,7 @@ async fn throughput() -> Result<Throughput> {
         ..NatsConfig::default()
     };
     // One file-storage stream (the default) in the server's temp store, for both paths.
-    config.stream.storage = pc_eventd::config::Storage::File;
+    config.stream.storage = pc_eventd_events::nats::Storage::File;
     let publisher = Publisher::connect(&config, |_: &async_nats::Event| {}).await?;
     publisher.ensure_stream(&config.stream).await?;
     let js = jetstream::ContextBuilder::new()

@@ -16,8 +16,9 @@ use pc_eventd_events::event::{EventType, Severity};
 
 use crate::commands::watch::{self, History, Output};
 use crate::commands::{alert, remediate};
-use crate::config::{Config, ConfigError, LogFormat, Overrides, Sources};
+use crate::config::{Config, ConfigError, Overrides, Sources};
 use crate::daemon::{ConfigLoader, Control, Daemon, DaemonError};
+use crate::ops::logging::LogFormat;
 use crate::ops::status::Status;
 
 /// sysexits' EX_CONFIG: the configuration is wrong.
@@ -239,7 +240,7 @@ pub fn main() -> ExitCode {
             };
             with_config(cli.config, overrides, |mut config| {
                 if let Some(url) = args.url {
-                    config.alert.url = Some(crate::config::Secret::new(url));
+                    config.alert.url = Some(pc_eventd_events::nats::Secret::new(url));
                 }
                 consumer_command(
                     "alert",

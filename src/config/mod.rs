@@ -14,10 +14,11 @@ use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
 use pc_eventd_events::nats::{NKEY_SEED_FORM, SettingsError, is_user_seed};
-pub use pc_eventd_events::nats::{NatsConfig, OnMismatch, Secret, Storage, StreamConfig};
+use pc_eventd_events::nats::{NatsConfig, Secret};
 
 use crate::commands::alert::AlertConfig;
 use crate::commands::remediate::RemediateConfig;
+use crate::ops::logging::LogConfig;
 use crate::source::{ProcessComposeConfig, TokenFileError};
 
 /// Where the daemon looks for its file when `--config` is not given.
@@ -154,33 +155,6 @@ mod byte_size {
         };
         number.parse::<u64>().ok()?.checked_mul(unit)
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// A tracing filter such as `info` or `info,async_nats=warn`; `RUST_LOG` overrides it.
-    pub level: String,
-    pub format: LogFormat,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: LogFormat::Auto,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// journald when systemd connected stderr to the journal (`JOURNAL_STREAM`), else text.
-    Auto,
-    Text,
-    Json,
-    Journald,
 }
 
 /// Settings given on the command line: the top layer.

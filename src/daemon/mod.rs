@@ -20,10 +20,10 @@ use std::collections::BTreeSet;
 
 use pc_eventd_events::process_compose::{ComposeClient, ComposeError};
 
-use crate::config::{Config, ConfigError, HealthConfig, NatsConfig, StreamConfig};
+use crate::config::{Config, ConfigError, HealthConfig};
 use crate::delivery::outbox::{Outbox, OutboxError, Pushed};
 use crate::delivery::records::StateStore;
-use crate::delivery::relay::Relay;
+use crate::delivery::relay::{self, Relay};
 use crate::diff::{DiffContext, ProcessRecord, ProcessTimings, Snapshot, diff, diff_one};
 use crate::ops::logging::LogHandle;
 use crate::ops::notify::{self, Watchdog};
@@ -31,6 +31,7 @@ use crate::ops::status::Status;
 use crate::source::{SourceMode, StateFrame, StateStream};
 use crate::sync::lock;
 use pc_eventd_events::event::{EventsLost, LifecycleEvent, SubjectScheme};
+use pc_eventd_events::nats::{NatsConfig, StreamConfig};
 use pc_eventd_events::process_compose::model::{ProcessInfo, ProcessState, ProcessStatus};
 use pc_eventd_events::publish::{Message, PublishError, Publisher};
 use pc_eventd_events::retry;
@@ -699,7 +700,7 @@ impl Daemon {
         };
         let queued = outbox.pending_messages();
         info!(dir = %dir.display(), queued, "outbox open");
-        self.status.set_outbox(&outbox);
+        self.status.set_outbox(relay::fill(&outbox));
         Ok(Some(outbox))
     }
 
@@ -725,7 +726,7 @@ impl Daemon {
                 ),
             }
         }
-        self.status.set_outbox(&outbox);
+        self.status.set_outbox(relay::fill(&outbox));
         drop(outbox);
         queue.wake.notify_one();
     }

@@ -19,7 +19,7 @@ use tracing::{debug, error, warn};
 use crate::delivery::outbox::Outbox;
 use crate::delivery::records::StateStore;
 use crate::diff::ProcessRecord;
-use crate::ops::status::Status;
+use crate::ops::status::{OutboxFill, Status};
 use crate::sync::lock;
 use pc_eventd_events::publish::{Message, Publisher};
 use pc_eventd_events::retry;
@@ -180,7 +180,7 @@ impl Relay {
     }
 
     fn report(&self) {
-        self.status.set_outbox(&lock(&self.outbox));
+        self.status.set_outbox(fill(&lock(&self.outbox)));
     }
 }
 
@@ -189,5 +189,14 @@ async fn interrupted(finish: &CancellationToken, deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => finish.cancelled().await,
+    }
+}
+
+/// The outbox's fill, in the numbers status reports.
+pub fn fill(outbox: &Outbox) -> OutboxFill {
+    OutboxFill {
+        messages: outbox.pending_messages(),
+        bytes: outbox.pending_bytes(),
+        losing: outbox.loss().map(|loss| (loss.lost, loss.first_lost_at)),
     }
 }

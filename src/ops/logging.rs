@@ -5,7 +5,40 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, fmt, reload};
 
-use crate::config::LogFormat;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+/// The `[log]` section.
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `info,async_nats=warn`; `RUST_LOG` overrides it.
+    pub level: String,
+    /// Where and how logs are written.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+/// The log format.
+pub enum LogFormat {
+    /// journald when systemd connected stderr to the journal (`JOURNAL_STREAM`), else text.
+    Auto,
+    /// Plain lines on stderr.
+    Text,
+    /// One JSON object per line on stderr.
+    Json,
+    /// The systemd journal, with fields.
+    Journald,
+}
 
 /// Changes the level of the installed subscriber.
 #[derive(Clone)]

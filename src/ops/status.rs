@@ -220,6 +220,17 @@ impl Metrics {
     }
 }
 
+/// How full the outbox is, in numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxFill {
+    /// Messages waiting for JetStream.
+    pub messages: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// While it is losing events: how many so far, and since when.
+    pub losing: Option<(u64, std::time::SystemTime)>,
+}
+
 /// One part of readiness: fine, or failing with a reason.
 pub type Part = Result<(), String>;
 
@@ -351,20 +362,19 @@ impl Status {
     }
 
     /// What the outbox holds, and whether it is losing events.
-    pub fn set_outbox(&self, outbox: &crate::delivery::outbox::Outbox) {
+    pub fn set_outbox(&self, fill: OutboxFill) {
         let metrics = &self.metrics;
         metrics
             .outbox_messages
-            .set(i64::try_from(outbox.pending_messages()).unwrap_or(i64::MAX));
+            .set(i64::try_from(fill.messages).unwrap_or(i64::MAX));
         metrics
             .outbox_bytes
-            .set(i64::try_from(outbox.pending_bytes()).unwrap_or(i64::MAX));
-        lock(&self.readiness).outbox = match outbox.loss() {
+            .set(i64::try_from(fill.bytes).unwrap_or(i64::MAX));
+        lock(&self.readiness).outbox = match fill.losing {
             None => Ok(()),
-            Some(loss) => Err(format!(
-                "full or unwritable: {} events lost since {}",
-                loss.lost,
-                pc_eventd_events::event::timestamp(loss.first_lost_at)
+            Some((lost, since)) => Err(format!(
+                "full or unwritable: {lost} events lost since {}",
+                pc_eventd_events::event::timestamp(since)
             )),
         };
     }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use pc_eventd::config::Secret;
 use pc_eventd_events::event::EventType::*;
+use pc_eventd_events::nats::Secret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use pc_eventd::config::OnMismatch;
 use pc_eventd::daemon::DaemonError;
 use pc_eventd_events::event::{EventType::*, Reason, Severity};
+use pc_eventd_events::nats::OnMismatch;
 use pc_eventd_events::publish::PublishError;
 
 use crate::support::compose::{Options, ProcessCompose, Release};
@@ -345,7 +345,7 @@ async fn api_token_and_unix_socket() {
 
     let mut wrong = config("http://127.0.0.1:1", &nats.url());
     wrong.process_compose.socket = pc.socket().map(Into::into);
-    wrong.process_compose.token = Some(pc_eventd::config::Secret::new(
+    wrong.process_compose.token = Some(pc_eventd_events::nats::Secret::new(
         "wrong-token-wrong-token-wrong",
     ));
     let refused = Daemon::spawn(wrong.clone());
@@ -355,7 +355,7 @@ async fn api_token_and_unix_socket() {
     refused.stop().await.unwrap();
 
     let mut right = wrong;
-    right.process_compose.token = Some(pc_eventd::config::Secret::new(token));
+    right.process_compose.token = Some(pc_eventd_events::nats::Secret::new(token));
     let daemon = Daemon::spawn(right);
     let mut log = EventLog::open(&nats.url()).await;
     let started = log.wait_for("web", Started).await;
