@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
+use pc_eventd_events::consumer::Filter;
+use pc_eventd_events::event::{EventType, Severity};
 use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-use pc_eventd_events::consumer::Filter;
-use pc_eventd_events::event::{EventType, Severity};
 
 use crate::commands::watch::{self, History, Output};
 use crate::commands::{alert, remediate};

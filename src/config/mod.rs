@@ -11,10 +11,9 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Map};
 use figment::{Figment, Metadata, Profile, Provider};
-use serde::{Deserialize, Serialize};
-
 use pc_eventd_events::nats::{NKEY_SEED_FORM, SettingsError, is_user_seed};
 use pc_eventd_events::nats::{NatsConfig, Secret};
+use serde::{Deserialize, Serialize};
 
 use crate::commands::alert::AlertConfig;
 use crate::commands::remediate::RemediateConfig;

@@ -23,11 +23,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use pc_eventd_events::publish::Message;
 use serde::{Deserialize, Serialize};
 use tracing::{error, warn};
 
 use crate::diff::ProcessRecord;
-use pc_eventd_events::publish::Message;
 
 /// A segment past this size is closed and a new one started, so acknowledged entries can be
 /// deleted a file at a time.

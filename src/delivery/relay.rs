@@ -6,11 +6,12 @@
 //! It runs beside the event loop, so a NATS outage never stops observation: the loop keeps
 //! diffing into the outbox, and the relay catches up when NATS is back, with the original ids.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::collections::BTreeMap;
-
+use pc_eventd_events::publish::{Message, Publisher};
+use pc_eventd_events::retry;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -21,8 +22,6 @@ use crate::delivery::records::StateStore;
 use crate::diff::ProcessRecord;
 use crate::ops::status::{OutboxFill, Status};
 use crate::sync::lock;
-use pc_eventd_events::publish::{Message, Publisher};
-use pc_eventd_events::retry;
 
 /// Publishes in flight at once: enough to keep a burst (a reconnect's catch-up, a project
 /// start) far from the round-trip bound, few enough to bound what a failure re-sends.

@@ -13,12 +13,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use uuid::Uuid;
-
 use pc_eventd_events::event::{
     EventState, EventType, LifecycleEvent, Reason, SubjectScheme, timestamp as format_timestamp,
 };
 use pc_eventd_events::process_compose::model::{ProcessState, ProcessStatus, Readiness};
+use uuid::Uuid;
 
 /// Namespace for the name-based (v5) UUIDs that serve as event ids.
 const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5327_df34_583b_4c37_8cc6_16ea_b2a5_3ab7);

@@ -1,11 +1,10 @@
 //! Logging: `tracing` to journald under systemd, else text or JSON on stderr. The level comes
 //! from `log.level` (and can be changed by a reload) unless `RUST_LOG` is set, which wins.
 
+use serde::{Deserialize, Serialize};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, fmt, reload};
-
-use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

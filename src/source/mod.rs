@@ -6,4 +6,4 @@ mod config;
 mod stream;
 
 pub use config::{ProcessComposeConfig, SourceMode, TokenFileError};
-pub use stream::{StateFrame, StateStream, subscribe};
+pub use stream::{Frames, StateFrame, StateStream, Subscriptions, subscribe};

@@ -1,6 +1,8 @@
 //! process-compose's state stream (`GET /process/states/ws`, v1.110.0+): a WebSocket that sends
 //! the subscribed processes' states on connect and every change after.
 
+use std::collections::BTreeSet;
+
 use futures::StreamExt;
 use http::{Request, StatusCode};
 use pc_eventd_events::process_compose::model::ProcessState;
@@ -8,8 +10,17 @@ use pc_eventd_events::process_compose::{
     ComposeClient, ComposeError, Connection, TOKEN_HEADER, percent_encode,
 };
 use serde::Deserialize;
+use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+/// Most names in one state-stream subscription: below the server's 256-frame buffer, which
+/// the connect snapshot must fit in.
+const STREAM_CHUNK: usize = 200;
+/// Frames waiting to be diffed and published.
+const STREAM_QUEUE: usize = 4096;
+/// The frames of every subscription of a session, in arrival order; an error ends the session.
+pub type Frames = mpsc::Receiver<Result<StateFrame, ComposeError>>;
 
 /// One frame of the state stream: `{"snapshot":true,"state":{…}}` on connect, then
 /// `{"state":{…}}` for every change.
@@ -99,6 +110,93 @@ impl StateStream {
                 // tungstenite answers pings itself
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
+        }
+    }
+}
+
+/// A stream session's subscriptions. The server closes a subscriber whose 256-frame buffer
+/// overflows, and the connect snapshot alone overflows it past 256 processes: large projects
+/// subscribe by name, in chunks.
+pub struct Subscriptions {
+    frames: mpsc::Sender<Result<StateFrame, ComposeError>>,
+    readers: tokio::task::JoinSet<()>,
+    /// Subscribed by name; `covered` holds the names subscribed so far.
+    chunked: bool,
+    covered: BTreeSet<String>,
+}
+
+impl Subscriptions {
+    /// Subscribes for `observed`: to all processes at once, or by name in chunks. The frames of
+    /// every subscription come out of the returned receiver.
+    pub async fn open(
+        compose: &ComposeClient,
+        observed: &[ProcessState],
+    ) -> Result<(Self, Frames), ComposeError> {
+        let (frames, received) = mpsc::channel(STREAM_QUEUE);
+        let mut subscriptions = Self {
+            frames,
+            readers: tokio::task::JoinSet::new(),
+            chunked: observed.len() > STREAM_CHUNK,
+            covered: BTreeSet::new(),
+        };
+        if subscriptions.chunked {
+            subscriptions.cover(compose, observed).await?;
+        } else {
+            subscriptions.subscribe(compose, None).await?;
+        }
+        Ok((subscriptions, received))
+    }
+
+    /// How many subscriptions are open.
+    pub fn open_count(&self) -> usize {
+        self.readers.len()
+    }
+
+    /// Subscribes by name to those of `observed` not covered yet (nothing to do when one
+    /// subscription takes every process).
+    pub async fn cover(
+        &mut self,
+        compose: &ComposeClient,
+        observed: &[ProcessState],
+    ) -> Result<(), ComposeError> {
+        if !self.chunked {
+            return Ok(());
+        }
+        let new: Vec<String> = observed
+            .iter()
+            .map(|p| p.name.clone())
+            .filter(|name| !self.covered.contains(name))
+            .collect();
+        for group in new.chunks(STREAM_CHUNK) {
+            self.subscribe(compose, Some(group)).await?;
+            self.covered.extend(group.iter().cloned());
+        }
+        Ok(())
+    }
+
+    async fn subscribe(
+        &mut self,
+        compose: &ComposeClient,
+        names: Option<&[String]>,
+    ) -> Result<(), ComposeError> {
+        let stream = subscribe(compose, names).await?;
+        self.readers.spawn(read_frames(stream, self.frames.clone()));
+        Ok(())
+    }
+}
+
+/// Forwards a subscription's frames; an error or the end of the stream ends the session.
+async fn read_frames(
+    mut stream: StateStream,
+    frames: mpsc::Sender<Result<StateFrame, ComposeError>>,
+) {
+    loop {
+        let next = stream.next().await;
+        let end = !matches!(next, Some(Ok(_)));
+        let item = next
+            .unwrap_or_else(|| Err(ComposeError::WebSocket(Box::new(WsError::ConnectionClosed))));
+        if frames.send(item).await.is_err() || end {
+            return;
         }
     }
 }

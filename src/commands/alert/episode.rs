@@ -8,9 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
-
 use pc_eventd_events::event::{EventType, LifecycleEvent, Severity, timestamp};
+use serde::Serialize;
 
 /// Namespace for the v5 UUIDs of episodes.
 const EPISODE_ID_NAMESPACE: uuid::Uuid =

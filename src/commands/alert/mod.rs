@@ -13,16 +13,15 @@ pub mod webhook;
 
 use std::time::{Duration, SystemTime};
 
-use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
-
+use episode::{Alert, Episodes};
 use pc_eventd_events::consumer::{Consumer, ConsumerError, Durable, Filter};
 use pc_eventd_events::event::LifecycleEvent;
 use pc_eventd_events::nats::NatsConfig;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+use webhook::{Webhook, WebhookError};
 
 pub use config::AlertConfig;
-use episode::{Alert, Episodes};
-use webhook::{Webhook, WebhookError};
 
 /// Why alerting could not start or stopped.
 #[derive(Debug, thiserror::Error)]

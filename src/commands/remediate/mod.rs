@@ -25,11 +25,11 @@ use pc_eventd_events::process_compose::ComposeClient;
 use pc_eventd_events::process_compose::model::{ProcessState, Readiness};
 use pc_eventd_events::publish::{Message, PublishError, Publisher};
 use pc_eventd_events::remediation::{Action, RemediationEvent};
+use policy::{Decision, Outcome, Planner, Policies, Policy, Skip};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use config::RemediateConfig;
-use policy::{Decision, Outcome, Planner, Policies, Policy, Skip};
 
 /// Why the remediator could not start or stopped.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,430 @@
+//! Observing: one turn of the stream or poll loop, and the way from an observation through the
+//! diff to the outbox.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use pc_eventd_events::event::{LifecycleEvent, SubjectScheme};
+use pc_eventd_events::process_compose::model::{ProcessInfo, ProcessState, ProcessStatus};
+use pc_eventd_events::process_compose::{ComposeClient, ComposeError};
+use pc_eventd_events::publish::Message;
+use pc_eventd_events::retry;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::{Control, Daemon, Observing, Turn};
+use crate::delivery::outbox::Pushed;
+use crate::delivery::relay;
+use crate::diff::{DiffContext, ProcessRecord, ProcessTimings, Snapshot, diff, diff_one};
+use crate::ops::notify;
+use crate::source::{SourceMode, StateFrame, Subscriptions};
+use crate::sync::lock;
+
+/// Shortest interval between two `STATUS=` updates driven by observations.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a stream session looks for runs whose readiness grace ran out (no frame says so).
+const READINESS_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Process settings read at once from process-compose.
+const INFO_READS_IN_FLIGHT: usize = 8;
+
+/// How a stream session ended.
+enum SessionEnd {
+    Shutdown,
+    Reload,
+    Failed(ComposeError),
+}
+
+/// The processes of `observed`, with the state `snapshot` already has for those it knows: a
+/// diff against it reports only processes that appeared or disappeared.
+fn membership(snapshot: &Snapshot, observed: &[ProcessState]) -> Vec<ProcessState> {
+    observed
+        .iter()
+        .map(|p| {
+            snapshot
+                .state_of(&p.name)
+                .cloned()
+                .unwrap_or_else(|| p.clone())
+        })
+        .collect()
+}
+
+impl Daemon {
+    /// One session on process-compose's state stream, and what its end asks for.
+    pub(super) async fn stream_turn(
+        &mut self,
+        observing: &mut Observing,
+        control: &mut Control,
+    ) -> Turn {
+        let session = self
+            .stream_session(
+                &observing.compose,
+                &mut observing.snapshot,
+                &control.shutdown,
+                &mut control.reloads,
+            )
+            .await;
+        match session {
+            SessionEnd::Shutdown => Turn::Stop,
+            SessionEnd::Reload => {
+                self.reload_observing(observing).await;
+                Turn::Again
+            }
+            SessionEnd::Failed(ComposeError::StreamUnsupported)
+                if self.config.process_compose.mode == SourceMode::Auto =>
+            {
+                info!("process-compose has no state stream (before v1.110.0): polling");
+                observing.stream_supported = Some(false);
+                Turn::Again
+            }
+            SessionEnd::Failed(err) => {
+                observing.stream_supported = None;
+                observing.failures = observing.failures.saturating_add(1);
+                Turn::Wait(self.source_failed(&err, observing.failures))
+            }
+        }
+    }
+
+    /// One poll of `GET /processes`, published, and how long to wait for the next.
+    pub(super) async fn poll_turn(
+        &self,
+        observing: &mut Observing,
+        shutdown: &CancellationToken,
+    ) -> Turn {
+        // A poll changes nothing until it returns, so it can be abandoned at shutdown.
+        let Some(polled) = shutdown
+            .run_until_cancelled(self.poll(&observing.compose))
+            .await
+        else {
+            return Turn::Stop;
+        };
+        match polled {
+            Ok(observed) => {
+                self.status.set_mode(SourceMode::Poll);
+                if observing.failures > 0 {
+                    info!(
+                        after_failures = observing.failures,
+                        "process-compose is answering again"
+                    );
+                }
+                observing.failures = 0;
+                self.learn_timings(&observing.compose, &observed).await;
+                self.publish_observation(&mut observing.snapshot, &observed);
+                Turn::Wait(self.config.process_compose.poll_interval)
+            }
+            Err(err) => {
+                // It may come back upgraded: look for the stream again.
+                observing.stream_supported = None;
+                observing.failures = observing.failures.saturating_add(1);
+                Turn::Wait(self.source_failed(&err, observing.failures))
+            }
+        }
+    }
+
+    /// One poll, timed and counted.
+    async fn poll(&self, compose: &ComposeClient) -> Result<Vec<ProcessState>, ComposeError> {
+        self.status
+            .expect_within(self.config.process_compose.request_timeout);
+        let started = Instant::now();
+        let result = compose.processes().await;
+        let metrics = &self.status.metrics;
+        metrics
+            .upstream_latency
+            .observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => {
+                metrics.polls.inc();
+                self.status.set_process_compose(Ok(()));
+            }
+            Err(err) => {
+                metrics.poll_failed(err.kind());
+                if matches!(err, ComposeError::Malformed(_)) {
+                    metrics.malformed_responses.inc();
+                }
+                self.status.set_process_compose(Err(err.to_string()));
+            }
+        }
+        result
+    }
+
+    /// Logs a failure to reach process-compose and returns how long to wait.
+    fn source_failed(&self, err: &ComposeError, failures: u32) -> Duration {
+        let pc = &self.config.process_compose;
+        let wait = retry::jittered_delay(failures, pc.poll_interval, pc.max_backoff);
+        warn!(error = %err, kind = err.kind(), consecutive = failures, retry_in = ?wait, "process-compose unavailable");
+        notify::status(&self.status.summary());
+        wait
+    }
+
+    fn diff_context<'a>(
+        &self,
+        source: &'a str,
+        subjects: &'a SubjectScheme,
+        synthetic: bool,
+        timings: &'a ProcessTimings,
+    ) -> DiffContext<'a> {
+        let lag = if synthetic {
+            self.config.process_compose.poll_interval
+        } else {
+            Duration::ZERO
+        };
+        DiffContext {
+            source,
+            subjects,
+            observed_at: SystemTime::now(),
+            synthetic,
+            lag,
+            timings,
+        }
+    }
+
+    pub(super) fn timings(&self) -> std::sync::MutexGuard<'_, ProcessTimings> {
+        lock(&self.timings)
+    }
+
+    /// Reads the settings of the processes in `observed` whose timings matter and are not
+    /// known yet: the readiness probe of one that has a probe, the restart backoff of one being
+    /// stopped (the pause that tells a manual restart from a stop and a start). Unreadable
+    /// settings leave the defaults (60 s, 1 s).
+    async fn learn_timings(&self, compose: &ComposeClient, observed: &[ProcessState]) {
+        let unknown: Vec<String> = {
+            let timings = self.timings();
+            let needs_grace = |p: &ProcessState| {
+                p.has_ready_probe
+                    && timings.fixed_readiness_grace.is_none()
+                    && !timings.readiness_grace.contains_key(&p.name)
+            };
+            let needs_backoff = |p: &ProcessState| {
+                p.status == ProcessStatus::Terminating
+                    && !timings.restart_backoff.contains_key(&p.name)
+            };
+            observed
+                .iter()
+                .filter(|p| needs_grace(p) || needs_backoff(p))
+                .map(|p| p.name.clone())
+                .collect()
+        };
+        if unknown.is_empty() {
+            return;
+        }
+        let learned: Vec<(String, ProcessInfo)> = futures::stream::iter(unknown)
+            .map(|name| async move {
+                match compose.process_info(&name).await {
+                    Ok(info) => Some((name, info)),
+                    Err(err) => {
+                        debug!(error = %err, process = %name, "cannot read the process's settings; the defaults apply");
+                        None
+                    }
+                }
+            })
+            .buffer_unordered(INFO_READS_IN_FLIGHT)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        let mut timings = self.timings();
+        for (name, info) in learned {
+            let grace = info
+                .readiness_probe
+                .map_or(crate::diff::DEFAULT_READINESS_GRACE, |p| {
+                    p.readiness_grace()
+                });
+            let backoff = Duration::from_secs(info.restart_policy.backoff_seconds);
+            timings.readiness_grace.insert(name.clone(), grace);
+            timings.restart_backoff.insert(name, backoff);
+        }
+    }
+
+    /// Diffs a full observation (a poll, a reconnect) against `snapshot`, queues the events
+    /// with the records they leave behind, and advances the snapshot.
+    fn publish_observation(&self, snapshot: &mut Snapshot, observed: &[ProcessState]) {
+        let source = self.config.process_compose.source();
+        let subjects = self.config.nats.subjects();
+        let grace = self.timings();
+        let ctx = self.diff_context(&source, &subjects, true, &grace);
+        let (next, events) = diff(snapshot, observed, &ctx);
+        drop(grace);
+        let records = next.records(snapshot.changed_names(&next));
+        *snapshot = next;
+        self.enqueue(&events, records);
+        self.observed(snapshot);
+    }
+
+    /// Like [`Daemon::publish_observation`] for one stream frame.
+    fn publish_frame(&self, snapshot: &mut Snapshot, frame: &StateFrame) {
+        let source = self.config.process_compose.source();
+        let subjects = self.config.nats.subjects();
+        let grace = self.timings();
+        let ctx = self.diff_context(&source, &subjects, frame.snapshot, &grace);
+        let (update, events) = diff_one(snapshot, &frame.state, &ctx);
+        drop(grace);
+        let name = &frame.state.name;
+        let before = snapshot.record(name);
+        snapshot.apply(update);
+        // A frame that changed nothing (most of the snapshot sent on connect) stores nothing.
+        let records = if snapshot.record(name) == before {
+            Vec::new()
+        } else {
+            snapshot.records([name.clone()])
+        };
+        self.enqueue(&events, records);
+        self.observed(snapshot);
+    }
+
+    /// Writes an observation's events to the outbox for the relay. Events it cannot take are
+    /// counted, logged and reported (readiness, and a loss marker once there is room again).
+    fn enqueue(&self, events: &[LifecycleEvent], records: Vec<(String, Option<ProcessRecord>)>) {
+        let queue = self.queue.as_ref().expect("run() opens the outbox first");
+        let mut outbox = lock(&queue.outbox);
+        let pushed = outbox.push(events.iter().map(Message::from).collect(), records);
+        if !matches!(pushed, Ok(Pushed::Stored)) {
+            let dropped = events.len() as u64;
+            self.status.metrics.events_dropped.inc_by(dropped);
+            let lost = outbox.loss().map_or(0, |loss| loss.lost);
+            match pushed {
+                Err(err) => {
+                    error!(error = %err, dropped, lost, "cannot write the outbox: events lost")
+                }
+                _ => error!(
+                    dropped,
+                    lost,
+                    max_bytes = self.config.outbox.max_bytes,
+                    "the outbox is full (NATS has been unreachable too long): events lost"
+                ),
+            }
+        }
+        self.status.set_outbox(relay::fill(&outbox));
+        drop(outbox);
+        queue.wake.notify_one();
+    }
+
+    /// Reports a new observation to systemd: `READY=1` the first time, then `STATUS=` at most
+    /// once a second (a stream can bring hundreds of frames at once).
+    fn observed(&self, snapshot: &Snapshot) {
+        self.status
+            .set_processes(snapshot.len(), snapshot.unhealthy());
+        if !self
+            .ready_sent
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            notify::ready(&self.status.summary());
+            return;
+        }
+        let mut last = lock(&self.last_status);
+        if last.is_none_or(|at| at.elapsed() >= STATUS_EVERY) {
+            notify::status(&self.status.summary());
+            *last = Some(Instant::now());
+        }
+    }
+
+    /// One connection to the state stream: catch up through `GET /processes`, subscribe, then
+    /// diff every frame until the stream ends, shutdown, or a reload request.
+    async fn stream_session(
+        &self,
+        compose: &ComposeClient,
+        snapshot: &mut Snapshot,
+        shutdown: &CancellationToken,
+        reloads: &mut mpsc::Receiver<()>,
+    ) -> SessionEnd {
+        // What changed while we were away, and who is there.
+        let observed = match self.poll(compose).await {
+            Ok(observed) => observed,
+            Err(err) => return SessionEnd::Failed(err),
+        };
+        let (mut subscriptions, mut frames) = match Subscriptions::open(compose, &observed).await {
+            Ok(opened) => opened,
+            Err(err) => return SessionEnd::Failed(err),
+        };
+        self.status.set_mode(SourceMode::Stream);
+        info!(
+            subscriptions = subscriptions.open_count(),
+            processes = observed.len(),
+            "streaming process states"
+        );
+        self.learn_timings(compose, &observed).await;
+        self.publish_observation(snapshot, &observed);
+
+        let reconcile_every = self.config.process_compose.reconcile_interval;
+        let mut reconcile = tokio::time::interval_at(
+            tokio::time::Instant::now() + reconcile_every,
+            reconcile_every,
+        );
+        let pet_every = self.watchdog.interval().unwrap_or(Duration::from_secs(1));
+        let mut pet = tokio::time::interval(pet_every);
+        let mut readiness = tokio::time::interval(READINESS_CHECK_EVERY);
+        loop {
+            self.status.expect_within(
+                reconcile_every.max(pet_every) + self.config.process_compose.request_timeout,
+            );
+            tokio::select! {
+                () = shutdown.cancelled() => return SessionEnd::Shutdown,
+                Some(()) = reloads.recv() => return SessionEnd::Reload,
+                _ = pet.tick() => self.watchdog.pet(),
+                _ = readiness.tick() => self.readiness_overdue(snapshot),
+                _ = reconcile.tick() => {
+                    if let Err(err) = self.reconcile(compose, snapshot, &mut subscriptions).await {
+                        return SessionEnd::Failed(err);
+                    }
+                }
+                message = frames.recv() => match message {
+                    Some(Ok(frame)) => {
+                        let frame = self.complete_frame(compose, frame).await;
+                        self.learn_timings(compose, std::slice::from_ref(&frame.state)).await;
+                        self.publish_frame(snapshot, &frame);
+                        self.watchdog.pet();
+                    }
+                    Some(Err(err)) => return SessionEnd::Failed(err),
+                    None => unreachable!("the session holds a sender"),
+                },
+            }
+        }
+    }
+
+    /// A poll during a stream session: the stream is the authority on known processes (a poll
+    /// could be older than frames still queued); the poll adds and removes members, and new
+    /// members get their subscription.
+    async fn reconcile(
+        &self,
+        compose: &ComposeClient,
+        snapshot: &mut Snapshot,
+        subscriptions: &mut Subscriptions,
+    ) -> Result<(), ComposeError> {
+        let observed = self.poll(compose).await?;
+        let members = membership(snapshot, &observed);
+        self.learn_timings(compose, &members).await;
+        self.publish_observation(snapshot, &members);
+        subscriptions.cover(compose, &observed).await
+    }
+
+    /// Reports the runs whose readiness grace ran out since the last frame: a stream sends
+    /// nothing while a probe keeps failing, so the clock must.
+    fn readiness_overdue(&self, snapshot: &mut Snapshot) {
+        let overdue = snapshot.readiness_overdue(SystemTime::now(), &self.timings());
+        for state in overdue {
+            let frame = StateFrame {
+                snapshot: false,
+                state,
+            };
+            self.publish_frame(snapshot, &frame);
+        }
+    }
+
+    /// The `Running` frame of a new incarnation carries no pid and no start time (they are
+    /// read before the exec); fetch them, so event ids rest on the real incarnation.
+    async fn complete_frame(&self, compose: &ComposeClient, mut frame: StateFrame) -> StateFrame {
+        let state = &frame.state;
+        if !state.status.is_running() || (state.pid > 0 && state.process_start_time.is_some()) {
+            return frame;
+        }
+        match compose.process(&state.name).await {
+            Ok(current) if current.status.is_running() => {
+                frame.state.pid = current.pid;
+                frame.state.process_start_time = current.process_start_time;
+            }
+            Ok(_) => {}
+            Err(err) => debug!(error = %err, process = %state.name, "cannot complete a frame"),
+        }
+        frame
+    }
+}
