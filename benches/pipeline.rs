@@ -581,7 +581,7 @@ async fn pipeline_pass(
         outbox
             .lock()
             .unwrap()
-            .push(events.iter().map(Message::from).collect(), records)?;
+            .push(events.iter().map(Message::of).collect(), records)?;
         wake.notify_one();
         published += events.len();
         snapshot = next;

@@ -13,7 +13,7 @@ use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::watch::{self, History, Output};
+use crate::commands::watch::{self, Output, Replay};
 use crate::commands::{alert, remediate};
 use crate::config::{Config, ConfigError, Overrides, Sources};
 use crate::daemon::{ConfigLoader, Control, Daemon, DaemonError};
@@ -375,14 +375,14 @@ fn watch(config: Config, args: &WatchArgs) -> ExitCode {
         Output::Text { styled }
     };
     let history = match (args.since, args.all, args.last_state) {
-        (Some(since), _, _) => History::Since(
+        (Some(since), _, _) => Replay::Since(
             std::time::SystemTime::now()
                 .checked_sub(since)
                 .unwrap_or(std::time::UNIX_EPOCH),
         ),
-        (_, true, _) => History::All,
-        (_, _, true) => History::LastState,
-        _ => History::None,
+        (_, true, _) => Replay::All,
+        (_, _, true) => Replay::LastState,
+        _ => Replay::None,
     };
     runtime().block_on(async {
         let stop = match cancel_on_termination() {

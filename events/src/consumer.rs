@@ -467,7 +467,7 @@ impl Consumer {
         filter: &Filter,
         handler: &mut H,
         message: &jetstream::Message,
-    ) -> Outcome
+    ) -> Handling
     where
         H: FnMut(LifecycleEvent) -> F,
         F: Future<Output = Result<(), E>>,
@@ -479,17 +479,17 @@ impl Consumer {
             Err(_) if let Some(marker) = loss_marker(message) => {
                 tracing::warn!(consumer = %durable.name, lost = marker.lost, source = %marker.source, "the daemon reported lost events");
                 ack(message, AckKind::Ack, &durable.name).await;
-                return Outcome::Skipped;
+                return Handling::Skipped;
             }
             Err(err) => {
                 tracing::warn!(consumer = %durable.name, subject = %message.subject, error = %err, "terminating a message that is not a lifecycle event");
                 ack(message, AckKind::Term, &durable.name).await;
-                return Outcome::Undecodable;
+                return Handling::Undecodable;
             }
         };
         if !filter.shows(&event) {
             ack(message, AckKind::Ack, &durable.name).await;
-            return Outcome::Skipped;
+            return Handling::Skipped;
         }
         let id = event.id.clone();
         match working(message, durable.ack_wait, handler(event)).await {
@@ -498,20 +498,20 @@ impl Consumer {
                 if let Err(err) = message.double_ack().await {
                     tracing::warn!(consumer = %durable.name, event = %id, error = %err, "ack not confirmed; the event may be delivered again");
                 }
-                Outcome::Handled
+                Handling::Handled
             }
             Err(err) if delivered >= durable.max_deliver => {
                 tracing::warn!(consumer = %durable.name, event = %id, subject = %message.subject, deliveries = delivered, error = %err, "parking an event that kept failing");
                 self.park(durable, message, delivered, &err.to_string())
                     .await;
                 ack(message, AckKind::Term, &durable.name).await;
-                Outcome::Parked
+                Handling::Parked
             }
             Err(err) => {
                 let delay = durable.delay(delivered);
                 tracing::info!(consumer = %durable.name, event = %id, deliveries = delivered, retry_in = ?delay, error = %err, "handler failed; will retry");
                 ack(message, AckKind::Nak(Some(delay)), &durable.name).await;
-                Outcome::Retried
+                Handling::Retried
             }
         }
     }
@@ -858,7 +858,7 @@ pub struct DurableReport {
     pub undecodable: u64,
 }
 
-enum Outcome {
+enum Handling {
     Handled,
     Retried,
     Parked,
@@ -867,13 +867,13 @@ enum Outcome {
 }
 
 impl DurableReport {
-    fn count(&mut self, outcome: Outcome) {
+    fn count(&mut self, outcome: Handling) {
         let counter = match outcome {
-            Outcome::Handled => &mut self.handled,
-            Outcome::Retried => &mut self.retried,
-            Outcome::Parked => &mut self.parked,
-            Outcome::Skipped => &mut self.skipped,
-            Outcome::Undecodable => &mut self.undecodable,
+            Handling::Handled => &mut self.handled,
+            Handling::Retried => &mut self.retried,
+            Handling::Parked => &mut self.parked,
+            Handling::Skipped => &mut self.skipped,
+            Handling::Undecodable => &mut self.undecodable,
         };
         *counter += 1;
     }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::consumer::is_not_found;
-use crate::event::{LifecycleEvent, SubjectScheme};
+use crate::event::{EventsLost, LifecycleEvent, SubjectScheme};
 use crate::nats::{NatsConfig, OnMismatch, Storage, StreamConfig};
 
 /// Why a connect, a stream check or a publish failed; each keeps the NATS error it came from.
@@ -96,32 +96,51 @@ pub struct Message {
     pub payload: Box<serde_json::value::RawValue>,
 }
 
+/// What can be published: a serializable event that knows its subject, its id (sent as
+/// `Nats-Msg-Id`) and its kind. [`Message::of`] turns one into a [`Message`].
+pub trait Publishable: Serialize {
+    /// The subject it goes to.
+    fn subject(&self) -> &str;
+    /// Its id: JetStream stores one message per id within the duplicate window.
+    fn id(&self) -> &str;
+    /// Its kind (the event type or action), for metrics and logs.
+    fn kind(&self) -> &str;
+}
+
 impl Message {
-    /// A message whose payload is `body` as JSON.
-    pub fn new(
-        subject: String,
-        id: String,
-        kind: &str,
-        body: &impl Serialize,
-    ) -> Result<Self, serde_json::Error> {
-        Ok(Self {
-            subject,
-            id,
-            kind: kind.to_owned(),
-            payload: serde_json::value::to_raw_value(body)?,
-        })
+    /// The message that publishes `event`, with `event` as its JSON payload.
+    pub fn of(event: &impl Publishable) -> Self {
+        Self {
+            subject: event.subject().to_owned(),
+            id: event.id().to_owned(),
+            kind: event.kind().to_owned(),
+            // Serializing plain structs of strings and numbers cannot fail.
+            payload: serde_json::value::to_raw_value(event).expect("events always serialize"),
+        }
     }
 }
 
-impl From<&LifecycleEvent> for Message {
-    fn from(event: &LifecycleEvent) -> Self {
-        Self::new(
-            event.subject.clone(),
-            event.id.clone(),
-            event.event_type.as_str(),
-            event,
-        )
-        .expect("events always serialize")
+impl Publishable for LifecycleEvent {
+    fn subject(&self) -> &str {
+        &self.subject
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn kind(&self) -> &str {
+        self.event_type.as_str()
+    }
+}
+
+impl Publishable for EventsLost {
+    fn subject(&self) -> &str {
+        &self.subject
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn kind(&self) -> &str {
+        &self.kind
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{EventType, LifecycleEvent, Severity, SubjectScheme, timestamp};
+use crate::publish::Publishable;
 
 /// The subject prefix of remediation events unless configured otherwise.
 pub const DEFAULT_SUBJECT_PREFIX: &str = "core.remediation";
@@ -162,5 +163,17 @@ impl RemediationEvent {
             error: None,
             dry_run,
         }
+    }
+}
+
+impl Publishable for RemediationEvent {
+    fn subject(&self) -> &str {
+        &self.subject
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn kind(&self) -> &str {
+        self.action.as_str()
     }
 }

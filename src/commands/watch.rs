@@ -17,7 +17,7 @@ use pc_eventd_events::remediation::RemediationEvent;
 
 /// What to show before the live events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum History {
+pub enum Replay {
     /// Nothing: new events only.
     #[default]
     None,
@@ -29,7 +29,7 @@ pub enum History {
     LastState,
 }
 
-impl History {
+impl Replay {
     fn start(self) -> Start {
         match self {
             Self::None => Start::New,
@@ -169,7 +169,7 @@ fn nats_gone(nats: &NatsConfig, patience: Duration) -> WatchError {
 pub async fn watch(
     nats: &NatsConfig,
     filter: &Filter,
-    history: History,
+    history: Replay,
     output: Output,
     patience: Duration,
     out: &mut (dyn Write + Send),
@@ -210,13 +210,13 @@ async fn show(
     consumer: &Consumer,
     stream: &str,
     filter: &Filter,
-    history: History,
+    history: Replay,
     output: Output,
     out: &mut (dyn Write + Send),
 ) -> Result<(), WatchError> {
     let subjects = consumer.subjects(filter)?.join(" ");
     let mut events = subscribe(consumer, stream, &subjects, filter, history).await?;
-    if history == History::LastState {
+    if history == Replay::LastState {
         // The last state of each process; a gap in the record is no process's state.
         let history = events.history().await?;
         let events = history
@@ -254,7 +254,7 @@ async fn subscribe(
     stream: &str,
     subjects: &str,
     filter: &Filter,
-    history: History,
+    history: Replay,
 ) -> Result<EventStream, ConsumerError> {
     let mut start = history.start();
     match consumer.subscribe(filter, start).await {

@@ -277,7 +277,7 @@ impl Daemon {
     fn enqueue(&self, events: &[LifecycleEvent], records: Vec<(String, Option<ProcessRecord>)>) {
         let queue = self.queue.as_ref().expect("run() opens the outbox first");
         let mut outbox = lock(&queue.outbox);
-        let pushed = outbox.push(events.iter().map(Message::from).collect(), records);
+        let pushed = outbox.push(events.iter().map(Message::of).collect(), records);
         if !matches!(pushed, Ok(Pushed::Stored)) {
             let dropped = events.len() as u64;
             self.status.metrics.events_dropped.inc_by(dropped);

@@ -54,13 +54,7 @@ impl Daemon {
                     loss.first_lost_at,
                     loss.last_lost_at,
                 );
-                Message::new(
-                    marker.subject.clone(),
-                    marker.id.clone(),
-                    &marker.kind,
-                    &marker,
-                )
-                .expect("markers always serialize")
+                Message::of(&marker)
             })
         };
         let give_up_at = Instant::now() + self.config.daemon.shutdown_timeout + OUTBOX_LOCK_SLACK;

@@ -40,7 +40,7 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Entries published but not yet recorded as such.
 #[derive(Default)]
-struct Published {
+struct Unrecorded {
     /// The index of the last of them.
     through: Option<u64>,
     /// The records they leave behind, newest per process.
@@ -65,7 +65,7 @@ impl Relay {
     pub async fn run(mut self, finish: CancellationToken) {
         let mut attempt: u32 = 0;
         let mut deadline: Option<Instant> = None;
-        let mut published = Published::default();
+        let mut published = Unrecorded::default();
         let mut last_checkpoint = Instant::now();
         loop {
             if finish.is_cancelled() {
@@ -164,7 +164,7 @@ impl Relay {
 
     /// Records the published entries: their records in the state store, then the outbox's
     /// acknowledgement.
-    async fn checkpoint(&self, published: &mut Published) {
+    async fn checkpoint(&self, published: &mut Unrecorded) {
         let Some(through) = published.through.take() else {
             return;
         };

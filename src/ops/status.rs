@@ -236,7 +236,7 @@ pub type Part = Result<(), String>;
 
 /// Readiness by part; `/readyz` is 200 only when every part is fine.
 #[derive(Debug, Clone, Serialize)]
-pub struct Readiness {
+pub struct ReadinessParts {
     pub process_compose: Part,
     pub nats: Part,
     pub stream: Part,
@@ -245,7 +245,7 @@ pub struct Readiness {
     pub outbox: Part,
 }
 
-impl Readiness {
+impl ReadinessParts {
     pub fn is_ready(&self) -> bool {
         self.failing().is_empty()
     }
@@ -270,7 +270,7 @@ impl Readiness {
 pub struct Status {
     pub metrics: Metrics,
     registry: Registry,
-    readiness: Mutex<Readiness>,
+    readiness: Mutex<ReadinessParts>,
     last_good_poll: Mutex<Option<Instant>>,
     last_event: Mutex<Option<Instant>>,
     unhealthy: Mutex<usize>,
@@ -295,7 +295,7 @@ impl Default for Status {
         Self {
             metrics,
             registry,
-            readiness: Mutex::new(Readiness {
+            readiness: Mutex::new(ReadinessParts {
                 process_compose: Err("not polled yet".into()),
                 nats: Err("connecting".into()),
                 stream: Err("not checked yet".into()),
@@ -314,7 +314,7 @@ impl Default for Status {
 }
 
 impl Status {
-    pub fn readiness(&self) -> Readiness {
+    pub fn readiness(&self) -> ReadinessParts {
         lock(&self.readiness).clone()
     }
 

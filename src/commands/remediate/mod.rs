@@ -25,7 +25,7 @@ use pc_eventd_events::process_compose::ComposeClient;
 use pc_eventd_events::process_compose::model::{ProcessState, Readiness};
 use pc_eventd_events::publish::{Message, PublishError, Publisher};
 use pc_eventd_events::remediation::{Action, RemediationEvent};
-use policy::{Decision, Outcome, Planner, Policies, Policy, Skip};
+use policy::{AttemptResult, Decision, Planner, Policies, Policy, Skip};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -131,13 +131,7 @@ impl Remediator {
         };
         let outcome = self.decide_and_act(&trigger, policy).await;
         info!(summary = %outcome.summary(), "remediation");
-        let message = Message::new(
-            outcome.subject.clone(),
-            outcome.id.clone(),
-            outcome.action.as_str(),
-            &outcome,
-        )
-        .expect("remediation events always serialize");
+        let message = Message::of(&outcome);
         let batch = self.publisher.publish_batch(&[&message], 1).await;
         match batch.error {
             Some(err) => Err(err),
@@ -170,12 +164,12 @@ impl Remediator {
             self.compose.restart(&trigger.process).await
         };
         let (mut outcome, recorded) = match result {
-            Ok(()) if dry_run => (event(Action::WouldRestart), Outcome::Restarted),
-            Ok(()) => (event(Action::Restarted), Outcome::Restarted),
+            Ok(()) if dry_run => (event(Action::WouldRestart), AttemptResult::Restarted),
+            Ok(()) => (event(Action::Restarted), AttemptResult::Restarted),
             Err(err) => {
                 let mut failed = event(Action::RestartFailed);
                 failed.error = Some(err.to_string());
-                (failed, Outcome::Failed)
+                (failed, AttemptResult::Failed)
             }
         };
         outcome.attempt = Some(attempt);
@@ -226,8 +220,8 @@ impl Remediator {
         };
         let key = format!("{}/{}", past.namespace, past.process);
         let recorded = match past.action {
-            Action::Restarted | Action::WouldRestart => Some(Outcome::Restarted),
-            Action::RestartFailed => Some(Outcome::Failed),
+            Action::Restarted | Action::WouldRestart => Some(AttemptResult::Restarted),
+            Action::RestartFailed => Some(AttemptResult::Failed),
             Action::Skipped => None,
             Action::AlreadyRecovered => return false,
         };

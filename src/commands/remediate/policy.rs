@@ -122,7 +122,7 @@ pub enum Decision {
 
 /// What happened to a restart, as the planner needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum AttemptResult {
     /// Requested (or, in a dry run, would have been).
     Restarted,
     /// The API refused it.
@@ -131,7 +131,7 @@ pub enum Outcome {
 
 /// One process's recent restarts.
 #[derive(Debug, Default, Clone)]
-struct History {
+struct Attempts {
     attempts: VecDeque<SystemTime>,
     /// When the last restart was requested, while it has not yet proven itself.
     unsettled: Option<SystemTime>,
@@ -142,13 +142,13 @@ struct History {
 /// The restart history of every process, and the decisions made from it.
 #[derive(Debug, Default)]
 pub struct Planner {
-    histories: BTreeMap<String, History>,
+    attempts: BTreeMap<String, Attempts>,
 }
 
 impl Planner {
     /// Decides about a trigger for `key` (`namespace/name`) at `now` under `policy`.
     pub fn decide(&mut self, key: &str, policy: &Policy, now: SystemTime) -> Decision {
-        let history = self.histories.entry(key.to_owned()).or_default();
+        let history = self.attempts.entry(key.to_owned()).or_default();
         // A trigger soon after our restart means that restart did not help.
         if let Some(at) = history.unsettled.take() {
             if elapsed(at, now) < policy.settle_time {
@@ -187,12 +187,12 @@ impl Planner {
     }
 
     /// Records what came of a restart decided for `key` at `at`.
-    pub fn record(&mut self, key: &str, outcome: Outcome, at: SystemTime) {
-        let history = self.histories.entry(key.to_owned()).or_default();
+    pub fn record(&mut self, key: &str, outcome: AttemptResult, at: SystemTime) {
+        let history = self.attempts.entry(key.to_owned()).or_default();
         history.attempts.push_back(at);
         match outcome {
-            Outcome::Restarted => history.unsettled = Some(at),
-            Outcome::Failed => {
+            AttemptResult::Restarted => history.unsettled = Some(at),
+            AttemptResult::Failed => {
                 history.unsettled = None;
                 history.consecutive_failures += 1;
             }
@@ -247,7 +247,7 @@ mod tests {
     fn restart(planner: &mut Planner, policy: &Policy, now: SystemTime) -> Decision {
         let decision = planner.decide("default/web", policy, now);
         if let Decision::Restart { .. } = decision {
-            planner.record("default/web", Outcome::Restarted, now);
+            planner.record("default/web", AttemptResult::Restarted, now);
         }
         decision
     }
@@ -428,7 +428,7 @@ mod tests {
                 planner.decide("default/web", &policy, now),
                 Decision::Restart { .. }
             ));
-            planner.record("default/web", Outcome::Failed, now);
+            planner.record("default/web", AttemptResult::Failed, now);
         }
         assert!(matches!(
             planner.decide("default/web", &policy, at(2000)),
