@@ -562,14 +562,14 @@ async fn pipeline_pass(
     let finish = tokio_util::sync::CancellationToken::new();
     let started = Instant::now();
     let relay = tokio::spawn(
-        Relay {
-            outbox: outbox.clone(),
-            status: status.clone(),
-            state: Arc::new(tokio::sync::Mutex::new(Some(store))),
-            publishers: receiver,
-            wake: wake.clone(),
-            shutdown_timeout: Duration::from_secs(120),
-        }
+        Relay::new(
+            outbox.clone(),
+            wake.clone(),
+            receiver,
+            Arc::new(tokio::sync::Mutex::new(Some(store))),
+            status.clone(),
+            Duration::from_secs(120),
+        )
         .run(finish.clone()),
     );
     let mut snapshot = Snapshot::default();

@@ -7,11 +7,11 @@
 #                                 with the groups that have results in target/mutants/
 #
 # Groups, each with the tests that state its behaviour:
-#   pure    src/diff.rs, src/event.rs, src/remediate/policy.rs, src/alert/episode.rs,
-#           src/retry.rs: unit tests
-#   outbox  src/outbox.rs: unit tests
-#   config  src/config.rs: unit tests
-#   relay   src/relay.rs: the integration tests that drive it (faults::, lifecycle::), against
+#   pure    src/diff/mod.rs, events/src/event.rs, src/commands/remediate/policy.rs,
+#           src/commands/alert/episode.rs, events/src/retry.rs: unit tests
+#   outbox  src/delivery/outbox.rs: unit tests
+#   config  src/config/mod.rs: unit tests
+#   relay   src/delivery/relay.rs: the integration tests that drive it (faults::, lifecycle::), against
 #           the real peers
 #
 # Mutants that no test can tell apart from the original are excluded, each with its reason, in
@@ -41,16 +41,16 @@ groups=("$@")
 for group in "${groups[@]}"; do
     case $group in
     pure)
-        run pure -f src/diff.rs -f src/event.rs -f src/remediate/policy.rs -f src/alert/episode.rs \
-            -f src/retry.rs \
+        run pure -f src/diff/mod.rs -f events/src/event.rs -f src/commands/remediate/policy.rs \
+            -f src/commands/alert/episode.rs -f events/src/retry.rs \
             --cargo-test-arg=--lib
         ;;
-    outbox) run outbox -f src/outbox.rs --cargo-test-arg=--lib ;;
-    config) run config -f src/config.rs --cargo-test-arg=--lib ;;
+    outbox) run outbox -f src/delivery/outbox.rs --cargo-test-arg=--lib ;;
+    config) run config -f src/config/mod.rs --cargo-test-arg=--lib ;;
     relay)
         # shellcheck disable=SC1090
         source "$(scripts/install-peers.sh)"
-        run relay -f src/relay.rs --cargo-test-arg=--test --cargo-test-arg=it \
+        run relay -f src/delivery/relay.rs --cargo-test-arg=--test --cargo-test-arg=it \
             --cargo-test-arg=-- --cargo-test-arg=faults:: --cargo-test-arg=lifecycle::
         ;;
     *)

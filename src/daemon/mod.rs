@@ -162,14 +162,14 @@ impl Daemon {
         let (publishers, relay_publishers) = watch::channel(None);
         let finish_relay = CancellationToken::new();
         let relay = tokio::spawn(
-            Relay {
-                outbox: outbox.clone(),
-                status: self.status.clone(),
-                state: self.state.clone(),
-                publishers: relay_publishers,
-                wake: wake.clone(),
-                shutdown_timeout: self.config.daemon.shutdown_timeout,
-            }
+            Relay::new(
+                outbox.clone(),
+                wake.clone(),
+                relay_publishers,
+                self.state.clone(),
+                self.status.clone(),
+                self.config.daemon.shutdown_timeout,
+            )
             .run(finish_relay.clone()),
         );
         self.queue = Some(Queue { outbox, wake });

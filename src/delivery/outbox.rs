@@ -110,55 +110,15 @@ impl Outbox {
         fsync_interval: Duration,
         loss_marker: LossMarker,
     ) -> Result<Self, OutboxError> {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| OutboxError::Io { path, source }
-        };
         fs::create_dir_all(dir).map_err(io(dir))?;
-        let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(OutboxError::Locked(dir.to_owned())),
-            Err(fs::TryLockError::Error(source)) => return Err(io(&lock_path)(source)),
-        }
-
+        let lock = lock_dir(dir)?;
         let acked = read_acked(dir).map_err(io(&dir.join("acked")))?;
-        let mut segments: Vec<(u64, PathBuf)> = fs::read_dir(dir)
-            .map_err(io(dir))?
-            .filter_map(|entry| {
-                let path = entry.ok()?.path();
-                let number = path
-                    .file_name()?
-                    .to_str()?
-                    .strip_suffix(".log")?
-                    .parse()
-                    .ok()?;
-                Some((number, path))
-            })
-            .collect();
-        segments.sort();
-
-        let mut pending = VecDeque::new();
-        let mut closed = VecDeque::new();
-        let mut last_index = acked;
-        for (_, path) in &segments {
-            let entries = read_segment(path).map_err(io(path))?;
-            let segment_last = entries.last().map_or(last_index, |(e, _)| e.index);
-            last_index = last_index.max(segment_last);
-            pending.extend(
-                entries
-                    .into_iter()
-                    .filter(|(e, _)| e.index > acked)
-                    .map(|(e, size)| (Arc::new(e), size)),
-            );
-            closed.push_back((path.clone(), segment_last));
-        }
+        let segments = list_segments(dir)?;
+        let Unacked {
+            pending,
+            closed,
+            last_index,
+        } = read_unacked(&segments, acked)?;
         let segment_number = segments.last().map_or(0, |(n, _)| n + 1);
         let segment_path = segment_file(dir, segment_number);
         let segment = OpenOptions::new()
@@ -458,6 +418,79 @@ fn read_segment(path: &Path) -> std::io::Result<Vec<(Entry, u64)>> {
         good += read as u64;
         entries.push((entry, read as u64));
     }
+}
+
+/// A mapper from an I/O error on `path` to [`OutboxError::Io`].
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError {
+    let path = path.to_owned();
+    move |source| OutboxError::Io { path, source }
+}
+
+/// Takes the directory's lock: one daemon per outbox.
+fn lock_dir(dir: &Path) -> Result<File, OutboxError> {
+    let lock_path = dir.join("lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(fs::TryLockError::WouldBlock) => Err(OutboxError::Locked(dir.to_owned())),
+        Err(fs::TryLockError::Error(source)) => Err(io(&lock_path)(source)),
+    }
+}
+
+/// The segment files (`N.log`), by number.
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, OutboxError> {
+    let mut segments: Vec<(u64, PathBuf)> = fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let number = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()?;
+            Some((number, path))
+        })
+        .collect();
+    segments.sort();
+    Ok(segments)
+}
+
+/// What the segments hold past the acknowledged index.
+struct Unacked {
+    /// The entries after `acked`, with their sizes, oldest first.
+    pending: VecDeque<(Arc<Entry>, u64)>,
+    /// Every segment read, with the index of its last entry.
+    closed: VecDeque<(PathBuf, u64)>,
+    /// The highest index written so far.
+    last_index: u64,
+}
+
+/// Reads `segments` and keeps the entries after `acked`.
+fn read_unacked(segments: &[(u64, PathBuf)], acked: u64) -> Result<Unacked, OutboxError> {
+    let mut unacked = Unacked {
+        pending: VecDeque::new(),
+        closed: VecDeque::new(),
+        last_index: acked,
+    };
+    for (_, path) in segments {
+        let entries = read_segment(path).map_err(io(path))?;
+        let segment_last = entries.last().map_or(unacked.last_index, |(e, _)| e.index);
+        unacked.last_index = unacked.last_index.max(segment_last);
+        unacked.pending.extend(
+            entries
+                .into_iter()
+                .filter(|(e, _)| e.index > acked)
+                .map(|(e, size)| (Arc::new(e), size)),
+        );
+        unacked.closed.push_back((path.clone(), segment_last));
+    }
+    Ok(unacked)
 }
 
 fn read_acked(dir: &Path) -> std::io::Result<u64> {

@@ -10,14 +10,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pc_eventd_events::publish::{Message, Publisher};
+use pc_eventd_events::publish::{Message, PublishError, Published, Publisher};
 use pc_eventd_events::retry;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
-use crate::delivery::outbox::Outbox;
+use crate::delivery::outbox::{Entry, Outbox};
 use crate::delivery::records::StateStore;
 use crate::diff::ProcessRecord;
 use crate::ops::status::{OutboxFill, Status};
@@ -47,48 +47,62 @@ struct Unrecorded {
     records: BTreeMap<String, Option<ProcessRecord>>,
 }
 
+/// Publishes what the outbox holds, in order, and records what JetStream acknowledged.
 pub struct Relay {
-    pub outbox: Arc<Mutex<Outbox>>,
-    pub status: Arc<Status>,
-    pub state: Arc<tokio::sync::Mutex<Option<StateStore>>>,
+    outbox: Arc<Mutex<Outbox>>,
+    status: Arc<Status>,
+    state: Arc<tokio::sync::Mutex<Option<StateStore>>>,
     /// The publisher to use; `None` while the stream is not known to be right.
-    pub publishers: watch::Receiver<Option<Publisher>>,
+    publishers: watch::Receiver<Option<Publisher>>,
     /// Notified when an entry is pushed.
-    pub wake: Arc<Notify>,
+    wake: Arc<Notify>,
     /// After `finish`, how long the relay may still try to empty the outbox.
-    pub shutdown_timeout: Duration,
+    shutdown_timeout: Duration,
+    /// Failed publishes in a row.
+    attempt: u32,
+    /// Once finishing: when to give up on emptying the outbox.
+    deadline: Option<Instant>,
+    unrecorded: Unrecorded,
+    last_checkpoint: Instant,
 }
 
 impl Relay {
+    /// A relay for `outbox`, woken by `wake`, publishing through the latest of `publishers`
+    /// and keeping the records of what it published in `state`.
+    pub fn new(
+        outbox: Arc<Mutex<Outbox>>,
+        wake: Arc<Notify>,
+        publishers: watch::Receiver<Option<Publisher>>,
+        state: Arc<tokio::sync::Mutex<Option<StateStore>>>,
+        status: Arc<Status>,
+        shutdown_timeout: Duration,
+    ) -> Self {
+        Self {
+            outbox,
+            status,
+            state,
+            publishers,
+            wake,
+            shutdown_timeout,
+            attempt: 0,
+            deadline: None,
+            unrecorded: Unrecorded::default(),
+            last_checkpoint: Instant::now(),
+        }
+    }
+
     /// Runs until `finish` is cancelled and then the outbox is empty or `shutdown_timeout` has
     /// passed; what is left stays on disk for the next start.
     pub async fn run(mut self, finish: CancellationToken) {
-        let mut attempt: u32 = 0;
-        let mut deadline: Option<Instant> = None;
-        let mut published = Unrecorded::default();
-        let mut last_checkpoint = Instant::now();
         loop {
-            if finish.is_cancelled() {
-                let at = *deadline.get_or_insert(Instant::now() + self.shutdown_timeout);
-                if Instant::now() >= at {
-                    break;
-                }
+            if self.past_deadline(&finish) {
+                break;
             }
-            let entries = lock(&self.outbox).peek_after(published.through, ROUND);
+            let entries = lock(&self.outbox).peek_after(self.unrecorded.through, ROUND);
             self.report();
             if entries.is_empty() {
-                self.checkpoint(&mut published).await;
-                last_checkpoint = Instant::now();
-                if finish.is_cancelled() {
+                if !self.idle(&finish).await {
                     break;
-                }
-                tokio::select! {
-                    () = self.wake.notified() => {}
-                    () = interrupted(&finish, deadline) => {}
-                    () = tokio::time::sleep(SYNC_TICK) => {}
-                }
-                if let Err(err) = lock(&self.outbox).sync_due() {
-                    error!(error = %err, "cannot flush the outbox to disk");
                 }
                 continue;
             }
@@ -97,56 +111,101 @@ impl Relay {
                     Ok(publisher) => publisher.clone().expect("waited for it"),
                     Err(_) => break,
                 },
-                () = interrupted(&finish, deadline) => continue,
+                () = interrupted(&finish, self.deadline) => continue,
             };
             let messages: Vec<&Message> = entries.iter().flat_map(|e| &e.messages).collect();
             let batch = publisher.publish_batch(&messages, PUBLISH_WINDOW).await;
-            let metrics = &self.status.metrics;
-            for (message, published) in messages.iter().zip(&batch.acknowledged) {
-                if published.duplicate {
-                    metrics.events_deduplicated.inc();
-                    debug!(subject = %message.subject, id = %message.id, seq = published.stream_sequence, "already in the stream");
-                } else {
-                    metrics.published(&message.kind);
-                    debug!(subject = %message.subject, id = %message.id, seq = published.stream_sequence, "published");
+            self.count(&messages, &batch.acknowledged);
+            self.settle(entries, batch.acknowledged.len()).await;
+            match batch.error {
+                None => {
+                    self.attempt = 0;
+                    self.status.set_publish(Ok(()));
                 }
-            }
-            // Entries are done when all their messages are in; a partly sent one goes again.
-            let mut unaccounted = batch.acknowledged.len();
-            let done: Vec<_> = entries
-                .into_iter()
-                .take_while(|e| {
-                    let whole = unaccounted >= e.messages.len();
-                    unaccounted = unaccounted.saturating_sub(e.messages.len());
-                    whole
-                })
-                .collect();
-            if let Some(last) = done.last() {
-                published.through = Some(last.index);
-                for entry in &done {
-                    published.records.extend(entry.records.iter().cloned());
-                }
-            }
-            if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-                self.checkpoint(&mut published).await;
-                last_checkpoint = Instant::now();
-            }
-            let Some(err) = batch.error else {
-                attempt = 0;
-                self.status.set_publish(Ok(()));
-                continue;
-            };
-            metrics.publish_errors.inc();
-            self.status.set_publish(Err(err.to_string()));
-            attempt = attempt.saturating_add(1);
-            let wait = retry::jittered_delay(attempt, RETRY_MIN, RETRY_MAX);
-            warn!(error = %err, queued = lock(&self.outbox).pending_messages(), retry_in = ?wait, "publish failed, will retry with the same ids");
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = interrupted(&finish, deadline) => {}
+                Some(err) => self.back_off(&err, &finish).await,
             }
         }
-        self.checkpoint(&mut published).await;
+        self.stop().await;
+    }
+
+    /// Once finishing, whether the deadline for emptying the outbox has passed (the first
+    /// call after `finish` sets it).
+    fn past_deadline(&mut self, finish: &CancellationToken) -> bool {
+        if !finish.is_cancelled() {
+            return false;
+        }
+        let at = *self
+            .deadline
+            .get_or_insert(Instant::now() + self.shutdown_timeout);
+        Instant::now() >= at
+    }
+
+    /// With nothing to send: records what was published, then waits for a push, a tick or
+    /// the end. False once finishing, with the outbox empty.
+    async fn idle(&mut self, finish: &CancellationToken) -> bool {
+        self.checkpoint().await;
+        if finish.is_cancelled() {
+            return false;
+        }
+        tokio::select! {
+            () = self.wake.notified() => {}
+            () = interrupted(finish, self.deadline) => {}
+            () = tokio::time::sleep(SYNC_TICK) => {}
+        }
+        if let Err(err) = lock(&self.outbox).sync_due() {
+            error!(error = %err, "cannot flush the outbox to disk");
+        }
+        true
+    }
+
+    /// Counts what JetStream acknowledged: new events by kind, and duplicates.
+    fn count(&self, messages: &[&Message], acknowledged: &[Published]) {
+        let metrics = &self.status.metrics;
+        for (message, published) in messages.iter().zip(acknowledged) {
+            if published.duplicate {
+                metrics.events_deduplicated.inc();
+                debug!(subject = %message.subject, id = %message.id, seq = published.stream_sequence, "already in the stream");
+            } else {
+                metrics.published(&message.kind);
+                debug!(subject = %message.subject, id = %message.id, seq = published.stream_sequence, "published");
+            }
+        }
+    }
+
+    /// Marks the entries whose messages were all acknowledged (the first `acknowledged`
+    /// messages) as published, and records them when a checkpoint is due. A partly sent entry
+    /// goes again.
+    async fn settle(&mut self, entries: Vec<Arc<Entry>>, acknowledged: usize) {
+        let done = whole_entries(entries, acknowledged);
+        if let Some(last) = done.last() {
+            self.unrecorded.through = Some(last.index);
+            for entry in &done {
+                self.unrecorded
+                    .records
+                    .extend(entry.records.iter().cloned());
+            }
+        }
+        if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            self.checkpoint().await;
+        }
+    }
+
+    /// After a failed publish: reports it and waits before the next attempt.
+    async fn back_off(&mut self, err: &PublishError, finish: &CancellationToken) {
+        self.status.metrics.publish_errors.inc();
+        self.status.set_publish(Err(err.to_string()));
+        self.attempt = self.attempt.saturating_add(1);
+        let wait = retry::jittered_delay(self.attempt, RETRY_MIN, RETRY_MAX);
+        warn!(error = %err, queued = lock(&self.outbox).pending_messages(), retry_in = ?wait, "publish failed, will retry with the same ids");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = interrupted(finish, self.deadline) => {}
+        }
+    }
+
+    /// Records what was published, flushes the outbox, and says what is left in it.
+    async fn stop(mut self) {
+        self.checkpoint().await;
         let mut outbox = lock(&self.outbox);
         if let Err(err) = outbox.sync() {
             error!(error = %err, "cannot flush the outbox to disk");
@@ -164,11 +223,12 @@ impl Relay {
 
     /// Records the published entries: their records in the state store, then the outbox's
     /// acknowledgement.
-    async fn checkpoint(&self, published: &mut Unrecorded) {
-        let Some(through) = published.through.take() else {
+    async fn checkpoint(&mut self) {
+        self.last_checkpoint = Instant::now();
+        let Some(through) = self.unrecorded.through.take() else {
             return;
         };
-        let records = std::mem::take(&mut published.records);
+        let records = std::mem::take(&mut self.unrecorded.records);
         if let Some(store) = self.state.lock().await.as_mut() {
             store.save(records.into_iter().collect()).await;
         }
@@ -189,6 +249,19 @@ async fn interrupted(finish: &CancellationToken, deadline: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => finish.cancelled().await,
     }
+}
+
+/// The leading entries whose messages are all among the first `acknowledged`.
+fn whole_entries(entries: Vec<Arc<Entry>>, acknowledged: usize) -> Vec<Arc<Entry>> {
+    let mut unaccounted = acknowledged;
+    entries
+        .into_iter()
+        .take_while(|e| {
+            let whole = unaccounted >= e.messages.len();
+            unaccounted = unaccounted.saturating_sub(e.messages.len());
+            whole
+        })
+        .collect()
 }
 
 /// The outbox's fill, in the numbers status reports.

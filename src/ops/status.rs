@@ -83,6 +83,14 @@ impl Metrics {
     }
 
     fn register(&self, registry: &mut Registry) {
+        self.register_events(registry);
+        self.register_source(registry);
+        self.register_nats(registry);
+        self.register_daemon(registry);
+    }
+
+    /// Events: stored, deduplicated, dropped, failed publishes.
+    fn register_events(&self, registry: &mut Registry) {
         registry.register(
             "events_published",
             "Events JetStream stored, by type",
@@ -103,6 +111,10 @@ impl Metrics {
             "Failed publish attempts (each is retried with the same id)",
             self.publish_errors.clone(),
         );
+    }
+
+    /// process-compose: polls, failures, malformed answers, latency.
+    fn register_source(&self, registry: &mut Registry) {
         registry.register(
             "polls",
             "Successful polls of process-compose",
@@ -128,6 +140,10 @@ impl Metrics {
             "Seconds since process-compose last answered a poll (-1: never)",
             self.seconds_since_last_good_poll.clone(),
         );
+    }
+
+    /// The NATS connection.
+    fn register_nats(&self, registry: &mut Registry) {
         registry.register(
             "nats_connected",
             "1 while the NATS connection is up",
@@ -138,6 +154,10 @@ impl Metrics {
             "NATS reconnections after the first connection",
             self.nats_reconnects.clone(),
         );
+    }
+
+    /// The daemon itself: reloads, how states arrive, the outbox, the processes it sees.
+    fn register_daemon(&self, registry: &mut Registry) {
         registry.register(
             "reloads",
             "Configuration reloads, by result (ok, failed)",
