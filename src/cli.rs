@@ -205,56 +205,23 @@ pub enum ConfigCommand {
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let file = cli.config;
     match cli.command {
         Command::Run(args) => {
             let overrides = Overrides {
                 poll_interval: args.poll_interval,
                 ..args.compose.overrides(args.nats)
             };
-            run(Sources {
-                file: cli.config,
-                overrides,
-            })
+            run(Sources { file, overrides })
         }
-        Command::Remediate(args) => {
-            let overrides = args.compose.overrides(args.nats);
-            with_config(cli.config, overrides, |mut config| {
-                config.remediate.dry_run |= args.dry_run;
-                let compose = match config.process_compose.client() {
-                    Ok(compose) => compose,
-                    Err(err) => return config_failure(&err.into()),
-                };
-                consumer_command(
-                    "remediate",
-                    config,
-                    |config, stop| remediate::run(config.remediate, config.nats, compose, stop),
-                    |_| false,
-                )
-            })
-        }
-        Command::Alert(args) => {
-            let overrides = Overrides {
-                nats_url: args.nats.nats_url,
-                ..Overrides::default()
-            };
-            with_config(cli.config, overrides, |mut config| {
-                if let Some(url) = args.url {
-                    config.alert.url = Some(pc_eventd_events::nats::Secret::new(url));
-                }
-                consumer_command(
-                    "alert",
-                    config,
-                    |config, stop| alert::run(config.alert, config.nats, stop),
-                    alert::AlertError::is_config,
-                )
-            })
-        }
+        Command::Remediate(args) => remediate_command(file, args),
+        Command::Alert(args) => alert_command(file, args),
         Command::Watch(args) => {
             let overrides = Overrides {
                 nats_url: args.nats.nats_url.clone(),
                 ..Overrides::default()
             };
-            with_config(cli.config, overrides, |config| watch(config, &args))
+            with_config(file, overrides, |config| watch(config, &args))
         }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -262,13 +229,50 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Config(ConfigCommand::Check) => {
-            with_config(cli.config, Overrides::default(), |config| {
+            with_config(file, Overrides::default(), |config| {
                 print!("{}", config.to_redacted_toml());
                 eprintln!("configuration OK");
                 ExitCode::SUCCESS
             })
         }
     }
+}
+
+/// `pc-eventd remediate`.
+fn remediate_command(file: Option<PathBuf>, args: RemediateArgs) -> ExitCode {
+    let overrides = args.compose.overrides(args.nats);
+    with_config(file, overrides, |mut config| {
+        config.remediate.dry_run |= args.dry_run;
+        let compose = match config.process_compose.client() {
+            Ok(compose) => compose,
+            Err(err) => return config_failure(&err.into()),
+        };
+        consumer_command(
+            "remediate",
+            config,
+            |config, stop| remediate::run(config.remediate, config.nats, compose, stop),
+            |_| false,
+        )
+    })
+}
+
+/// `pc-eventd alert`.
+fn alert_command(file: Option<PathBuf>, args: AlertArgs) -> ExitCode {
+    let overrides = Overrides {
+        nats_url: args.nats.nats_url,
+        ..Overrides::default()
+    };
+    with_config(file, overrides, |mut config| {
+        if let Some(url) = args.url {
+            config.alert.url = Some(pc_eventd_events::nats::Secret::new(url));
+        }
+        consumer_command(
+            "alert",
+            config,
+            |config, stop| alert::run(config.alert, config.nats, stop),
+            alert::AlertError::is_config,
+        )
+    })
 }
 
 impl ComposeArgs {
@@ -359,31 +363,9 @@ fn daemon_signals() -> std::io::Result<(CancellationToken, mpsc::Receiver<()>)> 
     Ok((shutdown, reloads))
 }
 
+/// `pc-eventd watch`.
 fn watch(config: Config, args: &WatchArgs) -> ExitCode {
     crate::ops::logging::init("warn", LogFormat::Text);
-    let filter = Filter {
-        process: args.process.clone(),
-        namespace: args.namespace.clone(),
-        types: args.types.clone(),
-        min_severity: Some(args.severity.into()),
-    };
-    let output = if args.json {
-        Output::Json
-    } else {
-        // Icons and colours are for people at a terminal, not for pipes and files.
-        let styled = crate::ops::logging::colour(&std::io::stdout());
-        Output::Text { styled }
-    };
-    let history = match (args.since, args.all, args.last_state) {
-        (Some(since), _, _) => Replay::Since(
-            std::time::SystemTime::now()
-                .checked_sub(since)
-                .unwrap_or(std::time::UNIX_EPOCH),
-        ),
-        (_, true, _) => Replay::All,
-        (_, _, true) => Replay::LastState,
-        _ => Replay::None,
-    };
     runtime().block_on(async {
         let stop = match cancel_on_termination() {
             Ok(stop) => stop,
@@ -392,7 +374,6 @@ fn watch(config: Config, args: &WatchArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let mut stdout = std::io::stdout();
         // A closed stdout (`watch | head -1` once head has its line) ends the watch at once,
         // as it does `tail -f`, not at the next line, which may never come.
         let stopped = async {
@@ -401,27 +382,7 @@ fn watch(config: Config, args: &WatchArgs) -> ExitCode {
                 () = watch::stdout_closed() => {}
             }
         };
-        let watched = if args.remediation {
-            let process = args.process.as_deref();
-            let nats = config.remediate.nats(&config.nats);
-            watch::remediation(&nats, process, output, &mut stdout, stopped)
-                .await
-                .map_err(|err| err.to_string())
-        } else {
-            let patience = args.give_up_after;
-            watch::watch(
-                &config.nats,
-                &filter,
-                history,
-                output,
-                patience,
-                &mut stdout,
-                stopped,
-            )
-            .await
-            .map_err(|err| err.to_string())
-        };
-        match watched {
+        match watch_until(&config, args, stopped).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("pc-eventd watch: {err}");
@@ -429,6 +390,61 @@ fn watch(config: Config, args: &WatchArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// Prints the events `args` asks for on stdout until `stop` resolves.
+async fn watch_until(
+    config: &Config,
+    args: &WatchArgs,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), watch::WatchError> {
+    let mut stdout = std::io::stdout();
+    let output = if args.json {
+        Output::Json
+    } else {
+        // Icons and colours are for people at a terminal, not for pipes and files.
+        let styled = crate::ops::logging::colour(&std::io::stdout());
+        Output::Text { styled }
+    };
+    if args.remediation {
+        let nats = config.remediate.nats(&config.nats);
+        let process = args.process.as_deref();
+        return watch::remediation(&nats, process, output, &mut stdout, stop).await;
+    }
+    let filter = Filter {
+        process: args.process.clone(),
+        namespace: args.namespace.clone(),
+        types: args.types.clone(),
+        min_severity: Some(args.severity.into()),
+    };
+    let patience = args.give_up_after;
+    let replay = args.replay();
+    watch::watch(
+        &config.nats,
+        &filter,
+        replay,
+        output,
+        patience,
+        &mut stdout,
+        stop,
+    )
+    .await
+}
+
+impl WatchArgs {
+    /// What to show before the live events.
+    fn replay(&self) -> Replay {
+        match (self.since, self.all, self.last_state) {
+            (Some(since), _, _) => Replay::Since(
+                std::time::SystemTime::now()
+                    .checked_sub(since)
+                    .unwrap_or(std::time::UNIX_EPOCH),
+            ),
+            (_, true, _) => Replay::All,
+            (_, _, true) => Replay::LastState,
+            _ => Replay::None,
+        }
+    }
 }
 
 /// Runs a long-lived consumer command (`remediate`, `alert`) until SIGTERM or SIGINT; an error

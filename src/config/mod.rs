@@ -397,6 +397,14 @@ impl Problems<'_> {
 
 /// The NATS servers, authentication and TLS.
 fn check_nats_connection(nats: &NatsConfig, p: &mut Problems<'_>) {
+    check_nats_servers(nats, p);
+    check_nats_auth(nats, p);
+    check_nats_tls(nats, p);
+    check_nats_files(nats, p);
+}
+
+/// `nats.url`: at least one server, none with credentials in it.
+fn check_nats_servers(nats: &NatsConfig, p: &mut Problems<'_>) {
     p.check(
         "nats.url",
         !nats.servers().is_empty(),
@@ -414,6 +422,10 @@ fn check_nats_connection(nats: &NatsConfig, p: &mut Problems<'_>) {
             ),
         }
     }
+}
+
+/// Authentication: each method whole, and only one of them.
+fn check_nats_auth(nats: &NatsConfig, p: &mut Problems<'_>) {
     p.check(
         "nats.password",
         nats.password.is_none() || nats.user.is_some(),
@@ -460,6 +472,10 @@ fn check_nats_connection(nats: &NatsConfig, p: &mut Problems<'_>) {
             p.check(other, false, &message);
         }
     }
+}
+
+/// TLS: a client certificate comes with its key.
+fn check_nats_tls(nats: &NatsConfig, p: &mut Problems<'_>) {
     p.check(
         "nats.tls_cert_file",
         nats.tls_cert_file.is_none() || nats.tls_key_file.is_some(),
@@ -470,6 +486,10 @@ fn check_nats_connection(nats: &NatsConfig, p: &mut Problems<'_>) {
         nats.tls_key_file.is_none() || nats.tls_cert_file.is_some(),
         "needs nats.tls_cert_file",
     );
+}
+
+/// Every file named (seed, credentials, TLS) can be read now.
+fn check_nats_files(nats: &NatsConfig, p: &mut Problems<'_>) {
     for (key, path) in [
         ("nats.nkey_seed_file", &nats.nkey_seed_file),
         ("nats.creds_file", &nats.creds_file),
