@@ -226,7 +226,10 @@ pub enum ConsumerError {
     MultipleFiltersUnsupported(Vec<String>),
     /// Reading messages failed, typically while NATS is away; holds the client's error.
     #[error("cannot read messages: {0}")]
-    Messages(String),
+    Messages(#[source] async_nats::Error),
+    /// The server ended a durable consumer's message stream.
+    #[error("the message stream ended")]
+    MessagesEnded,
     /// The [`Durable`] settings cannot be used (see [`Durable::max_deliver`] and
     /// [`Durable::ack_wait`]).
     #[error("invalid durable consumer {name}: {problem}")]
@@ -348,7 +351,7 @@ impl Consumer {
         let messages = created
             .messages()
             .await
-            .map_err(|e| ConsumerError::Messages(e.to_string()))?;
+            .map_err(|e| ConsumerError::Messages(e.into()))?;
         Ok(EventStream {
             messages,
             filter: filter.clone(),
@@ -374,7 +377,7 @@ impl Consumer {
             stream: created
                 .messages()
                 .await
-                .map_err(|e| ConsumerError::Messages(e.to_string()))?,
+                .map_err(|e| ConsumerError::Messages(e.into()))?,
         })
     }
 
@@ -402,6 +405,34 @@ impl Consumer {
         E: std::fmt::Display,
     {
         durable.validate()?;
+        let mut messages = self.open_durable(durable, filter).await?;
+        let mut report = DurableReport::default();
+        tokio::pin!(stop);
+        loop {
+            let message = tokio::select! {
+                () = &mut stop => break,
+                message = messages.next() => message,
+            };
+            let Some(message) = durable_message(durable, message)? else {
+                continue;
+            };
+            let outcome = self.settle(durable, filter, &mut handler, &message).await;
+            report.count(outcome);
+        }
+        // Messages already fetched would otherwise wait out ack_wait before redelivery.
+        while let Some(Some(Ok(message))) = messages.next().now_or_never() {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+        }
+        let _ = self.client.flush().await;
+        Ok(report)
+    }
+
+    /// Creates (or updates) the durable consumer for `filter` and opens its message stream.
+    async fn open_durable(
+        &self,
+        durable: &Durable,
+        filter: &Filter,
+    ) -> Result<consumer::pull::Stream, ConsumerError> {
         let subjects = self.subjects(filter)?;
         let (filter_subject, filter_subjects) = filter_fields(&subjects);
         let config = consumer::pull::Config {
@@ -417,47 +448,14 @@ impl Consumer {
         let created = self.create(config, &subjects).await?;
         // One message fetched at a time: handling is sequential, and whatever waits in a local
         // buffer has its ack_wait running.
-        let mut messages = created
+        let messages = created
             .stream()
             .max_messages_per_batch(1)
             .messages()
             .await
-            .map_err(|e| ConsumerError::Messages(e.to_string()))?;
+            .map_err(|e| ConsumerError::Messages(e.into()))?;
         tracing::info!(consumer = %durable.name, subjects = %subjects.join(" "), "durable consumer running");
-
-        let mut report = DurableReport::default();
-        tokio::pin!(stop);
-        loop {
-            let message = tokio::select! {
-                () = &mut stop => break,
-                message = messages.next() => message,
-            };
-            let message = match message {
-                Some(Ok(message)) => message,
-                Some(Err(err)) => match err.kind() {
-                    consumer::pull::MessagesErrorKind::ConsumerDeleted
-                    | consumer::pull::MessagesErrorKind::PushBasedConsumer
-                    | consumer::pull::MessagesErrorKind::RequestLimitExceeded => {
-                        return Err(ConsumerError::Messages(err.to_string()));
-                    }
-                    // Missed heartbeats and failed pulls happen while NATS is away; the
-                    // stream keeps pulling.
-                    _ => {
-                        tracing::warn!(consumer = %durable.name, error = %err, "durable consumer: reading messages");
-                        continue;
-                    }
-                },
-                None => return Err(ConsumerError::Messages("the message stream ended".into())),
-            };
-            let outcome = self.settle(durable, filter, &mut handler, &message).await;
-            report.count(outcome);
-        }
-        // Messages already fetched would otherwise wait out ack_wait before redelivery.
-        while let Some(Some(Ok(message))) = messages.next().now_or_never() {
-            let _ = message.ack_with(AckKind::Nak(None)).await;
-        }
-        let _ = self.client.flush().await;
-        Ok(report)
+        Ok(messages)
     }
 
     /// Handles one message of a durable consumer and says what became of it.
@@ -647,6 +645,31 @@ async fn working<T>(
     }
 }
 
+/// What a durable consumer's stream gave: a message; `None` for a failed pull it keeps
+/// going after; an error for an end it cannot go on from.
+fn durable_message(
+    durable: &Durable,
+    next: Option<Result<jetstream::Message, consumer::pull::MessagesError>>,
+) -> Result<Option<jetstream::Message>, ConsumerError> {
+    match next {
+        Some(Ok(message)) => Ok(Some(message)),
+        Some(Err(err)) => match err.kind() {
+            consumer::pull::MessagesErrorKind::ConsumerDeleted
+            | consumer::pull::MessagesErrorKind::PushBasedConsumer
+            | consumer::pull::MessagesErrorKind::RequestLimitExceeded => {
+                Err(ConsumerError::Messages(err.into()))
+            }
+            // Missed heartbeats and failed pulls happen while NATS is away; the stream keeps
+            // pulling.
+            _ => {
+                tracing::warn!(consumer = %durable.name, error = %err, "durable consumer: reading messages");
+                Ok(None)
+            }
+        },
+        None => Err(ConsumerError::MessagesEnded),
+    }
+}
+
 /// The loss marker `message` holds, if it is one (see [`EventsLost`]).
 fn loss_marker(message: &async_nats::Message) -> Option<EventsLost> {
     let namespace = message.subject.split('.').rev().nth(2)?;
@@ -706,7 +729,7 @@ impl EventStream {
         let message = match ready!(self.messages.poll_next_unpin(cx)) {
             Some(Ok(message)) => message,
             Some(Err(err)) => {
-                return Poll::Ready(Some(Err(ConsumerError::Messages(err.to_string()))));
+                return Poll::Ready(Some(Err(ConsumerError::Messages(err.into()))));
             }
             None => return Poll::Ready(None),
         };

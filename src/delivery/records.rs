@@ -19,12 +19,19 @@ use tracing::warn;
 
 use crate::diff::{ProcessRecord, Snapshot};
 
+/// Why the state bucket could not be opened or read; each keeps the NATS error.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot open the state bucket {bucket}: {message}")]
-    Open { bucket: String, message: String },
-    #[error("cannot read the state bucket {bucket}: {message}")]
-    Read { bucket: String, message: String },
+    #[error("cannot open the state bucket {bucket}: {source}")]
+    Open {
+        bucket: String,
+        source: async_nats::Error,
+    },
+    #[error("cannot read the state bucket {bucket}: {source}")]
+    Read {
+        bucket: String,
+        source: async_nats::Error,
+    },
 }
 
 /// The per-process records of one process-compose instance (`source`) in a KV bucket.
@@ -45,9 +52,9 @@ impl StateStore {
         replicas: usize,
         source: &str,
     ) -> Result<Self, StateError> {
-        let open_error = |message: String| StateError::Open {
+        let open_error = |source: async_nats::Error| StateError::Open {
             bucket: bucket.to_owned(),
-            message,
+            source,
         };
         let store = match jetstream.get_key_value(bucket).await {
             Ok(store) => store,
@@ -61,7 +68,7 @@ impl StateStore {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| open_error(e.to_string()))?,
+                .map_err(|e| open_error(e.into()))?,
         };
         Ok(Self {
             store,
@@ -73,19 +80,15 @@ impl StateStore {
 
     /// Everything stored for this source.
     pub async fn load(&self) -> Result<Snapshot, StateError> {
-        let read_error = |message: String| StateError::Read {
+        let read_error = |source: async_nats::Error| StateError::Read {
             bucket: self.bucket.clone(),
-            message,
+            source,
         };
         // (An empty bucket lists no keys: the stream of keys just ends.)
-        let mut keys = self
-            .store
-            .keys()
-            .await
-            .map_err(|e| read_error(e.to_string()))?;
+        let mut keys = self.store.keys().await.map_err(|e| read_error(e.into()))?;
         let mut records = Vec::new();
         while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| read_error(e.to_string()))?;
+            let key = key.map_err(|e| read_error(e.into()))?;
             if !key.starts_with(&self.prefix) {
                 continue;
             }
@@ -93,7 +96,7 @@ impl StateStore {
                 .store
                 .get(key.clone())
                 .await
-                .map_err(|e| read_error(e.to_string()))?
+                .map_err(|e| read_error(e.into()))?
             else {
                 continue;
             };

@@ -17,8 +17,11 @@ use super::AlertConfig;
 pub enum WebhookError {
     #[error("alert.url: {problem} (value not shown)")]
     Url { problem: String },
-    #[error("cannot reach {url}: {message}")]
-    Connect { url: String, message: String },
+    #[error("cannot reach {url}: {source}")]
+    Connect {
+        url: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{url} did not answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
     #[error("{url} answered {status}")]
@@ -122,13 +125,14 @@ impl Webhook {
     }
 
     async fn post_once(&self, body: &[u8]) -> Result<(), WebhookError> {
-        let connect_error = |message: String| WebhookError::Connect {
-            url: self.url.clone(),
-            message,
-        };
+        let connect_error =
+            |source: Box<dyn std::error::Error + Send + Sync>| WebhookError::Connect {
+                url: self.url.clone(),
+                source,
+            };
         let tcp = TcpStream::connect(&self.authority)
             .await
-            .map_err(|e| connect_error(e.to_string()))?;
+            .map_err(|e| connect_error(e.into()))?;
         let host = self.uri.host().unwrap_or_default().to_owned();
         let request = Request::builder()
             .method(Method::POST)
@@ -142,15 +146,15 @@ impl Webhook {
             None => exchange(TokioIo::new(tcp), request).await,
             Some(tls) => {
                 let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host)
-                    .map_err(|e| connect_error(e.to_string()))?;
+                    .map_err(|e| connect_error(e.into()))?;
                 let stream = tls
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| connect_error(e.to_string()))?;
+                    .map_err(|e| connect_error(e.into()))?;
                 exchange(TokioIo::new(stream), request).await
             }
         }
-        .map_err(|e| connect_error(e.to_string()))?;
+        .map_err(|e| connect_error(e.into()))?;
         if status.is_success() {
             Ok(())
         } else {

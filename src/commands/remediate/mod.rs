@@ -198,8 +198,8 @@ impl Remediator {
                 break;
             };
             left -= 1;
-            let message = message
-                .map_err(|e| RemediateError::History(ConsumerError::Messages(e.to_string())))?;
+            let message =
+                message.map_err(|e| RemediateError::History(ConsumerError::Messages(e.into())))?;
             let Ok(past) = serde_json::from_slice::<RemediationEvent>(&message.payload) else {
                 continue;
             };
