@@ -7,7 +7,7 @@
 #                                 with the groups that have results in target/mutants/
 #
 # Groups, each with the tests that state its behaviour:
-#   pure    src/diff/mod.rs, events/src/event.rs, src/commands/remediate/policy.rs,
+#   pure    src/diff/ (but its tests), events/src/event.rs, src/commands/remediate/policy.rs,
 #           src/commands/alert/episode.rs, events/src/retry.rs: unit tests
 #   outbox  src/delivery/outbox.rs: unit tests
 #   config  src/config/mod.rs: unit tests
@@ -41,7 +41,8 @@ groups=("$@")
 for group in "${groups[@]}"; do
     case $group in
     pure)
-        run pure -f src/diff/mod.rs -f events/src/event.rs -f src/commands/remediate/policy.rs \
+        run pure -f src/diff/mod.rs -f src/diff/rules.rs -f src/diff/snapshot.rs \
+            -f src/diff/timings.rs -f events/src/event.rs -f src/commands/remediate/policy.rs \
             -f src/commands/alert/episode.rs -f events/src/retry.rs \
             --cargo-test-arg=--lib
         ;;

@@ -1,0 +1,382 @@
+//! The lifecycle rules: from one observation of a process to the next, what ended and what
+//! began, as transitions that become events.
+
+use std::time::{Duration, SystemTime};
+
+use pc_eventd_events::event::{EventType, Reason};
+use pc_eventd_events::process_compose::model::{ProcessState, ProcessStatus, Readiness};
+
+use super::snapshot::Tracked;
+
+/// One derived change, before it becomes an event.
+#[derive(Debug)]
+pub(super) struct Transition {
+    pub(super) event_type: EventType,
+    /// The run the change belongs to: (incarnation, restarts).
+    pub(super) run: (String, u32),
+    pub(super) exit_code: Option<i32>,
+    pub(super) restarts: Option<u32>,
+    pub(super) restarts_delta: Option<u32>,
+    pub(super) reason: Option<Reason>,
+}
+
+impl Transition {
+    pub(super) fn new(event_type: EventType, run: (String, u32)) -> Self {
+        Self {
+            event_type,
+            run,
+            exit_code: None,
+            restarts: None,
+            restarts_delta: None,
+            reason: None,
+        }
+    }
+
+    pub(super) fn exit(mut self, code: i32, reason: Reason) -> Self {
+        self.exit_code = Some(code);
+        self.reason = Some(reason);
+        self
+    }
+
+    pub(super) fn restart(mut self, count: u32, delta: u32, reason: Reason) -> Self {
+        self.restarts = Some(count);
+        self.restarts_delta = Some(delta);
+        self.reason = Some(reason);
+        self
+    }
+
+    pub(super) fn reason(mut self, reason: Reason) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+}
+
+/// The process's settings that the rules need.
+pub(super) struct RunLimits {
+    pub(super) readiness_grace: Duration,
+    /// A stop followed by a new incarnation within this long is a manual restart.
+    pub(super) manual_restart_window: Duration,
+}
+
+/// The lifecycle rules for one process: first what ended between the two observations, then
+/// what began.
+pub(super) fn step(
+    before: Option<&Tracked>,
+    now: &ProcessState,
+    at: SystemTime,
+    limits: &RunLimits,
+) -> (Tracked, Vec<Transition>) {
+    let mut tracked = match before {
+        Some(t) => Tracked {
+            state: now.clone(),
+            ..t.clone()
+        },
+        None => Tracked::new(now.clone(), at),
+    };
+    tracked.readiness.began_at.get_or_insert(at);
+    let change = Change::new(before, now, at);
+    let mut out = change.incarnation_replaced(&mut tracked);
+    out.extend(change.run_between_polls());
+    out.extend(change.restarted_after_stop(limits.manual_restart_window));
+    // Whether the current run was asked to stop: a new incarnation's run was not, whatever the
+    // old one was.
+    let stop_requested = tracked.stop_requested;
+    out.extend(change.policy_restarts(&mut tracked, stop_requested));
+    out.extend(change.restarting(&mut tracked, stop_requested));
+    out.extend(change.ended(&mut tracked, stop_requested));
+    if change.new_status == ProcessStatus::Terminating {
+        tracked.stop_requested = true;
+    }
+    out.extend(change.began(&mut tracked));
+    out.extend(change.status_changed());
+    out.extend(readiness(
+        &mut tracked,
+        change.readiness_changed(),
+        at,
+        limits.readiness_grace,
+        change.current_run.clone(),
+    ));
+    (tracked, out)
+}
+
+/// One process from its previous observation to this one: what the rules ask of the change.
+pub(super) struct Change<'a> {
+    pub(super) before: Option<&'a Tracked>,
+    pub(super) old_state: Option<&'a ProcessState>,
+    pub(super) now: &'a ProcessState,
+    pub(super) at: SystemTime,
+    /// A process seen for the first time is read as coming from `Pending`.
+    pub(super) old_status: ProcessStatus,
+    pub(super) new_status: ProcessStatus,
+    pub(super) current_run: (String, u32),
+    pub(super) new_incarnation: bool,
+    /// How many policy restarts happened in between.
+    pub(super) restarts_rose: u32,
+    /// A new incarnation or a policy restart: the run observed now is not the one before.
+    pub(super) run_changed: bool,
+}
+
+impl<'a> Change<'a> {
+    pub(super) fn new(before: Option<&'a Tracked>, now: &'a ProcessState, at: SystemTime) -> Self {
+        let old_state = before.map(|t| &t.state);
+        let old_status = old_state.map_or(ProcessStatus::Pending, |s| s.status.normalized());
+        let new_status = now.status.normalized();
+        // Nothing restarts a run that ended for good: whatever runs next is a new incarnation,
+        // even when the frame that shows it carries no start time or pid yet.
+        // Leaving `Restarting` is the policy's restart, inside the incarnation, whatever the pid.
+        let new_incarnation = (old_status != ProcessStatus::Restarting
+            && old_state.is_some_and(|old| is_new_incarnation(old, now)))
+            || (old_status.is_ended() && new_status.is_running());
+        let restarts_rose = old_state.map_or(0, |old| now.restarts.saturating_sub(old.restarts));
+        Self {
+            before,
+            old_state,
+            now,
+            at,
+            old_status,
+            new_status,
+            current_run: run_of(now),
+            new_incarnation,
+            restarts_rose,
+            run_changed: new_incarnation || restarts_rose > 0,
+        }
+    }
+
+    pub(super) fn manual_restart(&self) -> Transition {
+        Transition::new(EventType::Restarted, self.current_run.clone()).restart(
+            self.now.restarts,
+            0,
+            Reason::ManualRestart,
+        )
+    }
+
+    /// A manual restart (or a stop and a start between two polls): the old incarnation is
+    /// gone.
+    pub(super) fn incarnation_replaced(&self, tracked: &mut Tracked) -> Vec<Transition> {
+        let mut out = Vec::new();
+        let (true, Some(before)) = (self.new_incarnation, self.before) else {
+            return out;
+        };
+        if self.old_status.is_active() {
+            let old_run = before.state.restarts;
+            // (Leaving `Restarting` is never a new incarnation: nothing was running then.)
+            if !before.reported(old_run) {
+                // (`Terminating`, once seen, is a stop request until the next run begins.)
+                let reason = if before.stop_requested {
+                    Reason::StopRequested
+                } else {
+                    Reason::ManualRestart
+                };
+                out.push(Transition::new(EventType::Stopped, run_of(&before.state)).reason(reason));
+            }
+            out.push(self.manual_restart());
+        }
+        tracked.begin_run(self.at);
+        tracked.reported_run = None;
+        out
+    }
+
+    /// A run that started and ended between two polls: its start, announced before its end.
+    pub(super) fn run_between_polls(&self) -> Option<Transition> {
+        let now = self.now;
+        let evidence_of_a_run = self.restarts_rose > 0
+            || self.new_status == ProcessStatus::Restarting
+            || (self.new_status == ProcessStatus::Completed
+                && (self.new_incarnation || !self.old_status.is_ended())
+                && (now.pid > 0 || now.process_start_time.is_some()));
+        let old = self.old_state?;
+        let unseen = !self.old_status.is_active() && !self.new_status.is_running();
+        (unseen && evidence_of_a_run).then(|| {
+            let first_run = (self.current_run.0.clone(), old.restarts);
+            Transition::new(EventType::Started, first_run)
+        })
+    }
+
+    /// A stop seen to its end, then a new incarnation soon after: a manual restart whose gap
+    /// was observed (a stream sees every step; a poll sometimes does). process-compose shows a
+    /// restart exactly as a stop and a start; only the pause between them tells them apart,
+    /// and a start after a longer one is the operator's.
+    pub(super) fn restarted_after_stop(&self, window: Duration) -> Option<Transition> {
+        let soon = self
+            .before
+            .and_then(|b| b.stopped_at)
+            .is_some_and(|stopped| self.at.duration_since(stopped).unwrap_or_default() <= window);
+        (self.new_incarnation && self.new_status.is_running() && self.old_status.is_ended() && soon)
+            .then(|| self.manual_restart())
+    }
+
+    /// The restart policy restarted it, perhaps several times between two polls. Over REST the
+    /// count rises as the status becomes `Restarting`; in stream frames only with the next
+    /// `Running`. Either way the run that ended last is `restarts - 1`, and only its exit code
+    /// survives: runs merged by a poll are reported as one.
+    pub(super) fn policy_restarts(
+        &self,
+        tracked: &mut Tracked,
+        stop_requested: bool,
+    ) -> Vec<Transition> {
+        let mut out = Vec::new();
+        if self.restarts_rose == 0 {
+            return out;
+        }
+        let now = self.now;
+        let ended = now.restarts - 1;
+        if !tracked.reported(ended) {
+            let ended_run = (self.current_run.0.clone(), ended);
+            out.extend(never_ready_at_end(tracked, self.before, ended_run.clone()));
+            out.extend(end_of_restarted_run(stop_requested, now, ended_run));
+            tracked.reported_run = Some(ended);
+        }
+        out.push(
+            Transition::new(EventType::Restarted, self.current_run.clone()).restart(
+                now.restarts,
+                self.restarts_rose,
+                Reason::RestartPolicy,
+            ),
+        );
+        tracked.begin_run(self.at);
+        out
+    }
+
+    /// `Restarting` with the count not yet risen (a stream frame): the current run just ended.
+    pub(super) fn restarting(
+        &self,
+        tracked: &mut Tracked,
+        stop_requested: bool,
+    ) -> Vec<Transition> {
+        let mut out = Vec::new();
+        if self.new_status == ProcessStatus::Restarting
+            && self.restarts_rose == 0
+            && self.old_status != ProcessStatus::Restarting
+            && !tracked.reported(self.now.restarts)
+        {
+            let run = self.current_run.clone();
+            out.extend(never_ready_at_end(tracked, self.before, run.clone()));
+            out.extend(end_of_restarted_run(stop_requested, self.now, run));
+            tracked.reported_run = Some(self.now.restarts);
+        }
+        out
+    }
+
+    /// The run ended for good.
+    pub(super) fn ended(&self, tracked: &mut Tracked, stop_requested: bool) -> Option<Transition> {
+        let now = self.now;
+        if !self.new_status.is_ended()
+            || (self.old_status.is_ended() && !self.run_changed)
+            || tracked.reported(now.restarts)
+        {
+            return None;
+        }
+        tracked.reported_run = Some(now.restarts);
+        let (event_type, reason) = match self.new_status {
+            ProcessStatus::Skipped => return None,
+            ProcessStatus::Error => (EventType::Crashed, Reason::ErrorStatus),
+            _ if stop_requested => (EventType::Stopped, Reason::StopRequested),
+            _ if now.is_success(now.exit_code) => (EventType::Stopped, Reason::ExitedSuccessfully),
+            _ => (EventType::Crashed, Reason::ExitedWithFailure),
+        };
+        if reason == Reason::StopRequested {
+            tracked.stopped_at = Some(self.at);
+        }
+        Some(Transition::new(event_type, self.current_run.clone()).exit(now.exit_code, reason))
+    }
+
+    /// A run begins when it enters a running status. Leaving `Restarting` is the policy's
+    /// restart, already reported: it is not a start.
+    pub(super) fn began(&self, tracked: &mut Tracked) -> Option<Transition> {
+        let (old, new) = (&self.old_status, &self.new_status);
+        if new.is_running() && !old.is_running() && !self.run_changed {
+            tracked.begin_run(self.at);
+        }
+        let from_stopped = !old.is_running() && *old != ProcessStatus::Restarting;
+        (new.is_running() && (self.new_incarnation || from_stopped))
+            .then(|| Transition::new(EventType::Started, self.current_run.clone()))
+    }
+
+    pub(super) fn status_changed(&self) -> Option<Transition> {
+        (self.before.is_none() || self.new_status != self.old_status)
+            .then(|| Transition::new(EventType::StatusChanged, self.current_run.clone()))
+    }
+
+    pub(super) fn readiness_changed(&self) -> bool {
+        let old_ready = self.old_state.map_or(Readiness::Unknown, |s| s.is_ready);
+        self.now.is_ready != old_ready || self.run_changed
+    }
+}
+
+/// Readiness within a run: `healthy` when it becomes Ready (or a new run already is); when it
+/// fails after that, `unhealthy` (`readiness_lost`). A run that has never been Ready is starting:
+/// its failed probes are quiet until its grace runs out, then one `unhealthy` (`never_ready`).
+/// A reset to `-` (restart, stop) is neither healthy nor unhealthy.
+pub(super) fn readiness(
+    tracked: &mut Tracked,
+    changed: bool,
+    at: SystemTime,
+    grace: Duration,
+    run: (String, u32),
+) -> Option<Transition> {
+    let now = &tracked.state;
+    tracked.readiness.failed |= now.is_ready == Readiness::NotReady;
+    match now.is_ready {
+        Readiness::Ready => {
+            tracked.readiness.was_ready = true;
+            changed.then(|| Transition::new(EventType::Healthy, run))
+        }
+        Readiness::NotReady if changed && tracked.readiness.was_ready => {
+            Some(Transition::new(EventType::Unhealthy, run).reason(Reason::ReadinessLost))
+        }
+        _ if tracked.readiness.overdue(now, at, grace) => {
+            tracked.readiness.never_ready_reported = true;
+            Some(Transition::new(EventType::Unhealthy, run).reason(Reason::NeverReady))
+        }
+        _ => None,
+    }
+}
+
+/// A run that failed its readiness probe and never was Ready, ended by process-compose and
+/// restarted by its policy (what it does at the probe's failure threshold, usually before the
+/// grace runs out): that run was never ready, and says so before its end. (The frames that end
+/// it have readiness `-` again: what counts is what the run showed before.)
+pub(super) fn never_ready_at_end(
+    tracked: &mut Tracked,
+    before: Option<&Tracked>,
+    ended_run: (String, u32),
+) -> Option<Transition> {
+    let run = &before?.readiness;
+    if !run.failed || run.was_ready || run.never_ready_reported {
+        return None;
+    }
+    tracked.readiness.never_ready_reported = true;
+    Some(Transition::new(EventType::Unhealthy, ended_run).reason(Reason::NeverReady))
+}
+
+/// How a run that the policy restarts ended: `stopped` after a stop request (a readiness
+/// failure, say), `crashed` on a failure code, nothing for a clean exit under `restart: always`.
+pub(super) fn end_of_restarted_run(
+    stop_requested: bool,
+    now: &ProcessState,
+    run: (String, u32),
+) -> Option<Transition> {
+    if stop_requested {
+        Some(Transition::new(EventType::Stopped, run).exit(now.exit_code, Reason::StopRequested))
+    } else if !now.is_success(now.exit_code) {
+        Some(
+            Transition::new(EventType::Crashed, run).exit(now.exit_code, Reason::ExitedWithFailure),
+        )
+    } else {
+        None
+    }
+}
+
+/// A different incarnation: the start time changed, or (servers before v1.110.0, which send no
+/// start time) the pid changed while the restart count did not. A pid of 0 is "not known yet".
+pub(super) fn is_new_incarnation(old: &ProcessState, now: &ProcessState) -> bool {
+    match (&old.process_start_time, &now.process_start_time) {
+        (Some(a), Some(b)) => a != b,
+        _ => old.pid > 0 && now.pid > 0 && old.pid != now.pid && old.restarts == now.restarts,
+    }
+}
+
+/// The run `state` belongs to: (incarnation, restarts).
+pub(super) fn run_of(state: &ProcessState) -> (String, u32) {
+    (state.incarnation(), state.restarts)
+}
