@@ -10,7 +10,7 @@
 #   pure    src/diff/ (but its tests), events/src/event.rs, src/commands/remediate/policy.rs,
 #           src/commands/alert/episode.rs, events/src/retry.rs: unit tests
 #   outbox  src/delivery/outbox.rs: unit tests
-#   config  src/config/mod.rs: unit tests
+#   config  src/config/mod.rs and each section's config.rs: unit tests
 #   relay   src/delivery/relay.rs: the integration tests that drive it (faults::, lifecycle::), against
 #           the real peers
 #
@@ -47,7 +47,10 @@ for group in "${groups[@]}"; do
             --cargo-test-arg=--lib
         ;;
     outbox) run outbox -f src/delivery/outbox.rs --cargo-test-arg=--lib ;;
-    config) run config -f src/config/mod.rs --cargo-test-arg=--lib ;;
+    config)
+        run config -f src/config/mod.rs -f src/source/config.rs -f src/commands/remediate/config.rs \
+            -f src/commands/alert/config.rs --cargo-test-arg=--lib
+        ;;
     relay)
         # shellcheck disable=SC1090
         source "$(scripts/install-peers.sh)"
