@@ -40,11 +40,11 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 use bytes::Bytes;
 use futures::StreamExt;
-use pc_eventd::delivery::outbox::Outbox;
-use pc_eventd::delivery::records::StateStore;
-use pc_eventd::delivery::relay::Relay;
-use pc_eventd::diff::{DiffContext, ProcessTimings, Snapshot, diff};
-use pc_eventd::ops::status::Status;
+use pc_eventd::Outbox;
+use pc_eventd::Relay;
+use pc_eventd::StateStore;
+use pc_eventd::Status;
+use pc_eventd::{DiffContext, ProcessTimings, Snapshot, diff};
 use pc_eventd_events::event::{EventType, LifecycleEvent, SubjectScheme};
 use pc_eventd_events::nats::NatsConfig;
 use pc_eventd_events::process_compose::model::{ProcessState, ProcessStatus, Readiness};
@@ -548,7 +548,7 @@ async fn pipeline_pass(
 ) -> Result<(usize, usize, Duration)> {
     let subjects = SubjectScheme::default();
     let dir = tempfile::tempdir()?;
-    let defaults = pc_eventd::config::OutboxConfig::default();
+    let defaults = pc_eventd::OutboxConfig::default();
     let outbox = Arc::new(std::sync::Mutex::new(Outbox::open(
         dir.path(),
         defaults.max_bytes,

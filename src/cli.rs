@@ -21,7 +21,7 @@ use crate::ops::logging::LogFormat;
 use crate::ops::status::Status;
 
 /// sysexits' EX_CONFIG: the configuration is wrong.
-pub const EXIT_CONFIG: u8 = 78;
+pub(crate) const EXIT_CONFIG: u8 = 78;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    pc_eventd::cli::main()
+    pc_eventd::main()
 }

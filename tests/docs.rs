@@ -15,7 +15,7 @@ use std::process::Command;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use pc_eventd::cli::Cli;
+use pc_eventd::Cli;
 
 const NO_CHECK: &str = "<!-- no-check:";
 const SHELL_LANGUAGES: [&str; 4] = ["sh", "bash", "shell", "console"];
@@ -324,7 +324,7 @@ fn every_documented_configuration_passes_config_check() {
             if block.no_check.is_some() {
                 // The files it names may be missing here, but its keys and values must be right.
                 skipped += 1;
-                if let Err(err) = toml::from_str::<pc_eventd::config::Config>(&text) {
+                if let Err(err) = toml::from_str::<pc_eventd::Config>(&text) {
                     failures.push(format!("{location} (no-check): not a configuration: {err}"));
                 }
                 continue;

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pc_eventd::source::StateFrame;
+use pc_eventd::StateFrame;
 use pc_eventd_events::process_compose::model::{ProcessState, ProcessesResponse};
 
 fuzz_target!(|data: &[u8]| {

@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use pc_eventd::diff::{DiffContext, ProcessTimings, Snapshot, diff, diff_one};
+use pc_eventd::{DiffContext, ProcessTimings, Snapshot, diff, diff_one};
 use pc_eventd_events::event::{LifecycleEvent, SubjectScheme};
 use pc_eventd_events::process_compose::model::ProcessState;
 

@@ -3,4 +3,4 @@
 
 pub mod alert;
 pub mod remediate;
-pub mod watch;
+pub(crate) mod watch;

@@ -17,7 +17,7 @@ use pc_eventd_events::remediation::RemediationEvent;
 
 /// What to show before the live events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Replay {
+pub(crate) enum Replay {
     /// Nothing: new events only.
     #[default]
     None,
@@ -42,7 +42,7 @@ impl Replay {
 
 /// How events are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
+pub(crate) enum Output {
     /// `09:53:31.123 ERROR jobs/crasher crashed (exit=3)`; `styled` puts a severity icon in place
     /// of the word and colours the line (for a terminal).
     Text { styled: bool },
@@ -57,7 +57,12 @@ pub fn format_line(event: &LifecycleEvent, styled: bool) -> String {
 
 /// `HH:MM:SS.mmm SEVERITY summary` from an RFC 3339 `timestamp`; `styled`: an icon for the
 /// severity and colour (for a terminal).
-pub fn styled_line(timestamp: &str, severity: Severity, summary: &str, styled: bool) -> String {
+pub(crate) fn styled_line(
+    timestamp: &str,
+    severity: Severity,
+    summary: &str,
+    styled: bool,
+) -> String {
     let time = timestamp.get(11..23).unwrap_or(timestamp);
     if !styled {
         return format!("{time} {:<5} {summary}", severity.word());
@@ -74,7 +79,7 @@ pub fn styled_line(timestamp: &str, severity: Severity, summary: &str, styled: b
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum WatchError {
+pub(crate) enum WatchError {
     #[error(transparent)]
     Filter(#[from] FilterError),
     #[error(transparent)]
@@ -90,7 +95,7 @@ const CONNECTION_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Resolves when the reader of stdout goes away (the pipe's other end is closed, or the
 /// terminal hung up), never for a file, which cannot close under its writer.
-pub async fn stdout_closed() {
+pub(crate) async fn stdout_closed() {
     let (closed, on_close) = tokio::sync::oneshot::channel();
     // poll(2) in a thread of its own: registering fd 1 with tokio's reactor needs unsafe code.
     // It reports POLLERR on a pipe's writing end once its reader has gone, without a write.
@@ -166,7 +171,7 @@ fn nats_gone(nats: &NatsConfig, patience: Duration) -> WatchError {
 /// closed (a closed pipe ends the watch quietly). "Watching events" goes to stderr once every
 /// event from then on is sure to be shown. NATS that does not answer for `patience`, at start
 /// or later, ends it with [`WatchError::NatsGone`].
-pub async fn watch(
+pub(crate) async fn watch(
     nats: &NatsConfig,
     filter: &Filter,
     history: Replay,
@@ -282,7 +287,7 @@ async fn subscribe(
 /// `pc-eventd watch --remediation`: prints the remediation events in the stream `nats` names,
 /// optionally of one process (`NAME` or `NAMESPACE/NAME`), from the first on, until `stop`
 /// resolves or `out` closes.
-pub async fn remediation(
+pub(crate) async fn remediation(
     nats: &NatsConfig,
     process: Option<&str>,
     output: Output,

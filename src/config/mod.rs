@@ -21,9 +21,9 @@ use crate::ops::logging::LogConfig;
 use crate::source::{ProcessComposeConfig, TokenFileError};
 
 /// Where the daemon looks for its file when `--config` is not given.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/pc-eventd.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/pc-eventd.toml";
 /// Prefix of the environment variables; nested keys are joined with `__`.
-pub const ENV_PREFIX: &str = "PC_EVENTD_";
+pub(crate) const ENV_PREFIX: &str = "PC_EVENTD_";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -115,11 +115,11 @@ impl Default for OutboxConfig {
 mod byte_size {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(bytes: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(bytes: &u64, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_u64(*bytes)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Size {
@@ -136,7 +136,7 @@ mod byte_size {
         }
     }
 
-    pub fn parse(text: &str) -> Option<u64> {
+    pub(super) fn parse(text: &str) -> Option<u64> {
         let text = text.trim();
         let split = text
             .find(|c: char| !c.is_ascii_digit())

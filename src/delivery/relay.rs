@@ -36,7 +36,7 @@ const SYNC_TICK: Duration = Duration::from_millis(200);
 /// Longest time published entries wait for their checkpoint while more keep coming. A daemon
 /// killed in between sends them again from the outbox at its next start, and JetStream drops
 /// them: this must stay well inside the stream's duplicate window.
-pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Entries published but not yet recorded as such.
 #[derive(Default)]
@@ -265,7 +265,7 @@ fn whole_entries(entries: Vec<Arc<Entry>>, acknowledged: usize) -> Vec<Arc<Entry
 }
 
 /// The outbox's fill, in the numbers status reports.
-pub fn fill(outbox: &Outbox) -> OutboxFill {
+pub(crate) fn fill(outbox: &Outbox) -> OutboxFill {
     OutboxFill {
         messages: outbox.pending_messages(),
         bytes: outbox.pending_bytes(),

@@ -27,8 +27,10 @@ use rules::{RunLimits, Transition, run_of, step};
 use snapshot::Tracked;
 use uuid::Uuid;
 
-pub use snapshot::{ProcessRecord, Snapshot};
-pub use timings::{DEFAULT_READINESS_GRACE, ProcessTimings};
+pub(crate) use snapshot::ProcessRecord;
+pub use snapshot::Snapshot;
+pub(crate) use timings::DEFAULT_READINESS_GRACE;
+pub use timings::ProcessTimings;
 
 /// Namespace for the name-based (v5) UUIDs that serve as event ids.
 const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5327_df34_583b_4c37_8cc6_16ea_b2a5_3ab7);

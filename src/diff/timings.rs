@@ -49,4 +49,4 @@ pub(super) const MIN_RESTART_BACKOFF: Duration = Duration::from_secs(1);
 pub(super) const MANUAL_RESTART_SLACK: Duration = Duration::from_secs(1);
 
 /// The readiness grace where neither the configuration nor the process's probe gives one.
-pub const DEFAULT_READINESS_GRACE: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_READINESS_GRACE: Duration = Duration::from_secs(60);

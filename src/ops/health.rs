@@ -22,7 +22,7 @@ use crate::ops::status::Status;
 const DRAIN: Duration = Duration::from_secs(2);
 
 /// Serves until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, status: Arc<Status>, stop: CancellationToken) {
+pub(crate) async fn serve(listener: TcpListener, status: Arc<Status>, stop: CancellationToken) {
     let graceful = GracefulShutdown::new();
     loop {
         let stream = tokio::select! {

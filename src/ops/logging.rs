@@ -76,7 +76,7 @@ fn resolve(format: LogFormat) -> LogFormat {
 /// Whether output to `stream` may carry colour: only a terminal does, and not when `NO_COLOR`
 /// is set to anything but an empty string (<https://no-color.org>). A file or a pipe (a log
 /// under process-compose, `2> adapter.log`) gets plain text.
-pub fn colour(stream: &impl std::io::IsTerminal) -> bool {
+pub(crate) fn colour(stream: &impl std::io::IsTerminal) -> bool {
     colour_for(stream.is_terminal(), std::env::var_os("NO_COLOR"))
 }
 
@@ -86,7 +86,7 @@ fn colour_for(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
 
 /// Installs the global subscriber. Returns `None` if one was already installed (tests that
 /// run the CLI in-process keep the first).
-pub fn init(level: &str, format: LogFormat) -> Option<LogHandle> {
+pub(crate) fn init(level: &str, format: LogFormat) -> Option<LogHandle> {
     let from_env = EnvFilter::try_from_default_env().ok();
     let fixed = from_env.is_some();
     let filter = from_env

@@ -15,18 +15,18 @@ fn send(states: &[NotifyState<'_>]) {
 }
 
 /// `READY=1` with a status line.
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 /// `STATUS=…`
-pub fn status(status: &str) {
+pub(crate) fn status(status: &str) {
     send(&[NotifyState::Status(status)]);
 }
 
 /// `RELOADING=1` with `MONOTONIC_USEC`, as `Type=notify-reload` requires (and `Type=notify`
 /// ignores harmlessly).
-pub fn reloading() {
+pub(crate) fn reloading() {
     match NotifyState::monotonic_usec_now() {
         Ok(now) => send(&[NotifyState::Reloading, now]),
         Err(err) => {
@@ -37,7 +37,7 @@ pub fn reloading() {
 }
 
 /// `STOPPING=1`
-pub fn stopping() {
+pub(crate) fn stopping() {
     send(&[NotifyState::Stopping]);
 }
 
@@ -45,26 +45,26 @@ pub fn stopping() {
 /// [`Watchdog::pet`] after each step and sleeps through [`Watchdog::sleep`], so pings stop as
 /// soon as the loop is stuck anywhere else.
 #[derive(Debug)]
-pub struct Watchdog {
+pub(crate) struct Watchdog {
     /// Half of `WATCHDOG_USEC`, or `None` when systemd asked for no watchdog.
     interval: Option<Duration>,
     last: Mutex<Option<Instant>>,
 }
 
 impl Watchdog {
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         Self {
             interval: sd_notify::watchdog_enabled().map(|timeout| timeout / 2),
             last: Mutex::new(None),
         }
     }
 
-    pub fn interval(&self) -> Option<Duration> {
+    pub(crate) fn interval(&self) -> Option<Duration> {
         self.interval
     }
 
     /// Sends `WATCHDOG=1` if half the watchdog timeout has passed since the last one.
-    pub fn pet(&self) {
+    pub(crate) fn pet(&self) {
         let Some(interval) = self.interval else {
             return;
         };
@@ -76,7 +76,7 @@ impl Watchdog {
     }
 
     /// Sleeps for `duration`, petting the watchdog on the way.
-    pub async fn sleep(&self, duration: Duration) {
+    pub(crate) async fn sleep(&self, duration: Duration) {
         let deadline = tokio::time::Instant::now() + duration;
         loop {
             self.pet();

@@ -252,7 +252,7 @@ pub struct OutboxFill {
 }
 
 /// One part of readiness: fine, or failing with a reason.
-pub type Part = Result<(), String>;
+pub(crate) type Part = Result<(), String>;
 
 /// Readiness by part; `/readyz` is 200 only when every part is fine.
 #[derive(Debug, Clone, Serialize)]

@@ -5,5 +5,7 @@
 mod config;
 mod stream;
 
-pub use config::{ProcessComposeConfig, SourceMode, TokenFileError};
-pub use stream::{Frames, StateFrame, StateStream, Subscriptions, subscribe};
+pub use config::SourceMode;
+pub(crate) use config::{ProcessComposeConfig, TokenFileError};
+pub use stream::StateFrame;
+pub(crate) use stream::Subscriptions;

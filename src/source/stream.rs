@@ -20,7 +20,7 @@ const STREAM_CHUNK: usize = 200;
 /// Frames waiting to be diffed and published.
 const STREAM_QUEUE: usize = 4096;
 /// The frames of every subscription of a session, in arrival order; an error ends the session.
-pub type Frames = mpsc::Receiver<Result<StateFrame, ComposeError>>;
+pub(crate) type Frames = mpsc::Receiver<Result<StateFrame, ComposeError>>;
 
 /// One frame of the state stream: `{"snapshot":true,"state":{…}}` on connect, then
 /// `{"state":{…}}` for every change.
@@ -32,13 +32,13 @@ pub struct StateFrame {
 }
 
 /// An open state-stream subscription.
-pub struct StateStream {
+pub(crate) struct StateStream {
     socket: WebSocketStream<Box<dyn Connection>>,
 }
 
 /// Subscribes to the state stream for the named processes only or, with `None`, for all. A
 /// server without the stream answers [`ComposeError::StreamUnsupported`].
-pub async fn subscribe(
+pub(crate) async fn subscribe(
     client: &ComposeClient,
     names: Option<&[String]>,
 ) -> Result<StateStream, ComposeError> {
@@ -93,7 +93,7 @@ fn handshake_error(err: WsError) -> ComposeError {
 
 impl StateStream {
     /// The next frame; `None` once the server closed the stream.
-    pub async fn next(&mut self) -> Option<Result<StateFrame, ComposeError>> {
+    pub(crate) async fn next(&mut self) -> Option<Result<StateFrame, ComposeError>> {
         loop {
             let message = match self.socket.next().await? {
                 Ok(message) => message,
@@ -117,7 +117,7 @@ impl StateStream {
 /// A stream session's subscriptions. The server closes a subscriber whose 256-frame buffer
 /// overflows, and the connect snapshot alone overflows it past 256 processes: large projects
 /// subscribe by name, in chunks.
-pub struct Subscriptions {
+pub(crate) struct Subscriptions {
     frames: mpsc::Sender<Result<StateFrame, ComposeError>>,
     readers: tokio::task::JoinSet<()>,
     /// Subscribed by name; `covered` holds the names subscribed so far.
@@ -128,7 +128,7 @@ pub struct Subscriptions {
 impl Subscriptions {
     /// Subscribes for `observed`: to all processes at once, or by name in chunks. The frames of
     /// every subscription come out of the returned receiver.
-    pub async fn open(
+    pub(crate) async fn open(
         compose: &ComposeClient,
         observed: &[ProcessState],
     ) -> Result<(Self, Frames), ComposeError> {
@@ -148,13 +148,13 @@ impl Subscriptions {
     }
 
     /// How many subscriptions are open.
-    pub fn open_count(&self) -> usize {
+    pub(crate) fn open_count(&self) -> usize {
         self.readers.len()
     }
 
     /// Subscribes by name to those of `observed` not covered yet (nothing to do when one
     /// subscription takes every process).
-    pub async fn cover(
+    pub(crate) async fn cover(
         &mut self,
         compose: &ComposeClient,
         observed: &[ProcessState],

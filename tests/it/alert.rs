@@ -78,7 +78,7 @@ processes:
     config.alert.quiet_period = Duration::from_secs(3);
     config.alert.retry_backoff = Duration::from_millis(100);
     let stop = CancellationToken::new();
-    let task = tokio::spawn(pc_eventd::commands::alert::run(
+    let task = tokio::spawn(pc_eventd::alert::run(
         config.alert.clone(),
         config.nats.clone(),
         stop.clone(),

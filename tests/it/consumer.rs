@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use pc_eventd::commands::watch::format_line;
+use pc_eventd::format_line;
 use pc_eventd_events::consumer::{Consumer, Durable, Filter, Received, Start};
 use pc_eventd_events::event::{EventType::*, LifecycleEvent, Severity};
 use pc_eventd_events::process_compose::ComposeClient;
@@ -54,7 +54,7 @@ async fn history_ids(consumer: &Consumer, filter: &Filter) -> Vec<String> {
 }
 
 fn compose_client(stack: &Stack) -> ComposeClient {
-    let mut config = pc_eventd::config::Config::default();
+    let mut config = pc_eventd::Config::default();
     config.process_compose.url = stack.pc.url();
     config.process_compose.client().unwrap()
 }

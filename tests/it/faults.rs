@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pc_eventd::source::SourceMode;
+use pc_eventd::SourceMode;
 use pc_eventd_events::event::EventType::*;
 use tokio::net::TcpListener;
 
@@ -50,7 +50,7 @@ async fn bad_answers_are_counted_and_survived() {
         "each bad answer counted once"
     );
     let kind = |kind: &str| {
-        let label = pc_eventd::ops::status::KindLabel { kind: kind.into() };
+        let label = pc_eventd::KindLabel { kind: kind.into() };
         stats.metrics.poll_errors.get_or_create(&label).get()
     };
     assert_eq!(kind("too_large"), 1);

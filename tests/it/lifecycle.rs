@@ -106,11 +106,9 @@ fn outbox_pending(dir: &std::path::Path) -> HashSet<String> {
     outboxes
         .flat_map(|entry| {
             let path = entry.expect("an outbox").path();
-            let marker: pc_eventd::delivery::outbox::LossMarker =
-                Box::new(|_| unreachable!("no loss"));
-            let outbox =
-                pc_eventd::delivery::outbox::Outbox::open(&path, 1 << 20, Duration::ZERO, marker)
-                    .expect("the outbox opens once its daemon is gone");
+            let marker: pc_eventd::LossMarker = Box::new(|_| unreachable!("no loss"));
+            let outbox = pc_eventd::Outbox::open(&path, 1 << 20, Duration::ZERO, marker)
+                .expect("the outbox opens once its daemon is gone");
             outbox
                 .peek_after(None, usize::MAX)
                 .iter()

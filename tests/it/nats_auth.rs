@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use async_nats::{ConnectError, ConnectErrorKind, ConnectOptions};
-use pc_eventd::ops::status::Status;
+use pc_eventd::Status;
 use pc_eventd_events::event::{EventType, LifecycleEvent};
 use pc_eventd_events::nats::{NatsConfig, Secret};
 use tokio_rustls::rustls;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use pc_eventd::daemon::DaemonError;
+use pc_eventd::DaemonError;
 use pc_eventd_events::event::{EventType::*, Reason, Severity};
 use pc_eventd_events::nats::OnMismatch;
 use pc_eventd_events::publish::PublishError;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pc_eventd::source::SourceMode;
+use pc_eventd::SourceMode;
 use pc_eventd_events::event::EventType::*;
 use pc_eventd_events::event::{LifecycleEvent, Reason};
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
-use pc_eventd::config::Config;
+use pc_eventd::Config;
 use pc_eventd_events::event::EventType::*;
 use pc_eventd_events::remediation::{Action, RemediationEvent};
 use tokio::task::JoinHandle;
@@ -28,7 +28,7 @@ processes:
 /// The remediator, in-process, until stopped.
 struct Remediator {
     stop: CancellationToken,
-    task: JoinHandle<Result<(), pc_eventd::commands::remediate::RemediateError>>,
+    task: JoinHandle<Result<(), pc_eventd::remediate::RemediateError>>,
 }
 
 impl Remediator {
@@ -36,7 +36,7 @@ impl Remediator {
     async fn start(config: &Config) -> Self {
         let stop = CancellationToken::new();
         let compose = config.process_compose.client().unwrap();
-        let task = tokio::spawn(pc_eventd::commands::remediate::run(
+        let task = tokio::spawn(pc_eventd::remediate::run(
             config.remediate.clone(),
             config.nats.clone(),
             compose,

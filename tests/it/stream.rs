@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pc_eventd::source::SourceMode;
+use pc_eventd::SourceMode;
 use pc_eventd_events::event::EventType::*;
 use pc_eventd_events::event::Reason;
 
@@ -26,7 +26,7 @@ async fn start(project: &str, mode: SourceMode) -> (NatsServer, ProcessCompose, 
 }
 
 fn mode_is(daemon: &Daemon, mode: &str) -> bool {
-    let label = pc_eventd::ops::status::ModeLabel { mode: mode.into() };
+    let label = pc_eventd::ModeLabel { mode: mode.into() };
     daemon
         .status
         .metrics

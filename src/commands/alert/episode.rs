@@ -17,7 +17,7 @@ const EPISODE_ID_NAMESPACE: uuid::Uuid =
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum AlertKind {
+pub(crate) enum AlertKind {
     Opened,
     Escalated,
     Resolved,
@@ -25,7 +25,7 @@ pub enum AlertKind {
 
 /// One webhook call's body.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Alert {
+pub(crate) struct Alert {
     pub alert: AlertKind,
     /// The same for every alert of one episode (UUID v5 of its first event's id).
     pub episode: String,
@@ -97,14 +97,14 @@ impl Episode {
 
 /// The open episodes, by (source, namespace/name, type).
 #[derive(Debug, Clone)]
-pub struct Episodes {
+pub(crate) struct Episodes {
     escalate_after: u32,
     quiet_period: Duration,
     open: BTreeMap<(String, String, EventType), Episode>,
 }
 
 impl Episodes {
-    pub fn new(escalate_after: u32, quiet_period: Duration) -> Self {
+    pub(crate) fn new(escalate_after: u32, quiet_period: Duration) -> Self {
         Self {
             escalate_after,
             quiet_period,
@@ -115,7 +115,7 @@ impl Episodes {
     /// The alerts `event` causes. Its own time is used (a backlog read after a pause is
     /// grouped as it happened); one older than the open episode's quiet period resolves it
     /// and opens a new one.
-    pub fn on_event(&mut self, event: &LifecycleEvent) -> Vec<Alert> {
+    pub(crate) fn on_event(&mut self, event: &LifecycleEvent) -> Vec<Alert> {
         let at = humantime::parse_rfc3339(&event.timestamp).unwrap_or_else(|_| SystemTime::now());
         let key = (
             event.source.clone(),
@@ -157,7 +157,7 @@ impl Episodes {
     }
 
     /// Resolves the episodes quiet for `quiet_period` at `now`.
-    pub fn resolve_quiet(&mut self, now: SystemTime) -> Vec<Alert> {
+    pub(crate) fn resolve_quiet(&mut self, now: SystemTime) -> Vec<Alert> {
         let quiet = self.quiet_period;
         let mut resolved = Vec::new();
         self.open.retain(|_, episode| {

@@ -8,8 +8,8 @@
 //! episodes live in memory: after a restart of the sink, an ongoing crash loop opens a new one.
 
 mod config;
-pub mod episode;
-pub mod webhook;
+pub(crate) mod episode;
+pub(crate) mod webhook;
 
 use std::time::{Duration, SystemTime};
 

@@ -47,7 +47,7 @@ impl WebhookError {
 
 /// Where alerts go.
 #[derive(Clone)]
-pub struct Webhook {
+pub(crate) struct Webhook {
     /// `scheme://host:port`, for messages: the path and query may hold a token.
     url: String,
     uri: Uri,
@@ -60,7 +60,7 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub fn new(url: &str, config: &AlertConfig) -> Result<Self, WebhookError> {
+    pub(crate) fn new(url: &str, config: &AlertConfig) -> Result<Self, WebhookError> {
         let url_error = |problem: &str| WebhookError::Url {
             problem: problem.to_owned(),
         };
@@ -98,7 +98,7 @@ impl Webhook {
 
     /// Posts `body`, retrying failures that may pass (connection errors, timeouts, 5xx, 408,
     /// 429) up to `retries` times with doubling waits.
-    pub async fn post(&self, body: &[u8]) -> Result<(), WebhookError> {
+    pub(crate) async fn post(&self, body: &[u8]) -> Result<(), WebhookError> {
         let mut attempt = 0;
         loop {
             let result = match tokio::time::timeout(self.timeout, self.post_once(body)).await {

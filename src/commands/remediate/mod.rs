@@ -13,7 +13,7 @@
 //! `pc-eventd watch --remediation` shows them.
 
 mod config;
-pub mod policy;
+pub(crate) mod policy;
 
 use std::time::{Duration, SystemTime};
 
@@ -46,7 +46,7 @@ pub enum RemediateError {
 }
 
 /// The remediator: policy, memory and the clients it acts through.
-pub struct Remediator {
+pub(crate) struct Remediator {
     config: RemediateConfig,
     policies: Policies,
     compose: ComposeClient,
@@ -60,7 +60,7 @@ impl Remediator {
     /// from it.
     /// `nats` is the daemon's connection; the remediation stream's settings come from
     /// `remediate`.
-    pub async fn start(
+    pub(crate) async fn start(
         remediate: RemediateConfig,
         nats: &NatsConfig,
         compose: ComposeClient,
@@ -81,7 +81,7 @@ impl Remediator {
     }
 
     /// Runs until `shutdown`: handles every trigger once, in order.
-    pub async fn run(
+    pub(crate) async fn run(
         &self,
         consumer: &Consumer,
         shutdown: CancellationToken,
@@ -117,7 +117,7 @@ impl Remediator {
     /// Decides about one trigger, acts, and publishes what it did. An error (the outcome could
     /// not be published) asks for redelivery; the check for a recovered process keeps the
     /// second delivery from restarting it again.
-    pub async fn handle(&self, trigger: LifecycleEvent) -> Result<(), PublishError> {
+    pub(crate) async fn handle(&self, trigger: LifecycleEvent) -> Result<(), PublishError> {
         // Processes outside `allow`, or in `deny`, are none of its business: no action, no event.
         let policy = match self
             .policies

@@ -111,7 +111,7 @@ impl Skip {
 
 /// What to do about one trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Restart after `delay`; this is attempt `attempt` in the window.
     Restart {
         attempt: u32,
@@ -122,7 +122,7 @@ pub enum Decision {
 
 /// What happened to a restart, as the planner needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptResult {
+pub(crate) enum AttemptResult {
     /// Requested (or, in a dry run, would have been).
     Restarted,
     /// The API refused it.
@@ -141,13 +141,13 @@ struct Attempts {
 
 /// The restart history of every process, and the decisions made from it.
 #[derive(Debug, Default)]
-pub struct Planner {
+pub(crate) struct Planner {
     attempts: BTreeMap<String, Attempts>,
 }
 
 impl Planner {
     /// Decides about a trigger for `key` (`namespace/name`) at `now` under `policy`.
-    pub fn decide(&mut self, key: &str, policy: &Policy, now: SystemTime) -> Decision {
+    pub(crate) fn decide(&mut self, key: &str, policy: &Policy, now: SystemTime) -> Decision {
         let history = self.attempts.entry(key.to_owned()).or_default();
         // A trigger soon after our restart means that restart did not help.
         if let Some(at) = history.unsettled.take() {
@@ -187,7 +187,7 @@ impl Planner {
     }
 
     /// Records what came of a restart decided for `key` at `at`.
-    pub fn record(&mut self, key: &str, outcome: AttemptResult, at: SystemTime) {
+    pub(crate) fn record(&mut self, key: &str, outcome: AttemptResult, at: SystemTime) {
         let history = self.attempts.entry(key.to_owned()).or_default();
         history.attempts.push_back(at);
         match outcome {
@@ -205,7 +205,7 @@ fn elapsed(since: SystemTime, now: SystemTime) -> Duration {
 }
 
 /// `*` matches any run of characters (`/` included), `?` any one character.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
     let (pattern, text): (Vec<char>, Vec<char>) =
         (pattern.chars().collect(), text.chars().collect());
     let (mut p, mut t) = (0, 0);

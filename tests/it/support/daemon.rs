@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pc_eventd::config::Config;
-use pc_eventd::daemon::{Control, Daemon as PcEventd, DaemonError};
-use pc_eventd::ops::status::Status;
+use pc_eventd::Config;
+use pc_eventd::Status;
+use pc_eventd::{Control, Daemon as PcEventd, DaemonError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
