@@ -903,7 +903,7 @@ impl DurableReport {
 }
 
 /// Whether JetStream said the stream does not exist.
-pub fn is_not_found(err: &jetstream::context::GetStreamError) -> bool {
+pub(crate) fn is_not_found(err: &jetstream::context::GetStreamError) -> bool {
     matches!(err.kind(), jetstream::context::GetStreamErrorKind::JetStream(e)
         if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
 }

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::warn;
 
-use super::AlertConfig;
+use super::config::AlertConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
