@@ -30,7 +30,8 @@ struct Doc {
 
 /// One fenced code block.
 struct Block {
-    /// The first word of the fence's info string (`toml`, `sh`), lowercased.
+    /// The first word of the fence's info string (`toml`, `sh`), lowercased; `cargo.toml` for
+    /// a block marked ```` ```toml Cargo.toml ````.
     language: String,
     /// 1-based line number of the block's first line of content.
     first_line: usize,
@@ -107,11 +108,13 @@ fn code_blocks(doc: &Doc) -> (Vec<Block>, Vec<bool>) {
                     if no_check.as_deref() == Some("") {
                         panic!("{}:{}: a no-check marker must say why", doc.name, index + 1);
                     }
-                    let language = info
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or("")
-                        .to_ascii_lowercase();
+                    let mut words = info.split_whitespace();
+                    let language = words.next().unwrap_or("").to_ascii_lowercase();
+                    // ```toml Cargo.toml: a manifest, not a pc-eventd configuration.
+                    let language = match words.next() {
+                        Some("Cargo.toml") => "cargo.toml".to_owned(),
+                        _ => language,
+                    };
                     let block = Block {
                         language,
                         first_line: index + 2,
