@@ -6,7 +6,8 @@
 //! published. Two ways to read:
 //!
 //! - [`Consumer::subscribe`]: an ephemeral, ordered tail ([`EventStream`]), starting from new
-//!   events, a point in time, the whole stream, or the last event of every subject ([`Start`]).
+//!   events, a point in time, a stream sequence, the whole stream, or the last event of every
+//!   subject ([`Start`]).
 //!   Nothing is acknowledged and nothing is kept on the server once the stream is dropped.
 //! - [`Consumer::run_durable`]: a named consumer whose position lives on the server, with
 //!   explicit acks for at-least-once handling. An event is acknowledged once the handler returns
@@ -160,6 +161,9 @@ pub enum Start {
     /// The last stored event of every matching subject, then new ones. Subjects are per process
     /// *and type*, so this is up to one event per (process, type): see [`latest_per_process`].
     LastPerSubject,
+    /// Events from this stream sequence on. To resume after a [`Delivery`], start at its
+    /// `stream_sequence + 1`: nothing is missed and nothing is read twice.
+    Sequence(u64),
 }
 
 impl Start {
@@ -169,6 +173,9 @@ impl Start {
             Self::New => consumer::DeliverPolicy::New,
             Self::All => consumer::DeliverPolicy::All,
             Self::LastPerSubject => consumer::DeliverPolicy::LastPerSubject,
+            Self::Sequence(start_sequence) => {
+                consumer::DeliverPolicy::ByStartSequence { start_sequence }
+            }
             Self::Since(at) => {
                 // A time before 1970 means "everything"; the server takes nanoseconds.
                 let nanos = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();

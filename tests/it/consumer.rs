@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use futures::StreamExt;
 use pc_eventd::format_line;
-use pc_eventd_events::consumer::{Consumer, Durable, Filter, Received, Start};
+use pc_eventd_events::consumer::{Consumer, Delivery, Durable, Filter, Received, Start};
 use pc_eventd_events::event::{EventType::*, LifecycleEvent, Severity};
 use pc_eventd_events::process_compose::ComposeClient;
 
@@ -50,6 +50,19 @@ async fn history_ids(consumer: &Consumer, filter: &Filter) -> Vec<String> {
         .into_iter()
         .filter_map(Received::into_event)
         .map(|d| d.event.id)
+        .collect()
+}
+
+/// Every event the stream holds from `start` on.
+async fn deliveries(consumer: &Consumer, start: Start) -> Vec<Delivery> {
+    let mut events = consumer.subscribe(&Filter::default(), start).await.unwrap();
+    let history = tokio::time::timeout(LONG, events.history())
+        .await
+        .expect("the history is read within 20s")
+        .unwrap();
+    history
+        .into_iter()
+        .filter_map(Received::into_event)
         .collect()
 }
 
@@ -102,6 +115,20 @@ async fn the_library_receives_exactly_what_its_filter_selects() {
         assert_eq!(history_ids(&consumer, filter).await, expected, "{filter:?}");
     }
     assert!(!ids_where(&stack, |e| e.event_type == Crashed).is_empty());
+
+    // from a stream sequence: resuming after a delivery reads exactly what followed it
+    let everything = deliveries(&consumer, Start::All).await;
+    assert!(everything.len() >= 4, "{} events", everything.len());
+    let middle = everything.len() / 2;
+    let resumed = deliveries(
+        &consumer,
+        Start::Sequence(everything[middle].stream_sequence + 1),
+    )
+    .await;
+    let ids = |deliveries: &[Delivery]| -> Vec<String> {
+        deliveries.iter().map(|d| d.event.id.clone()).collect()
+    };
+    assert_eq!(ids(&resumed), ids(&everything[middle + 1..]));
 
     // live: a subscription for new events sees the next one of its process and only that
     let mut web = consumer
