@@ -110,6 +110,12 @@ enum Turn {
     Stop,
 }
 
+/// The running relay, and how to tell it to finish.
+struct RelayTask {
+    finish: CancellationToken,
+    task: JoinHandle<()>,
+}
+
 /// The running health endpoint.
 struct HealthServer {
     stop: CancellationToken,
@@ -155,24 +161,9 @@ impl Daemon {
         let Some(outbox) = self.open_outbox(&control.shutdown).await? else {
             return Ok(());
         };
-        let outbox = Arc::new(std::sync::Mutex::new(outbox));
         let publisher = self.connect().await?;
         let health = start_health(&self.config.health, &self.status).await?;
-        let wake = Arc::new(Notify::new());
-        let (publishers, relay_publishers) = watch::channel(None);
-        let finish_relay = CancellationToken::new();
-        let relay = tokio::spawn(
-            Relay::new(
-                outbox.clone(),
-                wake.clone(),
-                relay_publishers,
-                self.state.clone(),
-                self.status.clone(),
-                self.config.daemon.shutdown_timeout,
-            )
-            .run(finish_relay.clone()),
-        );
-        self.queue = Some(Queue { outbox, wake });
+        let (publishers, relay) = self.start_relay(outbox);
         info!(
             source = %self.config.process_compose.source(),
             nats = %self.config.nats.url,
@@ -194,17 +185,43 @@ impl Daemon {
         };
         let observed = self.observe(&mut observing, &mut control).await;
 
-        // Whatever ended observation (shutdown, or an error no retry can fix), the relay gets
-        // `shutdown_timeout` to empty the outbox and the health endpoint stops.
+        Self::stop(relay, observing.health).await;
+        observed
+    }
+
+    /// Starts the relay beside the loop, on `outbox`; it publishes through the publisher sent
+    /// on the returned channel once the stream is ready.
+    fn start_relay(&mut self, outbox: Outbox) -> (watch::Sender<Option<Publisher>>, RelayTask) {
+        let outbox = Arc::new(std::sync::Mutex::new(outbox));
+        let wake = Arc::new(Notify::new());
+        let (publishers, relay_publishers) = watch::channel(None);
+        let finish = CancellationToken::new();
+        let task = tokio::spawn(
+            Relay::new(
+                outbox.clone(),
+                wake.clone(),
+                relay_publishers,
+                self.state.clone(),
+                self.status.clone(),
+                self.config.daemon.shutdown_timeout,
+            )
+            .run(finish.clone()),
+        );
+        self.queue = Some(Queue { outbox, wake });
+        (publishers, RelayTask { finish, task })
+    }
+
+    /// Whatever ended observation (shutdown, or an error no retry can fix), the relay gets
+    /// `shutdown_timeout` to empty the outbox and the health endpoint stops.
+    async fn stop(relay: RelayTask, health: Option<HealthServer>) {
         notify::stopping();
         info!("pc-eventd stopping");
-        finish_relay.cancel();
-        let _ = relay.await;
-        if let Some(health) = observing.health {
+        relay.finish.cancel();
+        let _ = relay.task.await;
+        if let Some(health) = health {
             health.stop.cancel();
             let _ = health.task.await;
         }
-        observed
     }
 
     /// The observation loop: readies the stream, then observes process-compose (a stream
