@@ -222,6 +222,18 @@ impl Publisher {
             }
         };
 
+        self.reconcile_stream(config, existing, wanted).await
+    }
+
+    /// Brings an existing stream (`existing`) to the configured settings (`wanted`): nothing to
+    /// do, an update (the differences logged), or a refusal when `on_mismatch` says fail or the
+    /// storage differs.
+    async fn reconcile_stream(
+        &self,
+        config: &StreamConfig,
+        existing: stream::Config,
+        wanted: stream::Config,
+    ) -> Result<StreamOutcome, PublishError> {
         let differences = stream_differences(&existing, &wanted);
         if differences.is_empty() {
             return Ok(StreamOutcome::Unchanged);
