@@ -18,7 +18,7 @@ use crate::delivery::outbox::Pushed;
 use crate::delivery::relay;
 use crate::diff::{DiffContext, ProcessRecord, ProcessTimings, Snapshot, diff, diff_one};
 use crate::ops::notify;
-use crate::source::{SourceMode, StateFrame, Subscriptions};
+use crate::source::{Frames, SourceMode, StateFrame, Subscriptions};
 use crate::sync::lock;
 
 /// Shortest interval between two `STATUS=` updates driven by observations.
@@ -327,24 +327,10 @@ impl Daemon {
         shutdown: &CancellationToken,
         reloads: &mut mpsc::Receiver<()>,
     ) -> SessionEnd {
-        // What changed while we were away, and who is there.
-        let observed = match self.poll(compose).await {
-            Ok(observed) => observed,
-            Err(err) => return SessionEnd::Failed(err),
-        };
-        let (mut subscriptions, mut frames) = match Subscriptions::open(compose, &observed).await {
+        let (mut subscriptions, mut frames) = match self.open_session(compose, snapshot).await {
             Ok(opened) => opened,
             Err(err) => return SessionEnd::Failed(err),
         };
-        self.status.set_mode(SourceMode::Stream);
-        info!(
-            subscriptions = subscriptions.open_count(),
-            processes = observed.len(),
-            "streaming process states"
-        );
-        self.learn_timings(compose, &observed).await;
-        self.publish_observation(snapshot, &observed);
-
         let reconcile_every = self.config.process_compose.reconcile_interval;
         let mut reconcile = tokio::time::interval_at(
             tokio::time::Instant::now() + reconcile_every,
@@ -368,17 +354,41 @@ impl Daemon {
                     }
                 }
                 message = frames.recv() => match message {
-                    Some(Ok(frame)) => {
-                        let frame = self.complete_frame(compose, frame).await;
-                        self.learn_timings(compose, std::slice::from_ref(&frame.state)).await;
-                        self.publish_frame(snapshot, &frame);
-                        self.watchdog.pet();
-                    }
+                    Some(Ok(frame)) => self.on_frame(compose, snapshot, frame).await,
                     Some(Err(err)) => return SessionEnd::Failed(err),
                     None => unreachable!("the session holds a sender"),
                 },
             }
         }
+    }
+
+    /// Starts a stream session: reads what changed while the stream was away and who is there
+    /// (one poll), publishes it, and subscribes.
+    async fn open_session(
+        &self,
+        compose: &ComposeClient,
+        snapshot: &mut Snapshot,
+    ) -> Result<(Subscriptions, Frames), ComposeError> {
+        let observed = self.poll(compose).await?;
+        let (subscriptions, frames) = Subscriptions::open(compose, &observed).await?;
+        self.status.set_mode(SourceMode::Stream);
+        info!(
+            subscriptions = subscriptions.open_count(),
+            processes = observed.len(),
+            "streaming process states"
+        );
+        self.learn_timings(compose, &observed).await;
+        self.publish_observation(snapshot, &observed);
+        Ok((subscriptions, frames))
+    }
+
+    /// One frame of the stream: completed, its process's timings learned, diffed and published.
+    async fn on_frame(&self, compose: &ComposeClient, snapshot: &mut Snapshot, frame: StateFrame) {
+        let frame = self.complete_frame(compose, frame).await;
+        self.learn_timings(compose, std::slice::from_ref(&frame.state))
+            .await;
+        self.publish_frame(snapshot, &frame);
+        self.watchdog.pet();
     }
 
     /// A poll during a stream session: the stream is the authority on known processes (a poll

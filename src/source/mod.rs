@@ -8,4 +8,4 @@ mod stream;
 pub use config::SourceMode;
 pub(crate) use config::{ProcessComposeConfig, TokenFileError};
 pub use stream::StateFrame;
-pub(crate) use stream::Subscriptions;
+pub(crate) use stream::{Frames, Subscriptions};
