@@ -20,6 +20,7 @@ mod config;
 mod daemon;
 mod delivery;
 mod diff;
+mod http;
 mod ops;
 mod source;
 mod sync;

@@ -14,8 +14,8 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     ("source", &[]),
     ("diff", &[]),
     ("delivery", &["diff", "ops", "sync"]),
-    ("ops", &["source", "sync"]),
-    ("commands", &[]),
+    ("ops", &["source", "sync", "http"]),
+    ("commands", &["http"]),
     ("config", &["source", "ops", "commands"]),
     (
         "daemon",
@@ -28,6 +28,7 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
         ],
     ),
     ("sync", &[]),
+    ("http", &[]),
 ];
 
 /// The `.rs` files under `dir`, relative to it, but the unit tests kept beside their code.

@@ -364,6 +364,7 @@ impl Consumer {
             filter: filter.clone(),
             backlog,
             undecodable: 0,
+            position: 0,
         })
     }
 
@@ -547,6 +548,12 @@ impl Consumer {
         }
     }
 
+    /// The sequence of the newest message in the stream (0 while it is empty): with
+    /// [`Start::Sequence`], a window of the most recent messages (`last - n + 1`).
+    pub async fn last_sequence(&self) -> Result<u64, ConsumerError> {
+        Ok(self.stream().await?.cached_info().state.last_sequence)
+    }
+
     async fn stream(&self) -> Result<jetstream::stream::Stream, ConsumerError> {
         self.jetstream
             .get_stream(&self.stream)
@@ -704,9 +711,19 @@ pub struct EventStream {
     /// How many stored messages the server still had to deliver from the history.
     backlog: u64,
     undecodable: u64,
+    /// The stream sequence of the last message read, shown or not.
+    position: u64,
 }
 
 impl EventStream {
+    /// The stream sequence of the last message read so far, whether it was delivered, left out
+    /// by the filter or skipped (0 before the first). A reader that stops here resumes with
+    /// [`Start::Sequence`]`(position + 1)`: nothing is missed and nothing is read twice, loss
+    /// markers included.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
     /// Messages skipped so far because they were not lifecycle events.
     pub fn undecodable(&self) -> u64 {
         self.undecodable
@@ -741,6 +758,8 @@ impl EventStream {
             None => return Poll::Ready(None),
         };
         self.backlog = self.backlog.saturating_sub(1);
+        let stream_sequence = message.info().map_or(0, |info| info.stream_sequence);
+        self.position = self.position.max(stream_sequence);
         let event: LifecycleEvent = match serde_json::from_slice(&message.payload) {
             Ok(event) => event,
             Err(_) if let Some(marker) = loss_marker(&message) => {
@@ -757,7 +776,7 @@ impl EventStream {
         }
         Poll::Ready(Some(Ok(Some(Received::Event(Delivery {
             event,
-            stream_sequence: message.info().map_or(0, |info| info.stream_sequence),
+            stream_sequence,
             payload: message.payload.clone(),
         })))))
     }

@@ -140,7 +140,7 @@ impl NatsConfig {
             options = options.nkey(seed.expose().to_owned());
         }
         if let Some(path) = &self.creds_file {
-            let creds = read_secret("nats.creds_file", path)?;
+            let creds = Secret::read_file("nats.creds_file", path)?;
             options = options.credentials(creds.expose()).map_err(|source| {
                 SettingsError::Credentials {
                     path: path.clone(),
@@ -184,7 +184,11 @@ impl NatsConfig {
         let Some(path) = &self.nkey_seed_file else {
             return Ok(None);
         };
-        let seed = Secret::new(read_secret("nats.nkey_seed_file", path)?.expose().trim());
+        let seed = Secret::new(
+            Secret::read_file("nats.nkey_seed_file", path)?
+                .expose()
+                .trim(),
+        );
         if !is_user_seed(seed.expose()) {
             return Err(SettingsError::NotASeed { path: path.clone() });
         }
@@ -199,17 +203,6 @@ pub const NKEY_SEED_FORM: &str = "expected 58 characters starting with SU";
 /// connecting; this catches a public key or a truncated paste early.
 pub fn is_user_seed(seed: &str) -> bool {
     seed.len() == 58 && seed.starts_with("SU") && seed.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
-/// Reads a file holding a secret; the error names `key` and the path only.
-fn read_secret(key: &'static str, path: &Path) -> Result<Secret, SettingsError> {
-    std::fs::read_to_string(path)
-        .map(Secret)
-        .map_err(|source| SettingsError::Unreadable {
-            key,
-            path: path.to_owned(),
-            source,
-        })
 }
 
 /// The `nats.stream.*` settings: the JetStream stream the daemon creates (or updates) and
@@ -280,6 +273,19 @@ impl Secret {
     /// Wraps `value`.
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
+    }
+
+    /// Reads the secret held in the file `path`, as it is (a credentials file keeps its
+    /// lines); the error names the setting `key` (such as `nats.creds_file`) and the path,
+    /// never the content. The one way a secret is read from a file.
+    pub fn read_file(key: &'static str, path: &Path) -> Result<Self, SettingsError> {
+        std::fs::read_to_string(path)
+            .map(Self)
+            .map_err(|source| SettingsError::Unreadable {
+                key,
+                path: path.to_owned(),
+                source,
+            })
     }
 
     /// The value itself, for where it must be used (handing it to a client). Never log or

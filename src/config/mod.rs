@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::commands::alert::AlertConfig;
 use crate::commands::remediate::RemediateConfig;
 use crate::ops::logging::LogConfig;
-use crate::source::{ProcessComposeConfig, TokenFileError};
+use crate::source::ProcessComposeConfig;
 
 /// Where the daemon looks for its file when `--config` is not given.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/pc-eventd.toml";
@@ -264,12 +264,6 @@ pub struct Sources {
 #[error("{}", .problems.join("\n"))]
 pub struct ConfigError {
     pub problems: Vec<String>,
-}
-
-impl From<TokenFileError> for ConfigError {
-    fn from(err: TokenFileError) -> Self {
-        Self::one(err.to_string())
-    }
 }
 
 impl From<SettingsError> for ConfigError {

@@ -1,55 +1,23 @@
 //! The small HTTP endpoint: `/healthz`, `/readyz` and `/metrics` (hyper 1, HTTP/1.1).
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
 use crate::ops::status::Status;
 
-/// How long open connections get to finish when the endpoint stops.
-const DRAIN: Duration = Duration::from_secs(2);
-
 /// Serves until `stop` is cancelled.
 pub(crate) async fn serve(listener: TcpListener, status: Arc<Status>, stop: CancellationToken) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        let stream = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    warn!(error = %err, "health endpoint: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let status = status.clone();
-        let service = service_fn(move |request| {
-            let status = status.clone();
-            async move { Ok::<_, Infallible>(respond(&request, &status)) }
-        });
-        let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                debug!(error = %err, "health endpoint: connection ended with an error");
-            }
-        });
-    }
-    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+    let handle = move |request: Request<Incoming>| {
+        let response = respond(&request, &status);
+        async move { response }
+    };
+    crate::http::serve("health endpoint", listener, handle, stop).await;
 }
 
 fn respond(request: &Request<Incoming>, status: &Status) -> Response<Full<Bytes>> {

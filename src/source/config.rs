@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pc_eventd_events::nats::Secret;
+use pc_eventd_events::nats::{Secret, SettingsError};
 use pc_eventd_events::process_compose::{ComposeClient, Endpoint};
 use serde::{Deserialize, Serialize};
 
@@ -107,22 +107,19 @@ impl ProcessComposeConfig {
     }
 
     /// The API token, from `token` or `token_file` (read now, whitespace trimmed).
-    pub fn api_token(&self) -> Result<Option<Secret>, TokenFileError> {
+    pub fn api_token(&self) -> Result<Option<Secret>, SettingsError> {
         if let Some(token) = &self.token {
             return Ok(Some(token.clone()));
         }
         let Some(path) = &self.token_file else {
             return Ok(None);
         };
-        let token = std::fs::read_to_string(path).map_err(|source| TokenFileError {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(Some(Secret::new(token.trim())))
+        let token = Secret::read_file("process_compose.token_file", path)?;
+        Ok(Some(Secret::new(token.expose().trim())))
     }
 
     /// A client for this process-compose, with the token read now.
-    pub fn client(&self) -> Result<ComposeClient, TokenFileError> {
+    pub fn client(&self) -> Result<ComposeClient, SettingsError> {
         let endpoint = match &self.socket {
             Some(path) => Endpoint::Unix(path.clone()),
             // `problems` refuses a URL that does not parse; the default stands in for one
@@ -169,12 +166,4 @@ impl SourceMode {
             Self::Poll => "poll",
         }
     }
-}
-
-/// The token file could not be read.
-#[derive(Debug, thiserror::Error)]
-#[error("process_compose.token_file: cannot read {}: {source}", .path.display())]
-pub struct TokenFileError {
-    path: PathBuf,
-    source: std::io::Error,
 }

@@ -5,7 +5,7 @@
 mod config;
 mod stream;
 
+pub(crate) use config::ProcessComposeConfig;
 pub use config::SourceMode;
-pub(crate) use config::{ProcessComposeConfig, TokenFileError};
 pub use stream::StateFrame;
 pub(crate) use stream::{Frames, Subscriptions};
