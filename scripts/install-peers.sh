@@ -13,6 +13,9 @@
 #                    for process-compose.
 #   python           a venv with pinned nats-py and jsonschema, for the test of an outside client
 #                    that knows only the JSON Schema (tests/schema_client.py).
+#   chromium         Debian's chromium and chromium-driver, for the dashboard's tests in a real
+#                    browser (tests/it/dashboard.rs) and its benchmark; installed with apt-get
+#                    when missing (as root, or through sudo).
 #
 # Binaries are cached in $EVENTD_PEERS_DIR (default ~/.cache/pc-eventd/peers), so a second
 # run costs nothing. Output: $EVENTD_PEERS_DIR/env, a file of `export` lines.
@@ -95,19 +98,35 @@ if [ ! -f "$venv/.complete" ]; then
     touch "$venv/.complete"
 fi
 
+chromium=/usr/bin/chromium
+chromedriver=/usr/bin/chromedriver
+if [ ! -x "$chromium" ] || [ ! -x "$chromedriver" ]; then
+    say "installing Debian's chromium and chromium-driver (the dashboard's browser tests)"
+    sudo=
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    { $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium chromium-driver; } >&2 || {
+        say "ERROR: cannot install chromium and chromium-driver with apt-get."
+        say "  Install them (Debian: apt-get install chromium chromium-driver) and run this again."
+        exit 1
+    }
+fi
+
 nats_server="$peers/nats-server-$NATS_SERVER_VERSION"
 pc_stream="$peers/process-compose-$PROCESS_COMPOSE_VERSION"
 pc_poll="$peers/process-compose-$PROCESS_COMPOSE_POLL_VERSION"
 # The versions as the binaries themselves report them, for every run to print.
 versions="nats-server $("$nats_server" --version | sed 's/^nats-server: //'),"
 versions+=" process-compose $("$pc_stream" version --short 2>/dev/null) (state stream)"
-versions+=" and $("$pc_poll" version --short 2>/dev/null) (before the stream)"
+versions+=" and $("$pc_poll" version --short 2>/dev/null) (before the stream),"
+versions+=" $("$chromedriver" --version | cut -d' ' -f1-2)"
 cat >"$peers/env" <<ENV
 export TEST_NATS_SERVER='$nats_server'
 export TEST_PROCESS_COMPOSE='$pc_stream'
 export TEST_PROCESS_COMPOSE_POLL='$pc_poll'
 export TEST_PEER_VERSIONS='$versions'
 export TEST_PYTHON='$venv/bin/python'
+export TEST_CHROMIUM='$chromium'
+export TEST_CHROMEDRIVER='$chromedriver'
 ENV
 say "peers: $versions"
 echo "$peers/env"

@@ -21,8 +21,10 @@ if ! command -v openssl >/dev/null 2>&1; then
     echo "test: installing openssl" >&2
     { apt-get update -qq && apt-get install -y -qq openssl; } >&2
 fi
+# A failed install stops here, with install-peers' own explanation above.
+peers_env=$(scripts/install-peers.sh) || exit 1
 # shellcheck disable=SC1090
-source "$(scripts/install-peers.sh)"
+source "$peers_env"
 echo "test: peers: $TEST_PEER_VERSIONS"
 cluster=faults::a_three_node_cluster_with_r3_loses_nothing_when_a_node_dies
 suite=$(mktemp)

@@ -1,4 +1,5 @@
-//! The command line: `run`, `watch` and `config check`.
+//! The command line: `run`, `watch`, `remediate`, `alert`, `dashboard`, `config check` and
+//! `completions`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::watch::{self, Output, Replay};
-use crate::commands::{alert, remediate};
+use crate::commands::{alert, dashboard, remediate};
 use crate::config::{Config, ConfigError, Overrides, Sources};
 use crate::daemon::{ConfigLoader, Control, Daemon, DaemonError};
 use crate::ops::logging::LogFormat;
@@ -73,6 +74,16 @@ pub enum Command {
             without another. Each alert is a JSON POST to alert.url, retried with backoff. \
             SIGTERM and SIGINT stop it.")]
     Alert(AlertArgs),
+    /// Serve a live web page of every process, from the event stream [config: dashboard]
+    #[command(
+        long_about = "Serve a live web page of every process, from the event stream.\n\n\
+            Shows every process of every source (its status, readiness, restarts, last exit \
+            code, pid, and since when; crash loops stand out), a live timeline of events with \
+            remediation outcomes and loss markers, and one process's history, with filters kept \
+            in the URL. Listens on dashboard.listen (127.0.0.1:9480); beyond loopback it needs \
+            dashboard.token_file. Read-only. SIGTERM and SIGINT stop it."
+    )]
+    Dashboard(DashboardArgs),
     /// Inspect the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -112,6 +123,15 @@ pub struct AlertArgs {
     /// The webhook to POST alerts to [config: alert.url]
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Where to serve the page, e.g. 127.0.0.1:9480 [config: dashboard.listen]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +236,7 @@ pub fn main() -> ExitCode {
         }
         Command::Remediate(args) => remediate_command(file, args),
         Command::Alert(args) => alert_command(file, args),
+        Command::Dashboard(args) => dashboard_command(file, args),
         Command::Watch(args) => {
             let overrides = Overrides {
                 nats_url: args.nats.nats_url.clone(),
@@ -271,6 +292,26 @@ fn alert_command(file: Option<PathBuf>, args: AlertArgs) -> ExitCode {
             config,
             |config, stop| alert::run(config.alert, config.nats, stop),
             alert::AlertError::is_config,
+        )
+    })
+}
+
+/// `pc-eventd dashboard`.
+fn dashboard_command(file: Option<PathBuf>, args: DashboardArgs) -> ExitCode {
+    let overrides = Overrides {
+        nats_url: args.nats.nats_url,
+        dashboard_listen: args.listen,
+        ..Overrides::default()
+    };
+    with_config(file, overrides, |config| {
+        consumer_command(
+            "dashboard",
+            config,
+            |config, stop| {
+                let remediation = config.remediate.nats(&config.nats);
+                dashboard::run(config.dashboard, config.nats, remediation, stop)
+            },
+            dashboard::DashboardError::is_config,
         )
     })
 }

@@ -2,5 +2,6 @@
 //! crate `pc_eventd_events` alone, as a user's consumer would be.
 
 pub mod alert;
+pub mod dashboard;
 pub mod remediate;
 pub(crate) mod watch;

@@ -16,6 +16,7 @@ use pc_eventd_events::nats::{NatsConfig, Secret};
 use serde::{Deserialize, Serialize};
 
 use crate::commands::alert::AlertConfig;
+use crate::commands::dashboard::DashboardConfig;
 use crate::commands::remediate::RemediateConfig;
 use crate::ops::logging::LogConfig;
 use crate::source::ProcessComposeConfig;
@@ -35,6 +36,7 @@ pub struct Config {
     pub outbox: OutboxConfig,
     pub remediate: RemediateConfig,
     pub alert: AlertConfig,
+    pub dashboard: DashboardConfig,
     pub log: LogConfig,
 }
 
@@ -164,6 +166,7 @@ pub struct Overrides {
     pub compose_socket: Option<PathBuf>,
     pub nats_url: Option<String>,
     pub poll_interval: Option<Duration>,
+    pub dashboard_listen: Option<std::net::SocketAddr>,
 }
 
 /// One setting from a flag: `section.field`, the flag that set it, and its value.
@@ -200,6 +203,9 @@ impl Overrides {
         }
         if let Some(url) = &self.nats_url {
             entries.push(("nats", "url", "--nats-url", url.clone().into()));
+        }
+        if let Some(listen) = self.dashboard_listen {
+            entries.push(("dashboard", "listen", "--listen", listen.to_string().into()));
         }
         if let Some(interval) = self.poll_interval {
             let interval = humantime::format_duration(interval).to_string();
@@ -341,6 +347,7 @@ impl Config {
         );
         p.take("remediate", remediate.problems());
         p.take("alert", self.alert.problems());
+        p.take("dashboard", self.dashboard.problems());
     }
 
     /// What the daemon itself needs: the outbox, the state directory, the log filter.

@@ -11,8 +11,8 @@ use pc_eventd_events::consumer::{Consumer, Delivery, Durable, Filter, Received, 
 use pc_eventd_events::event::{EventType::*, LifecycleEvent, Severity};
 use pc_eventd_events::process_compose::ComposeClient;
 
-use crate::cli::Binary;
 use crate::support::Stack;
+use crate::support::binary::Binary;
 use crate::support::compose::Release;
 
 const LONG: Duration = Duration::from_secs(20);

@@ -93,7 +93,7 @@ async fn the_binary_logs_what_went_wrong() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(serve(listener, vec![Reply::Json(200, "<html>oops</html>")]));
-    let mut daemon = crate::cli::Binary::spawn_with_env(
+    let mut daemon = crate::support::binary::Binary::spawn_with_env(
         &[
             "run",
             "--compose-port",
@@ -349,7 +349,8 @@ processes:
     assert_eq!(marker.source, "test");
     assert!(marker.first_lost_at <= marker.last_lost_at);
     // `watch` shows the gap where it is, as loudly as a crash.
-    let mut watch = crate::cli::Binary::spawn(&["watch", "--all", "--nats-url", &nats.url()]);
+    let mut watch =
+        crate::support::binary::Binary::spawn(&["watch", "--all", "--nats-url", &nats.url()]);
     let lines = watch
         .stdout_until(Duration::from_secs(20), |l| {
             l.iter().any(|l| l.contains("were lost"))

@@ -10,7 +10,7 @@ use async_nats::jetstream;
 use pc_eventd_events::event::EventType::*;
 use tokio::net::TcpListener;
 
-use crate::cli::Binary;
+use crate::support::binary::Binary;
 use crate::support::compose::{Options, ProcessCompose};
 use crate::support::daemon::{Daemon, config};
 use crate::support::events::{EventLog, Reliability, count};

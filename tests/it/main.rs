@@ -4,6 +4,7 @@
 mod alert;
 mod cli;
 mod consumer;
+mod dashboard;
 mod faults;
 mod lifecycle;
 mod nats_auth;

@@ -15,7 +15,7 @@ use pc_eventd_events::event::{EventType, LifecycleEvent};
 use pc_eventd_events::nats::{NatsConfig, Secret};
 use tokio_rustls::rustls;
 
-use crate::cli::Binary;
+use crate::support::binary::Binary;
 use crate::support::compose::ProcessCompose;
 use crate::support::daemon::{Daemon, config};
 use crate::support::jwt::{self, Operator};

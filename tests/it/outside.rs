@@ -9,8 +9,8 @@ use pc_eventd_events::event::EventType::*;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use crate::cli::Binary;
 use crate::support::Stack;
+use crate::support::binary::Binary;
 use crate::support::compose::Release;
 use crate::support::events::count;
 

@@ -144,7 +144,7 @@ async fn crashes_are_restarted_within_the_policy_until_the_limit() {
     );
 
     // The audit trail, for people.
-    let mut watch = crate::cli::Binary::spawn(&[
+    let mut watch = crate::support::binary::Binary::spawn(&[
         "watch",
         "--remediation",
         "--process",

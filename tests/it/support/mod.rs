@@ -1,5 +1,7 @@
 //! Test support: real peers behind RAII guards, the daemon in-process, and a JetStream reader.
 
+pub mod binary;
+pub mod browser;
 pub mod compose;
 pub mod daemon;
 pub mod events;

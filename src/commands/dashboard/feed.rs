@@ -1,0 +1,384 @@
+//! One page's live feed: server-sent events from the two streams, resumable by `Last-Event-ID`.
+//!
+//! A page opened fresh gets the current state first (`snapshot`: the newest event of each type
+//! of every process the stream still holds), then the last `backlog` events and the loss markers among
+//! them, then `live`, then every new event as it is published. Every event frame carries the id
+//! `L:R`: the lifecycle and remediation stream sequences read so far. The browser sends the
+//! last id back when it reconnects, and the feed goes on from exactly there: nothing is missed
+//! and nothing is sent twice, whether the page lost the server or the server lost NATS.
+//!
+//! While NATS is away the feed says so (`nats` frames, from the client's connection state) and
+//! opens its subscriptions again from its position once NATS is back.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use pc_eventd_events::consumer::{
+    Consumer, ConsumerError, EventStream, Filter, Messages, Received, Start,
+};
+use pc_eventd_events::event::EventsLost;
+use pc_eventd_events::remediation::RemediationEvent;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// How often the feed looks at the connection to NATS and retries a lost subscription.
+const TICK: Duration = Duration::from_secs(1);
+/// A comment line this often keeps proxies from closing an idle feed, and notices a page that
+/// went away.
+const KEEPALIVE_TICKS: u32 = 15;
+
+/// Where a page is in the two streams: the last stream sequence it has of each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Position {
+    pub lifecycle: u64,
+    pub remediation: u64,
+}
+
+impl Position {
+    /// Reads an event id, `L:R` (as [`Position::id`] writes it).
+    pub fn parse(id: &str) -> Option<Self> {
+        let (lifecycle, remediation) = id.trim().split_once(':')?;
+        Some(Self {
+            lifecycle: lifecycle.parse().ok()?,
+            remediation: remediation.parse().ok()?,
+        })
+    }
+
+    /// The event id for frames sent from here.
+    pub fn id(self) -> String {
+        format!("{}:{}", self.lifecycle, self.remediation)
+    }
+}
+
+/// One server-sent event: `event: name`, the id if any, and `data` over as many `data:` lines as
+/// it has lines.
+pub(crate) fn frame(name: &str, id: Option<Position>, data: &str) -> String {
+    let mut text = format!("event: {name}\n");
+    if let Some(position) = id {
+        text.push_str(&format!("id: {}\n", position.id()));
+    }
+    for line in data.split('\n') {
+        text.push_str("data: ");
+        text.push_str(line.strip_suffix('\r').unwrap_or(line));
+        text.push('\n');
+    }
+    text.push('\n');
+    text
+}
+
+/// A stored message as the page gets it: its stream sequence, the library's one line for
+/// people, and the message as published.
+#[derive(Serialize)]
+struct Stored<'a> {
+    seq: u64,
+    summary: &'a str,
+    event: &'a RawValue,
+}
+
+/// The frame for something read from the lifecycle stream, at `position`.
+fn lifecycle_frame(received: &Received, position: Position) -> String {
+    match received {
+        Received::Event(delivery) => {
+            let summary = delivery.event.summary();
+            let data = stored(delivery.stream_sequence, &summary, &delivery.payload);
+            frame("lifecycle", Some(position), &data)
+        }
+        Received::EventsLost(marker) => frame("lost", Some(position), &lost_json(marker)),
+    }
+}
+
+/// `{"summary": …, "marker": …}`.
+fn lost_json(marker: &EventsLost) -> String {
+    serde_json::json!({ "summary": marker.to_string(), "marker": marker }).to_string()
+}
+
+/// `{"seq": …, "summary": …, "event": …}` with the payload as it was published (it is JSON:
+/// the library decoded it, or the remediation feed did).
+fn stored(seq: u64, summary: &str, payload: &[u8]) -> String {
+    let raw = std::str::from_utf8(payload)
+        .ok()
+        .and_then(|text| RawValue::from_string(text.to_owned()).ok());
+    match raw {
+        Some(event) => serde_json::to_string(&Stored {
+            seq,
+            summary,
+            event: &event,
+        })
+        .expect("serializes"),
+        None => serde_json::json!({ "seq": seq, "summary": summary, "event": null }).to_string(),
+    }
+}
+
+/// The two streams a page reads, and how much history a fresh page gets.
+pub(crate) struct Streams {
+    pub lifecycle: Consumer,
+    pub remediation: Consumer,
+    /// Every subject of the remediation stream.
+    pub remediation_subject: String,
+    pub backlog: u64,
+}
+
+/// Why a feed ended early: the page went away.
+struct PageGone;
+
+/// What a feed sends through; fails once the page went away.
+struct Page(mpsc::Sender<Bytes>);
+
+impl Page {
+    async fn send(&self, text: String) -> Result<(), PageGone> {
+        self.0.send(Bytes::from(text)).await.map_err(|_| PageGone)
+    }
+}
+
+/// Runs one page's feed into `out` until the page goes away or `stop` is cancelled. `resume` is
+/// the page's `Last-Event-ID`, if it had one.
+pub(crate) async fn run(
+    streams: &Streams,
+    resume: Option<Position>,
+    out: mpsc::Sender<Bytes>,
+    stop: CancellationToken,
+) {
+    let page = Page(out);
+    let fed = tokio::select! {
+        () = stop.cancelled() => return,
+        fed = feed(streams, resume, &page) => fed,
+    };
+    if fed.is_err() {
+        debug!("dashboard: a page went away");
+    }
+}
+
+async fn feed(streams: &Streams, resume: Option<Position>, page: &Page) -> Result<(), PageGone> {
+    // Before anything else, so that a page that reconnects learns of an outage at once.
+    let mut connected = streams.lifecycle.is_connected();
+    page.send(nats_frame(connected)).await?;
+    let mut position = match resume {
+        Some(position) => position,
+        None => open_fresh(streams, page).await?,
+    };
+    let mut lifecycle: Option<EventStream> = None;
+    let mut remediation: Option<Messages> = None;
+    let mut said_live = resume.is_some();
+    let mut ticks = tokio::time::interval(TICK);
+    let mut idle_ticks = 0;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {
+                let now = streams.lifecycle.is_connected();
+                if now != connected {
+                    connected = now;
+                    page.send(nats_frame(connected)).await?;
+                }
+                if lifecycle.is_none() {
+                    lifecycle = subscribe_lifecycle(streams, &mut position, page).await?;
+                }
+                if remediation.is_none() {
+                    remediation = subscribe_remediation(streams, position).await;
+                }
+                if lifecycle.is_some() && !said_live {
+                    said_live = true;
+                    page.send(frame("live", None, "{}")).await?;
+                }
+                idle_ticks += 1;
+                if idle_ticks >= KEEPALIVE_TICKS {
+                    idle_ticks = 0;
+                    page.send(": keepalive\n\n".to_owned()).await?;
+                }
+            }
+            next = next_lifecycle(&mut lifecycle) => match next {
+                Ok(received) => {
+                    position.lifecycle = lifecycle.as_ref().map_or(position.lifecycle, EventStream::position);
+                    page.send(lifecycle_frame(&received, position)).await?;
+                }
+                // Opened again from the position at the next tick.
+                Err(err) => {
+                    debug!(error = %err, "dashboard: the lifecycle subscription ended");
+                    lifecycle = None;
+                }
+            },
+            next = next_remediation(&mut remediation) => match next {
+                Some((seq, text)) => {
+                    position.remediation = seq;
+                    if let Some(text) = text {
+                        page.send(frame("remediation", Some(position), &text)).await?;
+                    }
+                }
+                None => remediation = None,
+            },
+        }
+    }
+}
+
+/// A fresh page's start: the current state, then the position the backlog starts after.
+async fn open_fresh(streams: &Streams, page: &Page) -> Result<Position, PageGone> {
+    let snapshot = match current_state(&streams.lifecycle).await {
+        Ok(snapshot) => snapshot,
+        Err(err) => {
+            warn!(error = %err, "dashboard: cannot read the current state; the page starts empty");
+            String::from("[]")
+        }
+    };
+    page.send(frame("snapshot", None, &snapshot)).await?;
+    let top = |sequence: Result<u64, ConsumerError>| {
+        sequence.unwrap_or(0).saturating_sub(streams.backlog)
+    };
+    Ok(Position {
+        lifecycle: top(streams.lifecycle.last_sequence().await),
+        remediation: top(streams.remediation.last_sequence().await),
+    })
+}
+
+/// The newest event of every type of every process the stream holds (so that the page knows
+/// each one's current state and its last crash, start or restart), in stream order, as a JSON
+/// array of stored events.
+async fn current_state(lifecycle: &Consumer) -> Result<String, ConsumerError> {
+    let mut last = lifecycle
+        .subscribe(&Filter::default(), Start::LastPerSubject)
+        .await?;
+    let mut deliveries: Vec<_> = last
+        .history()
+        .await?
+        .into_iter()
+        .filter_map(Received::into_event)
+        .collect();
+    deliveries.sort_by_key(|delivery| delivery.stream_sequence);
+    let stored: Vec<String> = deliveries
+        .iter()
+        .map(|delivery| {
+            let summary = delivery.event.summary();
+            stored(delivery.stream_sequence, &summary, &delivery.payload)
+        })
+        .collect();
+    Ok(format!("[{}]", stored.join(",")))
+}
+
+/// Opens the lifecycle subscription after `position` and sends what it holds so far in one
+/// write (a fresh page's backlog can be thousands of events). `None` while NATS is away.
+async fn subscribe_lifecycle(
+    streams: &Streams,
+    position: &mut Position,
+    page: &Page,
+) -> Result<Option<EventStream>, PageGone> {
+    let start = Start::Sequence(position.lifecycle + 1);
+    let opened = streams.lifecycle.subscribe(&Filter::default(), start).await;
+    let mut events = match opened {
+        Ok(events) => events,
+        Err(err) => {
+            debug!(error = %err, "dashboard: cannot subscribe to lifecycle events yet");
+            return Ok(None);
+        }
+    };
+    let history = match events.history().await {
+        Ok(history) => history,
+        Err(err) => {
+            debug!(error = %err, "dashboard: reading the backlog failed");
+            return Ok(None);
+        }
+    };
+    let mut batch = String::new();
+    for received in &history {
+        if let Received::Event(delivery) = received {
+            position.lifecycle = delivery.stream_sequence;
+        }
+        batch.push_str(&lifecycle_frame(received, *position));
+    }
+    // Messages the filter skipped count too: the next subscription starts after them.
+    position.lifecycle = position.lifecycle.max(events.position());
+    if !batch.is_empty() {
+        page.send(batch).await?;
+    }
+    Ok(Some(events))
+}
+
+/// Opens the remediation subscription after `position`; `None` while there is no stream (no
+/// remediator has run) or NATS is away.
+async fn subscribe_remediation(streams: &Streams, position: Position) -> Option<Messages> {
+    let start = Start::Sequence(position.remediation + 1);
+    streams
+        .remediation
+        .messages(streams.remediation_subject.clone(), start)
+        .await
+        .map_err(|err| debug!(error = %err, "dashboard: no remediation events yet"))
+        .ok()
+}
+
+/// The next lifecycle event; pending while there is no subscription.
+async fn next_lifecycle(events: &mut Option<EventStream>) -> Result<Received, ConsumerError> {
+    match events {
+        Some(events) => events
+            .next()
+            .await
+            .unwrap_or(Err(ConsumerError::MessagesEnded)),
+        None => std::future::pending().await,
+    }
+}
+
+/// The next remediation message, as (its sequence, the frame's data unless it is not a
+/// remediation event); `None` when the subscription failed. Pending while there is none.
+async fn next_remediation(messages: &mut Option<Messages>) -> Option<(u64, Option<String>)> {
+    let Some(messages) = messages else {
+        return std::future::pending().await;
+    };
+    let message = messages.stream.next().await?.ok()?;
+    let seq = message.info().map_or(0, |info| info.stream_sequence);
+    let text = match serde_json::from_slice::<RemediationEvent>(&message.payload) {
+        Ok(event) => Some(stored(seq, &event.summary(), &message.payload)),
+        Err(err) => {
+            warn!(subject = %message.subject, error = %err, "dashboard: skipping a message that is not a remediation event");
+            None
+        }
+    };
+    Some((seq, text))
+}
+
+fn nats_frame(connected: bool) -> String {
+    frame("nats", None, &format!("{{\"connected\":{connected}}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_reads_back_what_it_writes() {
+        let position = Position {
+            lifecycle: 1234,
+            remediation: 7,
+        };
+        assert_eq!(position.id(), "1234:7");
+        assert_eq!(Position::parse("1234:7"), Some(position));
+        assert_eq!(Position::parse(" 0:0 "), Some(Position::default()));
+        for bad in ["", "12", "a:1", "1:b", "1:2:3", "-1:2"] {
+            assert_eq!(Position::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_frame_spreads_lines_over_data_fields() {
+        let position = Position {
+            lifecycle: 3,
+            remediation: 1,
+        };
+        assert_eq!(
+            frame("lifecycle", Some(position), "{\"a\":\n1}"),
+            "event: lifecycle\nid: 3:1\ndata: {\"a\":\ndata: 1}\n\n"
+        );
+        assert_eq!(frame("live", None, "{}"), "event: live\ndata: {}\n\n");
+    }
+
+    #[test]
+    fn a_stored_event_keeps_the_payload_as_published() {
+        assert_eq!(
+            stored(9, "a/b crashed", br#"{"id":"x", "type":"crashed"}"#),
+            r#"{"seq":9,"summary":"a/b crashed","event":{"id":"x", "type":"crashed"}}"#
+        );
+        assert_eq!(
+            stored(9, "s", b"not json"),
+            r#"{"event":null,"seq":9,"summary":"s"}"#
+        );
+    }
+}

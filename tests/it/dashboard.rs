@@ -1,0 +1,474 @@
+//! `pc-eventd dashboard` in a real browser (Debian's chromium over WebDriver), against a real
+//! nats-server, the real process-compose and the daemon. Screenshots of each state are kept in
+//! `target/tmp/dashboard-screenshots/`.
+
+use std::time::Duration;
+
+use pc_eventd_events::event::EventType;
+use serde_json::{Value, json};
+
+use crate::support::binary::Binary;
+use crate::support::browser::Browser;
+use crate::support::compose::ProcessCompose;
+use crate::support::daemon::{self, Daemon};
+use crate::support::events::EventLog;
+use crate::support::nats::NatsServer;
+
+/// Three processes in two namespaces; `crasher` exits 3 when its file `crash` appears, and
+/// the one named like markup stays up.
+const PROJECT: &str = r#"
+processes:
+  web:
+    command: "sleep 1000"
+  nats:
+    command: "sleep 1000"
+    namespace: infra
+  crasher:
+    command: "while [ ! -f $WORK/crash ]; do sleep 0.1; done; rm -f $WORK/crash; exit 3"
+    namespace: jobs
+    availability:
+      restart: "no"
+  '<img src=x onerror=window.__xss=1>':
+    command: "sleep 1000"
+"#;
+
+const MARKUP_NAME: &str = "<img src=x onerror=window.__xss=1>";
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The peers, the daemon publishing the project's events, and the dashboard.
+struct Stack {
+    nats: NatsServer,
+    compose: ProcessCompose,
+    /// Held for their lifetime: dropping them stops them.
+    _daemon: Daemon,
+    _dashboard: Binary,
+    url: String,
+}
+
+impl Stack {
+    async fn start() -> Self {
+        let nats = NatsServer::start();
+        let compose = ProcessCompose::start(PROJECT).await;
+        let daemon = Daemon::spawn(daemon::config(&compose.url(), &nats.url()));
+        let mut log = EventLog::open(&nats.url()).await;
+        log.wait_for("web", EventType::StatusChanged).await;
+        let (dashboard, url) = start_dashboard(&nats.url()).await;
+        Self {
+            nats,
+            compose,
+            _daemon: daemon,
+            _dashboard: dashboard,
+            url,
+        }
+    }
+
+    /// Makes `crasher` exit 3.
+    fn crash(&self) {
+        std::fs::write(self.compose.work_dir().join("crash"), "").expect("write the crash file");
+    }
+}
+
+/// Starts `pc-eventd dashboard` on a free loopback port; returns it and the URL it printed.
+async fn start_dashboard(nats_url: &str) -> (Binary, String) {
+    let mut dashboard = Binary::spawn(&[
+        "dashboard",
+        "--listen",
+        "127.0.0.1:0",
+        "--nats-url",
+        nats_url,
+    ]);
+    let lines = dashboard
+        .stdout_until(PATIENCE, |lines| {
+            lines.iter().any(|l| l.contains("http://"))
+        })
+        .await;
+    let url = lines
+        .iter()
+        .find_map(|l| l.split_whitespace().find(|w| w.starts_with("http://")))
+        .expect("the dashboard prints its URL")
+        .to_owned();
+    (dashboard, url)
+}
+
+/// A JS expression: the row of process `name` (in any namespace), or null.
+fn row(name: &str) -> String {
+    format!(
+        "[...document.querySelectorAll('#process-groups tr[data-key]')].find(r => r.dataset.key.endsWith('\\u0000' + {}))",
+        json!(name)
+    )
+}
+
+/// The text of every cell of process `name`'s row.
+async fn row_cells(browser: &Browser, name: &str) -> Vec<String> {
+    let script = format!(
+        "const r = {}; return r ? [...r.children].map(c => c.textContent) : null;",
+        row(name)
+    );
+    let cells = browser.run(&script, vec![]).await;
+    serde_json::from_value(cells).unwrap_or_default()
+}
+
+/// The processes the page lists, by name, in page order.
+async fn listed(browser: &Browser) -> Vec<String> {
+    let names = browser
+        .run(
+            "return [...document.querySelectorAll('#process-groups tr[data-key] td.name a')].map(a => a.textContent);",
+            vec![],
+        )
+        .await;
+    serde_json::from_value(names).unwrap()
+}
+
+/// The timeline's rows as (key, type, text), newest first.
+async fn timeline(browser: &Browser) -> Vec<(String, String, String)> {
+    let items = browser
+        .run(
+            "return [...document.querySelectorAll('#events li')].map(li => [li.dataset.key, li.dataset.type, li.textContent]);",
+            vec![],
+        )
+        .await;
+    serde_json::from_value(items).unwrap()
+}
+
+async fn open(browser: &Browser, url: &str) {
+    browser.client.goto(url).await.expect("open the dashboard");
+    browser
+        .wait_until(
+            "the end of the backlog",
+            PATIENCE,
+            "return document.body.dataset.live === 'true';",
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_lists_the_processes_and_shows_a_crash_without_a_reload() {
+    let stack = Stack::start().await;
+    let browser = Browser::start().await;
+    open(&browser, &stack.url).await;
+    browser
+        .wait_until(
+            "all four processes",
+            PATIENCE,
+            "return document.querySelectorAll('#process-groups tr[data-key]').length === 4;",
+        )
+        .await;
+    let mut names = listed(&browser).await;
+    names.sort();
+    assert_eq!(names, [MARKUP_NAME, "crasher", "nats", "web"]);
+    // Grouped by source and namespace: default, infra, jobs.
+    let groups = browser
+        .run(
+            "return [...document.querySelectorAll('.group h3 .ns')].map(n => n.textContent);",
+            vec![],
+        )
+        .await;
+    assert_eq!(groups, json!(["default", "infra", "jobs"]));
+    let web = row_cells(&browser, "web").await;
+    assert_eq!(web[1], "Running", "{web:?}");
+    assert!(web[5].parse::<u32>().is_ok(), "a pid: {web:?}");
+    browser.screenshot("processes").await;
+
+    // The page is never reloaded: a mark set now is still there after the crash shows.
+    browser.run("window.__sameLoad = true;", vec![]).await;
+    stack.crash();
+    browser
+        .wait_until(
+            "crasher crashed",
+            PATIENCE,
+            &format!(
+                "const r = {}; return !!r && r.classList.contains('st-bad');",
+                row("crasher")
+            ),
+        )
+        .await;
+    let crasher = row_cells(&browser, "crasher").await;
+    assert!(crasher[1].starts_with("crashed"), "{crasher:?}");
+    assert_eq!(crasher[4], "3", "the exit code: {crasher:?}");
+    browser
+        .wait_until(
+            "the crash in the timeline",
+            PATIENCE,
+            "return [...document.querySelectorAll('#events li')].some(li => li.dataset.type === 'crashed' && li.textContent.includes('jobs/crasher crashed (exit=3)'));",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .run("return window.__sameLoad === true;", vec![])
+            .await,
+        Value::Bool(true)
+    );
+    browser.screenshot("crash").await;
+
+    // Its own view: the history, the chart, the last crash.
+    browser
+        .run(
+            &format!("{}.querySelector('td.name a').click();", row("crasher")),
+            vec![],
+        )
+        .await;
+    browser
+        .wait_until(
+            "the last crash in the process view",
+            PATIENCE,
+            "return document.getElementById('pv-last-crash').textContent.startsWith('exit code 3');",
+        )
+        .await;
+    let view = browser
+        .run(
+            "return [location.search, document.querySelectorAll('#pv-events li').length, document.querySelectorAll('#pv-chart rect.crashes').length];",
+            vec![],
+        )
+        .await;
+    assert_eq!(view[0], json!("?view_source=test&view=jobs%2Fcrasher"));
+    assert!(view[1].as_u64().unwrap() >= 2, "{view}");
+    assert_eq!(view[2], json!(24));
+    browser.screenshot("process").await;
+    browser.close().await;
+    drop(stack);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_named_like_markup_renders_as_text() {
+    let stack = Stack::start().await;
+    let browser = Browser::start().await;
+    open(&browser, &stack.url).await;
+    browser
+        .wait_until(
+            "the process named like markup",
+            PATIENCE,
+            &format!("return !!{};", row(MARKUP_NAME)),
+        )
+        .await;
+    let checks = browser
+        .run(
+            "return [document.querySelectorAll('img').length, window.__xss === undefined, \
+             [...document.querySelectorAll('#events li')].some(li => li.textContent.includes('<img src=x'))];",
+            vec![],
+        )
+        .await;
+    assert_eq!(checks, json!([0, true, true]));
+    assert_eq!(row_cells(&browser, MARKUP_NAME).await[0], MARKUP_NAME);
+    browser.screenshot("markup-name").await;
+    browser.close().await;
+    drop(stack);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_narrow_both_views_and_the_url_restores_them() {
+    let stack = Stack::start().await;
+    let browser = Browser::start().await;
+    open(&browser, &stack.url).await;
+    browser
+        .wait_until(
+            "all four processes",
+            PATIENCE,
+            "return document.querySelectorAll('#process-groups tr[data-key]').length === 4;",
+        )
+        .await;
+    // Typed as a person would: keystrokes into the process filter, a choice of type.
+    let process = browser
+        .client
+        .find(fantoccini::Locator::Id("f-process"))
+        .await
+        .unwrap();
+    process.send_keys("web").await.unwrap();
+    browser
+        .client
+        .find(fantoccini::Locator::Id("f-type"))
+        .await
+        .unwrap()
+        .select_by_value("started")
+        .await
+        .unwrap();
+    browser
+        .wait_until(
+            "only web, and only its start",
+            PATIENCE,
+            "return document.querySelectorAll('#process-groups tr[data-key]').length === 1 \
+             && document.querySelectorAll('#events li').length === 1;",
+        )
+        .await;
+    let check_filtered = async || {
+        assert_eq!(listed(&browser).await, ["web"]);
+        let items = timeline(&browser).await;
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert_eq!(items[0].1, "started");
+        assert!(items[0].2.contains("default/web started"), "{items:?}");
+    };
+    check_filtered().await;
+    let url = browser.client.current_url().await.unwrap().to_string();
+    assert!(url.ends_with("/?process=web&type=started"), "{url}");
+    browser.screenshot("filtered").await;
+
+    // The same URL in a new page shows the same view, its inputs filled in.
+    browser.client.goto("about:blank").await.unwrap();
+    open(&browser, &url).await;
+    browser
+        .wait_until(
+            "only web again",
+            PATIENCE,
+            "return document.querySelectorAll('#process-groups tr[data-key]').length === 1;",
+        )
+        .await;
+    check_filtered().await;
+    let inputs = browser
+        .run(
+            "return [document.getElementById('f-process').value, document.getElementById('f-type').value];",
+            vec![],
+        )
+        .await;
+    assert_eq!(inputs, json!(["web", "started"]));
+
+    // Free text and severity: errors mentioning "crash" are the crasher's crash alone.
+    stack.crash();
+    open(
+        &browser,
+        &format!("{}?severity=error&q=exit%3D3", stack.url),
+    )
+    .await;
+    browser
+        .wait_until(
+            "the crash alone",
+            PATIENCE,
+            "return document.querySelectorAll('#events li').length === 1;",
+        )
+        .await;
+    assert_eq!(listed(&browser).await, ["crasher"]);
+    assert!(
+        timeline(&browser).await[0]
+            .2
+            .contains("jobs/crasher crashed (exit=3)")
+    );
+    browser.close().await;
+    drop(stack);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_shows_the_banner_then_the_outages_events_in_order_and_once() {
+    let mut stack = Stack::start().await;
+    let browser = Browser::start().await;
+    open(&browser, &stack.url).await;
+    browser
+        .wait_until(
+            "all four processes",
+            PATIENCE,
+            "return document.querySelectorAll('#process-groups tr[data-key]').length === 4;",
+        )
+        .await;
+    let before = timeline(&browser).await.len();
+    assert_eq!(
+        browser
+            .run(
+                "return document.getElementById('banner-nats').hidden;",
+                vec![]
+            )
+            .await,
+        Value::Bool(true)
+    );
+
+    stack.nats.stop();
+    browser
+        .wait_until(
+            "the NATS banner",
+            PATIENCE,
+            "return !document.getElementById('banner-nats').hidden;",
+        )
+        .await;
+    browser.screenshot("nats-lost").await;
+    // While NATS is away: a crash and a restart, kept in the daemon's outbox.
+    stack.crash();
+    stack
+        .compose
+        .wait_for_status("crasher", "Completed", PATIENCE)
+        .await;
+    stack.compose.restart_process("web").await;
+    stack
+        .compose
+        .wait_for_field("web", "status", "Running", PATIENCE)
+        .await;
+
+    stack.nats.restart();
+    browser
+        .wait_until(
+            "the banner gone and the outage's events",
+            Duration::from_secs(40),
+            "return document.getElementById('banner-nats').hidden && \
+             [...document.querySelectorAll('#events li')].some(li => li.textContent.includes('jobs/crasher crashed')) && \
+             [...document.querySelectorAll('#events li')].some(li => li.textContent.includes('default/web restarted'));",
+        )
+        .await;
+    browser.screenshot("nats-back").await;
+
+    // What the stream holds, the page shows: each event once, newest first, in stream order.
+    let mut log = EventLog::open(&stack.nats.url()).await;
+    log.read_to_end().await;
+    let items = timeline(&browser).await;
+    let keys: Vec<&String> = items.iter().map(|(key, _, _)| key).collect();
+    let unique: std::collections::BTreeSet<&String> = keys.iter().copied().collect();
+    assert_eq!(unique.len(), keys.len(), "shown twice: {keys:?}");
+    assert!(items.len() > before, "{items:?}");
+    let page_ids = browser
+        .run(
+            "return [...document.querySelectorAll('#events li')].map(li => li.dataset.id);",
+            vec![],
+        )
+        .await;
+    let page_ids: Vec<String> = serde_json::from_value(page_ids).unwrap();
+    let stream_ids: Vec<String> = log
+        .received
+        .iter()
+        .rev()
+        .map(|r| r.event.id.clone())
+        .collect();
+    assert_eq!(page_ids, stream_ids, "the page and the stream differ");
+    browser.close().await;
+    drop(stack);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_loopback_without_a_token_it_refuses_to_start_with_78() {
+    let (code, _, stderr) = Binary::output(
+        &[
+            "dashboard",
+            "--listen",
+            "0.0.0.0:9480",
+            "--nats-url",
+            "nats://127.0.0.1:1",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(
+        stderr.contains("dashboard.listen (from --listen): not a loopback address"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("dashboard.token_file"), "{stderr}");
+    // The same from the environment names the variable.
+    let (code, _, stderr) = Binary::output(
+        &["dashboard", "--nats-url", "nats://127.0.0.1:1"],
+        &[("PC_EVENTD_DASHBOARD__LISTEN", "[::]:9480")],
+    )
+    .await;
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("PC_EVENTD_DASHBOARD__LISTEN"), "{stderr}");
+    // An unreadable token file is a configuration error too, naming its key.
+    let (code, _, stderr) = Binary::output(
+        &[
+            "dashboard",
+            "--listen",
+            "127.0.0.1:0",
+            "--nats-url",
+            "nats://127.0.0.1:1",
+        ],
+        &[("PC_EVENTD_DASHBOARD__TOKEN_FILE", "/nonexistent/token")],
+    )
+    .await;
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(
+        stderr.contains("dashboard.token_file: cannot read /nonexistent/token"),
+        "{stderr}"
+    );
+}
