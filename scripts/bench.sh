@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The benchmarks (benches/pipeline.rs) on this machine: installs the pinned peers if missing
-# (see install-peers.sh), runs `cargo bench --bench pipeline` (a release build), and rewrites the
-# results section of docs/benchmarks.md with the tables, the date, the machine and the versions.
+# The benchmarks (benches/pipeline.rs, and benches/dashboard.rs in Debian's chromium) on this
+# machine: installs the pinned peers and the browser if missing (see install-peers.sh), runs
+# `cargo bench` (a release build), and rewrites the results section of docs/benchmarks.md with
+# the tables, the date, the machine and the versions.
 #
-#   scripts/bench.sh                      everything (about 4 minutes plus the build), doc rewritten
+#   scripts/bench.sh                      everything (about 5 minutes plus the build), doc rewritten
 #   scripts/bench.sh latency crashloop    only these sections (latency, crashloop, throughput,
-#                                         resources); printed, the doc is left alone
+#                                         resources, scale, dashboard); printed, the doc is left alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,8 +14,9 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "bench: cargo is needed (https://rustup.rs)" >&2
     exit 1
 fi
+peers_env=$(scripts/install-peers.sh) || exit 1
 # shellcheck disable=SC1090
-source "$(scripts/install-peers.sh)"
+source "$peers_env"
 echo "bench: peers: $TEST_PEER_VERSIONS" >&2
 
 doc=docs/benchmarks.md
@@ -31,7 +33,17 @@ trap 'rm -f "$tables" "$section"' EXIT
 started=$(date +%s)
 when=$(date -u '+%Y-%m-%d %H:%M UTC')
 # The tables go to stdout (kept), progress and cargo's output to stderr.
-cargo bench --locked --bench pipeline -- "$@" >"$tables"
+pipeline_sections=()
+dashboard=$(($# == 0))
+for section in "$@"; do
+    if [ "$section" = dashboard ]; then dashboard=1; else pipeline_sections+=("$section"); fi
+done
+if [ $# -eq 0 ] || [ ${#pipeline_sections[@]} -gt 0 ]; then
+    cargo bench --locked --bench pipeline -- "${pipeline_sections[@]}" >"$tables"
+fi
+if [ "$dashboard" -eq 1 ]; then
+    cargo bench --locked --bench dashboard >>"$tables"
+fi
 took=$(($(date +%s) - started))
 cat "$tables"
 
@@ -59,6 +71,7 @@ fi
     echo "| toolchain | $(rustc --version) |"
     echo "| nats-server | $("$TEST_NATS_SERVER" --version 2>&1 | head -n 1 | sed 's/^nats-server: //') (\`-js\`, file store in a temp dir, 127.0.0.1) |"
     echo "| process-compose | $("$TEST_PROCESS_COMPOSE" version --short 2>/dev/null) (\`--tui=false\`, 127.0.0.1), as \`scripts/install-peers.sh\` installs it |"
+    echo "| browser | $("$TEST_CHROMIUM" --version) with $("$TEST_CHROMEDRIVER" --version | cut -d' ' -f1-2) (the dashboard's section) |"
     echo
     cat "$tables"
     echo

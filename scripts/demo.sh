@@ -3,14 +3,17 @@
 # pc-eventd itself as its `event-adapter` (restart: always), a process that crashes now and then,
 # one with a readiness probe that flaps, one that crashes for good unless something restarts it,
 # and `pc-eventd remediate` (allowed to touch that one only) as `remediator`; `pc-eventd watch`
-# runs in the foreground, with `watch --remediation` beside it.
+# runs in the foreground, with `watch --remediation` beside it, and `pc-eventd dashboard` serves the
+# live page on http://127.0.0.1:9480/ (DEMO_DASHBOARD_PORT; a free port when 9480 is taken).
 # Ctrl-C ends it, or DEMO_SECONDS=N ends it after N seconds. Everything listens on 127.0.0.1.
+# DEMO_SCREENSHOT=FILE.png saves a picture of the dashboard a minute in (the README's picture).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
+peers_env=$(scripts/install-peers.sh) || exit 1
 # shellcheck disable=SC1090
-source "$(scripts/install-peers.sh)"
+source "$peers_env"
 cargo build --quiet --bin pc-eventd
 pc_eventd="$root/target/debug/pc-eventd"
 
@@ -51,6 +54,7 @@ processes:
     command: "$pc_eventd run --compose-port $pc_port --nats-url $nats_url --poll-interval 500ms"
     environment:
       - "PC_EVENTD_DAEMON__STATE_DIR=$work/state"
+      - "PC_EVENTD_PROCESS_COMPOSE__SOURCE=demo-host"
     availability:
       restart: always
   web:
@@ -87,8 +91,22 @@ echo "demo: files in $work; Ctrl-C to stop"
     -L "$work/process-compose.log" >/dev/null 2>&1 &
 pids+=($!)
 
+dashboard_port=${DEMO_DASHBOARD_PORT:-9480}
+if ! python3 -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1', $dashboard_port))" 2>/dev/null; then
+    dashboard_port=$(free_port)
+    echo "demo: 127.0.0.1:${DEMO_DASHBOARD_PORT:-9480} is taken; the dashboard uses $dashboard_port"
+fi
+# It prints its URL once it listens.
+"$pc_eventd" dashboard --listen "127.0.0.1:$dashboard_port" --nats-url "$nats_url" \
+    2>"$work/dashboard.log" &
+pids+=($!)
+
 "$pc_eventd" watch --remediation --nats-url "$nats_url" &
 pids+=($!)
+if [ -n "${DEMO_SCREENSHOT:-}" ]; then
+    scripts/dashboard-screenshot.py "http://127.0.0.1:$dashboard_port/" "$DEMO_SCREENSHOT" 60 &
+    pids+=($!)
+fi
 watch_args=(watch --nats-url "$nats_url")
 if [ -n "${DEMO_SECONDS:-}" ]; then
     timeout --signal=INT --preserve-status "$DEMO_SECONDS" "$pc_eventd" "${watch_args[@]}" || true

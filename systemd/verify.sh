@@ -38,6 +38,7 @@ verify_quietly() {
 verify_quietly "$units" pc-eventd.service
 verify_quietly "$units" pc-eventd-consumer@remediate.service
 verify_quietly "$units" pc-eventd-consumer@alert.service
+verify_quietly "$units" pc-eventd-consumer@dashboard.service
 
 # The same units with the built binary in place of /usr/bin/pc-eventd.
 for unit in pc-eventd.service pc-eventd-consumer@.service; do
@@ -71,3 +72,4 @@ exposure() {
 exposure pc-eventd.service
 exposure pc-eventd-consumer@remediate.service
 exposure pc-eventd-consumer@alert.service
+exposure pc-eventd-consumer@dashboard.service

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use pc_eventd_events::event::EventType;
+use pc_eventd_events::event::{EventType, EventsLost, example_event};
+use pc_eventd_events::nats::{NatsConfig, StreamConfig};
+use pc_eventd_events::publish::{Message, Publisher};
+use pc_eventd_events::remediation::{Action, RemediationEvent};
 use serde_json::{Value, json};
 
 use crate::support::binary::Binary;
@@ -40,9 +43,9 @@ const PATIENCE: Duration = Duration::from_secs(20);
 struct Stack {
     nats: NatsServer,
     compose: ProcessCompose,
-    /// Held for their lifetime: dropping them stops them.
+    /// Held for its lifetime: dropping it stops it.
     _daemon: Daemon,
-    _dashboard: Binary,
+    dashboard: Binary,
     url: String,
 }
 
@@ -58,7 +61,7 @@ impl Stack {
             nats,
             compose,
             _daemon: daemon,
-            _dashboard: dashboard,
+            dashboard,
             url,
         }
     }
@@ -71,13 +74,16 @@ impl Stack {
 
 /// Starts `pc-eventd dashboard` on a free loopback port; returns it and the URL it printed.
 async fn start_dashboard(nats_url: &str) -> (Binary, String) {
-    let mut dashboard = Binary::spawn(&[
-        "dashboard",
-        "--listen",
-        "127.0.0.1:0",
-        "--nats-url",
-        nats_url,
-    ]);
+    start_dashboard_at(nats_url, "127.0.0.1:0", &[]).await
+}
+
+async fn start_dashboard_at(
+    nats_url: &str,
+    listen: &str,
+    env: &[(&str, &str)],
+) -> (Binary, String) {
+    let args = ["dashboard", "--listen", listen, "--nats-url", nats_url];
+    let mut dashboard = Binary::spawn_with_env(&args, env);
     let lines = dashboard
         .stdout_until(PATIENCE, |lines| {
             lines.iter().any(|l| l.contains("http://"))
@@ -471,4 +477,158 @@ async fn beyond_loopback_without_a_token_it_refuses_to_start_with_78() {
         stderr.contains("dashboard.token_file: cannot read /nonexistent/token"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_resumes_after_losing_the_server_with_nothing_missed_or_twice() {
+    let mut stack = Stack::start().await;
+    let browser = Browser::start().await;
+    open(&browser, &stack.url).await;
+    browser
+        .wait_until(
+            "all four processes",
+            PATIENCE,
+            "return document.querySelectorAll('#process-groups tr[data-key]').length === 4;",
+        )
+        .await;
+    browser.run("window.__sameLoad = true;", vec![]).await;
+
+    // The dashboard goes away; the page says so and keeps trying.
+    let listen = stack
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    stack.dashboard.terminate().await;
+    browser
+        .wait_until(
+            "the server banner",
+            PATIENCE,
+            "return !document.getElementById('banner-server').hidden;",
+        )
+        .await;
+    browser.screenshot("server-lost").await;
+    // Meanwhile a crash and a restart reach the stream.
+    let mut log = EventLog::open(&stack.nats.url()).await;
+    stack.crash();
+    log.wait_for("crasher", EventType::Crashed).await;
+    stack.compose.restart_process("web").await;
+    log.wait_for("web", EventType::Restarted).await;
+
+    // Back on the same address: the page resumes from its last event id, without a reload.
+    // With a backlog of one event, a page that started afresh would miss most of the outage.
+    let backlog = [("PC_EVENTD_DASHBOARD__BACKLOG", "1")];
+    let (dashboard, _) = start_dashboard_at(&stack.nats.url(), &listen, &backlog).await;
+    stack.dashboard = dashboard;
+    browser
+        .wait_until(
+            "the banner gone and the events of the outage",
+            Duration::from_secs(40),
+            "return document.getElementById('banner-server').hidden && \
+             [...document.querySelectorAll('#events li')].some(li => li.textContent.includes('default/web restarted'));",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .run("return window.__sameLoad === true;", vec![])
+            .await,
+        Value::Bool(true)
+    );
+    log.read_to_end().await;
+    let page_ids = browser
+        .run(
+            "return [...document.querySelectorAll('#events li')].map(li => li.dataset.id);",
+            vec![],
+        )
+        .await;
+    let page_ids: Vec<String> = serde_json::from_value(page_ids).unwrap();
+    let stream_ids: Vec<String> = log
+        .received
+        .iter()
+        .rev()
+        .map(|r| r.event.id.clone())
+        .collect();
+    assert_eq!(page_ids, stream_ids, "the page and the stream differ");
+    browser.close().await;
+    drop(stack);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remediation_outcomes_and_loss_markers_are_in_the_timeline() {
+    let stack = Stack::start().await;
+    let browser = Browser::start().await;
+    open(&browser, &stack.url).await;
+    // A remediator's outcome, on its own stream, as `pc-eventd remediate` publishes it.
+    let remediation = NatsConfig {
+        url: stack.nats.url(),
+        subject_prefix: pc_eventd_events::remediation::DEFAULT_SUBJECT_PREFIX.into(),
+        stream: StreamConfig {
+            name: pc_eventd_events::remediation::DEFAULT_STREAM.into(),
+            ..StreamConfig::default()
+        },
+        ..NatsConfig::default()
+    };
+    let publisher = Publisher::connect(&remediation, |_| {}).await.unwrap();
+    publisher.ensure_stream(&remediation.stream).await.unwrap();
+    let mut trigger = example_event();
+    trigger.process = "crasher".into();
+    trigger.namespace = "jobs".into();
+    let outcome =
+        RemediationEvent::new(&remediation.subjects(), &trigger, Action::Restarted, false);
+    let batch = publisher.publish_batch(&[&Message::of(&outcome)], 1).await;
+    assert!(batch.error.is_none(), "{:?}", batch.error);
+    // A loss marker, on the lifecycle stream, as a daemon with a full outbox publishes it.
+    let lifecycle = NatsConfig {
+        url: stack.nats.url(),
+        ..NatsConfig::default()
+    };
+    let publisher = Publisher::connect(&lifecycle, |_| {}).await.unwrap();
+    let now = std::time::SystemTime::now();
+    let marker = EventsLost::new(&lifecycle.subjects(), "test", 412, now, now);
+    let batch = publisher.publish_batch(&[&Message::of(&marker)], 1).await;
+    assert!(batch.error.is_none(), "{:?}", batch.error);
+
+    browser
+        .wait_until(
+            "the outcome and the marker",
+            PATIENCE,
+            "return document.querySelector('#events li.remediation') !== null && \
+             document.querySelector('#events li.lost') !== null;",
+        )
+        .await;
+    let rows = browser
+        .run(
+            "return ['remediation', 'lost'].map(k => document.querySelector('#events li.' + k)).map(li => [li.dataset.type, li.textContent]);",
+            vec![],
+        )
+        .await;
+    assert_eq!(rows[0][0], "remediation");
+    assert!(
+        rows[0][1]
+            .as_str()
+            .unwrap()
+            .contains("jobs/crasher remediation: restarted"),
+        "{rows}"
+    );
+    assert_eq!(rows[1][0], "events_lost");
+    assert!(
+        rows[1][1]
+            .as_str()
+            .unwrap()
+            .contains("412 events of test were lost"),
+        "{rows}"
+    );
+    // The type filter finds them.
+    open(&browser, &format!("{}?type=remediation", stack.url)).await;
+    browser
+        .wait_until(
+            "the outcome alone",
+            PATIENCE,
+            "return document.querySelectorAll('#events li').length === 1 && \
+             document.querySelector('#events li.remediation') !== null;",
+        )
+        .await;
+    browser.screenshot("remediation").await;
+    browser.close().await;
+    drop(stack);
 }

@@ -320,6 +320,8 @@ function el(tag, className, text) {
 }
 
 function refreshFilterOptions() {
+  // One source: naming it on every timeline row says nothing.
+  document.body.classList.toggle("one-source", state.sources.size <= 1);
   for (const [id, values] of [["f-source", state.sources], ["f-ns", state.namespaces]]) {
     const select = document.getElementById(id);
     for (const value of [...values].sort()) ensureOption(select, value);
