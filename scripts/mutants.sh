@@ -3,7 +3,7 @@
 # score per file into docs/testing.md (the table between its markers).
 #
 #   scripts/mutants.sh            all groups below (about two hours on 2 cores); the doc rewritten
-#   scripts/mutants.sh pure       one group: pure, outbox, config or relay; the doc rewritten
+#   scripts/mutants.sh pure       one group: pure, outbox, config, relay or dashboard; the doc rewritten
 #                                 with the groups that have results in target/mutants/
 #
 # Groups, each with the tests that state its behaviour:
@@ -13,6 +13,9 @@
 #   config  src/config/mod.rs and each section's config.rs: unit tests
 #   relay   src/delivery/relay.rs: the integration tests that drive it (faults::, lifecycle::), against
 #           the real peers
+#   dashboard  src/commands/dashboard/ but its I/O (the feed's subscriptions, the handlers, the
+#           history's read): unit tests. The I/O is stated by the browser tests (dashboard::),
+#           each checked by hand against a mutant (docs/testing.md).
 #
 # Mutants that no test can tell apart from the original are excluded, each with its reason, in
 # .cargo/mutants.toml. Not part of CI: too slow there.
@@ -37,7 +40,7 @@ run() {
 }
 
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(pure outbox config relay)
+[ ${#groups[@]} -gt 0 ] || groups=(pure outbox config relay dashboard)
 for group in "${groups[@]}"; do
     case $group in
     pure)
@@ -52,13 +55,20 @@ for group in "${groups[@]}"; do
             -f src/commands/alert/config.rs --cargo-test-arg=--lib
         ;;
     relay)
+        peers_env=$(scripts/install-peers.sh) || exit 1
         # shellcheck disable=SC1090
-        source "$(scripts/install-peers.sh)"
+        source "$peers_env"
         run relay -f src/delivery/relay.rs --cargo-test-arg=--test --cargo-test-arg=it \
             --cargo-test-arg=-- --cargo-test-arg=faults:: --cargo-test-arg=lifecycle::
         ;;
+    dashboard)
+        run dashboard -f src/commands/dashboard/feed.rs -f src/commands/dashboard/history.rs \
+            -f src/commands/dashboard/server.rs -f src/commands/dashboard/config.rs \
+            --exclude-re '(Dashboard::|Feed::|Page::|feed::run|fn feed| feed ->|subscribe_|next_|open_fresh|current_state|history::read| read ->)' \
+            --cargo-test-arg=--lib
+        ;;
     *)
-        echo "mutants: no group $group (pure, outbox, config, relay)" >&2
+        echo "mutants: no group $group (pure, outbox, config, relay, dashboard)" >&2
         exit 2
         ;;
     esac

@@ -234,6 +234,14 @@ pub enum ConsumerError {
     /// Reading messages failed, typically while NATS is away; holds the client's error.
     #[error("cannot read messages: {0}")]
     Messages(#[source] async_nats::Error),
+    /// The daemon's state bucket could not be read (it exists).
+    #[error("cannot read the state bucket {name}: {source}")]
+    StateBucket {
+        /// The bucket's name.
+        name: String,
+        /// What NATS reported.
+        source: async_nats::Error,
+    },
     /// The server ended a durable consumer's message stream.
     #[error("the message stream ended")]
     MessagesEnded,
@@ -292,6 +300,8 @@ pub struct Consumer {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     stream: String,
+    /// The daemon's bucket of the last state per process.
+    state_bucket: String,
     subjects: SubjectScheme,
 }
 
@@ -313,6 +323,7 @@ impl Consumer {
             jetstream: jetstream::new(client.clone()),
             client,
             stream: nats.stream.name.clone(),
+            state_bucket: nats.stream.state_bucket(),
             subjects: nats.subjects(),
         })
     }
@@ -546,6 +557,57 @@ impl Consumer {
         if let Err(err) = published {
             tracing::warn!(consumer = %durable.name, park_subject = %subject, error = %err, "cannot republish a parked event");
         }
+    }
+
+    /// The last event the daemon published of every process it tracks now, on every source that
+    /// publishes to this stream, from the daemon's state bucket
+    /// ([`StreamConfig::state_bucket`](crate::nats::StreamConfig::state_bucket)), whatever its
+    /// age: a process running quietly for longer than the stream keeps events is here, and a
+    /// process that is gone is not. Unordered. Empty while no daemon has created the bucket;
+    /// records written by a daemon before 0.1 that kept no last event are left out.
+    pub async fn last_events(&self) -> Result<Vec<LifecycleEvent>, ConsumerError> {
+        #[derive(serde::Deserialize)]
+        struct Kept {
+            #[serde(default)]
+            last_event: Option<LifecycleEvent>,
+        }
+        let read_error = |source: async_nats::Error| ConsumerError::StateBucket {
+            name: self.state_bucket.clone(),
+            source,
+        };
+        // A bucket is a stream of its own: its absence is told apart from other failures.
+        match self
+            .jetstream
+            .get_stream(format!("KV_{}", self.state_bucket))
+            .await
+        {
+            Ok(_) => {}
+            Err(err) if is_not_found(&err) => return Ok(Vec::new()),
+            Err(err) => return Err(read_error(err.into())),
+        }
+        let bucket = self
+            .jetstream
+            .get_key_value(&self.state_bucket)
+            .await
+            .map_err(|e| read_error(e.into()))?;
+        let mut keys = bucket.keys().await.map_err(|e| read_error(e.into()))?;
+        let mut events = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| read_error(e.into()))?;
+            let Some(value) = bucket.get(&key).await.map_err(|e| read_error(e.into()))? else {
+                continue;
+            };
+            match serde_json::from_slice::<Kept>(&value) {
+                Ok(Kept {
+                    last_event: Some(event),
+                }) => events.push(event),
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(%key, error = %err, "skipping a state record that cannot be read");
+                }
+            }
+        }
+        Ok(events)
     }
 
     /// The sequence of the newest message in the stream (0 while it is empty): with

@@ -230,6 +230,17 @@ pub struct StreamConfig {
     pub on_mismatch: OnMismatch,
 }
 
+impl StreamConfig {
+    /// The daemon's key-value bucket of the last state of every process it tracks:
+    /// `{name}_STATE`. Each value is a JSON object whose `last_event` is the last
+    /// [`LifecycleEvent`](crate::event::LifecycleEvent) published of that process (read by
+    /// [`Consumer::last_events`](crate::consumer::Consumer::last_events)); the rest is the
+    /// daemon's own.
+    pub fn state_bucket(&self) -> String {
+        format!("{}_STATE", self.name)
+    }
+}
+
 impl Default for StreamConfig {
     fn default() -> Self {
         Self {

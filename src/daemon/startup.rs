@@ -89,7 +89,7 @@ impl Daemon {
         snapshot: &mut Snapshot,
         shutdown: &CancellationToken,
     ) -> bool {
-        let bucket = format!("{}_STATE", self.config.nats.stream.name);
+        let bucket = self.config.nats.stream.state_bucket();
         let source = self.config.process_compose.source();
         let replicas = self.config.nats.stream.replicas;
         let opened = StateStore::open(publisher.jetstream(), &bucket, replicas, &source);

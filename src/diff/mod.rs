@@ -17,6 +17,7 @@ mod tests;
 mod timings;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use pc_eventd_events::event::{
@@ -63,12 +64,17 @@ pub fn diff(
     let mut next = Snapshot {
         processes: BTreeMap::new(),
         seqs: prev.seqs.clone(),
+        last_events: BTreeMap::new(),
     };
     let mut events = Vec::new();
 
     for now in observed {
         let before = prev.processes.get(&now.name);
         let (tracked, mut made) = observe(before, now, &mut next.seqs, ctx);
+        let last = made.last().map(|event| Arc::new(event.clone()));
+        if let Some(last) = last.or_else(|| prev.last_events.get(&now.name).cloned()) {
+            next.last_events.insert(now.name.clone(), last);
+        }
         events.append(&mut made);
         next.processes.insert(now.name.clone(), tracked);
     }
@@ -102,6 +108,7 @@ pub fn diff(
 pub struct ProcessUpdate {
     tracked: Tracked,
     seq: Option<u64>,
+    last_event: Option<Arc<LifecycleEvent>>,
 }
 
 impl Snapshot {
@@ -110,6 +117,9 @@ impl Snapshot {
         let name = update.tracked.state.name.clone();
         if let Some(seq) = update.seq {
             self.seqs.insert(name.clone(), seq);
+        }
+        if let Some(event) = update.last_event {
+            self.last_events.insert(name.clone(), event);
         }
         self.processes.insert(name, update.tracked);
     }
@@ -129,7 +139,13 @@ pub fn diff_one(
         .collect();
     let (tracked, events) = observe(prev.processes.get(&now.name), now, &mut seqs, ctx);
     let seq = seqs.get(&now.name).copied();
-    (ProcessUpdate { tracked, seq }, events)
+    let last_event = events.last().map(|event| Arc::new(event.clone()));
+    let update = ProcessUpdate {
+        tracked,
+        seq,
+        last_event,
+    };
+    (update, events)
 }
 
 /// Applies the lifecycle rules to one process and turns the transitions into events.

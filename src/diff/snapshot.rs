@@ -2,8 +2,10 @@
 //! already reported of its runs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use pc_eventd_events::event::LifecycleEvent;
 use pc_eventd_events::process_compose::model::{ProcessState, Readiness};
 
 use super::timings::ProcessTimings;
@@ -15,6 +17,9 @@ pub struct Snapshot {
     /// Last sequence number per process name; kept when a process disappears so that a process
     /// that comes back continues its sequence instead of restarting it.
     pub(super) seqs: BTreeMap<String, u64>,
+    /// The last event made of each process now known, for its record (shared: a snapshot is
+    /// copied at every observation).
+    pub(super) last_events: BTreeMap<String, Arc<LifecycleEvent>>,
 }
 
 /// One process's entry in a [`Snapshot`], as stored by the state store: opaque outside this
@@ -23,6 +28,11 @@ pub struct Snapshot {
 pub struct ProcessRecord {
     pub(super) tracked: Tracked,
     pub(super) seq: u64,
+    /// The last event published of the process: the one field readers of the state bucket may
+    /// rely on (the library's `Consumer::last_events`, the dashboard), whatever its age. Absent
+    /// from records stored before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) last_event: Option<Arc<LifecycleEvent>>,
 }
 
 impl Snapshot {
@@ -31,6 +41,7 @@ impl Snapshot {
         self.processes.get(name).map(|tracked| ProcessRecord {
             tracked: tracked.clone(),
             seq: self.seqs.get(name).copied().unwrap_or(0),
+            last_event: self.last_events.get(name).cloned(),
         })
     }
 
@@ -69,9 +80,13 @@ impl Snapshot {
                 Some(record) => {
                     self.seqs.insert(name.clone(), record.seq);
                     self.processes.insert(name.clone(), record.tracked.clone());
+                    if let Some(event) = &record.last_event {
+                        self.last_events.insert(name.clone(), event.clone());
+                    }
                 }
                 None => {
                     self.processes.remove(name);
+                    self.last_events.remove(name);
                 }
             }
         }

@@ -47,6 +47,18 @@ impl Harness {
         }
     }
 
+    /// The context of one stream frame observed now.
+    fn frame_context(&self) -> DiffContext<'_> {
+        DiffContext {
+            source: "test",
+            subjects: &self.scheme,
+            observed_at: self.clock,
+            synthetic: false,
+            lag: Duration::ZERO,
+            timings: &self.timings,
+        }
+    }
+
     fn observe(&mut self, observed: &[ProcessState]) -> Vec<LifecycleEvent> {
         let ctx = DiffContext {
             source: "test",
@@ -713,6 +725,56 @@ fn a_snapshot_survives_its_records() {
 }
 
 #[test]
+fn a_record_carries_the_last_event_of_its_process() {
+    let mut h = Harness::new();
+    let first = h.observe(&[ps("a", S::Running), ps("b", S::Running)]);
+    let last_of =
+        |events: &[LifecycleEvent], name: &str| events.iter().rfind(|e| e.process == name).cloned();
+    let record_event = |h: &Harness, name: &str| {
+        h.snapshot
+            .record(name)
+            .and_then(|r| r.last_event)
+            .map(|e| (*e).clone())
+    };
+    assert_eq!(record_event(&h, "a"), last_of(&first, "a"));
+    // a crashes; b's record keeps its event from before, however old
+    let crash = h.observe(&[
+        with(ps("a", S::Completed), |p| p.exit_code = 3),
+        ps("b", S::Running),
+    ]);
+    assert!(crash.iter().any(|e| e.event_type == Crashed));
+    assert_eq!(record_event(&h, "a"), last_of(&crash, "a"));
+    assert_eq!(record_event(&h, "b"), last_of(&first, "b"));
+    // one stream frame does the same
+    let ctx = h.frame_context();
+    let (update, events) = diff_one(&h.snapshot, &ps("b", S::Terminating), &ctx);
+    h.snapshot.apply(update);
+    assert_eq!(record_event(&h, "b"), last_of(&events, "b"));
+    // stored as `last_event`, the one field readers of the bucket use; gone with the process
+    let json: serde_json::Value = serde_json::to_value(h.snapshot.record("a").unwrap()).unwrap();
+    assert_eq!(
+        json["last_event"]["id"],
+        last_of(&crash, "a").unwrap().id.as_str()
+    );
+    h.observe(&[ps("b", S::Terminating)]);
+    assert!(h.snapshot.record("a").is_none());
+    assert!(!h.snapshot.last_events.contains_key("a"));
+}
+
+#[test]
+fn a_record_stored_before_the_last_event_existed_still_loads() {
+    let mut h = Harness::new();
+    h.observe(&[ps("a", S::Running)]);
+    let mut json = serde_json::to_value(h.snapshot.record("a").unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("last_event");
+    let record: ProcessRecord = serde_json::from_value(json).unwrap();
+    assert!(record.last_event.is_none());
+    let restored = Snapshot::from_records([record]);
+    assert!(restored.last_events.is_empty());
+    assert_eq!(restored.state_of("a"), h.snapshot.state_of("a"));
+}
+
+#[test]
 fn a_snapshot_says_what_it_holds_and_what_changed() {
     let mut h = Harness::new();
     assert!(h.snapshot.is_empty());
@@ -750,14 +812,7 @@ fn a_snapshot_says_what_it_holds_and_what_changed() {
 fn one_frame_touches_one_process() {
     let mut h = Harness::new();
     h.observe(&[ps("a", S::Running), ps("b", S::Running)]);
-    let ctx = DiffContext {
-        source: "test",
-        subjects: &h.scheme,
-        observed_at: h.clock,
-        synthetic: false,
-        lag: Duration::ZERO,
-        timings: &h.timings,
-    };
+    let ctx = h.frame_context();
     let frame = with(ps("a", S::Completed), |p| p.exit_code = 3);
     let (update, events) = diff_one(&h.snapshot, &frame, &ctx);
     assert_eq!(types(&events), [Crashed]);

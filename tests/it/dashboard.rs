@@ -66,6 +66,14 @@ impl Stack {
         }
     }
 
+    /// The stack, and a browser with the dashboard open.
+    async fn start_with_page() -> (Self, Browser) {
+        let stack = Self::start().await;
+        let browser = Browser::start().await;
+        open(&browser, &stack.url).await;
+        (stack, browser)
+    }
+
     /// Makes `crasher` exit 3.
     fn crash(&self) {
         std::fs::write(self.compose.work_dir().join("crash"), "").expect("write the crash file");
@@ -137,6 +145,36 @@ async fn timeline(browser: &Browser) -> Vec<(String, String, String)> {
     serde_json::from_value(items).unwrap()
 }
 
+/// Waits until the page lists the project's four processes.
+async fn wait_for_all_processes(browser: &Browser) {
+    browser
+        .wait_until(
+            "all four processes",
+            PATIENCE,
+            "return document.querySelectorAll('#process-groups tr[data-key]').length === 4;",
+        )
+        .await;
+}
+
+/// What the stream holds, the timeline shows: each event once, newest first, in stream order.
+async fn assert_the_timeline_is_the_stream(browser: &Browser, log: &mut EventLog) {
+    log.read_to_end().await;
+    let page_ids = browser
+        .run(
+            "return [...document.querySelectorAll('#events li')].map(li => li.dataset.id);",
+            vec![],
+        )
+        .await;
+    let page_ids: Vec<String> = serde_json::from_value(page_ids).unwrap();
+    let stream_ids: Vec<String> = log
+        .received
+        .iter()
+        .rev()
+        .map(|r| r.event.id.clone())
+        .collect();
+    assert_eq!(page_ids, stream_ids, "the page and the stream differ");
+}
+
 async fn open(browser: &Browser, url: &str) {
     browser.client.goto(url).await.expect("open the dashboard");
     browser
@@ -150,16 +188,8 @@ async fn open(browser: &Browser, url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_lists_the_processes_and_shows_a_crash_without_a_reload() {
-    let stack = Stack::start().await;
-    let browser = Browser::start().await;
-    open(&browser, &stack.url).await;
-    browser
-        .wait_until(
-            "all four processes",
-            PATIENCE,
-            "return document.querySelectorAll('#process-groups tr[data-key]').length === 4;",
-        )
-        .await;
+    let (stack, browser) = Stack::start_with_page().await;
+    wait_for_all_processes(&browser).await;
     let mut names = listed(&browser).await;
     names.sort();
     assert_eq!(names, [MARKUP_NAME, "crasher", "nats", "web"]);
@@ -237,9 +267,7 @@ async fn the_page_lists_the_processes_and_shows_a_crash_without_a_reload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_named_like_markup_renders_as_text() {
-    let stack = Stack::start().await;
-    let browser = Browser::start().await;
-    open(&browser, &stack.url).await;
+    let (stack, browser) = Stack::start_with_page().await;
     browser
         .wait_until(
             "the process named like markup",
@@ -263,16 +291,8 @@ async fn a_process_named_like_markup_renders_as_text() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_narrow_both_views_and_the_url_restores_them() {
-    let stack = Stack::start().await;
-    let browser = Browser::start().await;
-    open(&browser, &stack.url).await;
-    browser
-        .wait_until(
-            "all four processes",
-            PATIENCE,
-            "return document.querySelectorAll('#process-groups tr[data-key]').length === 4;",
-        )
-        .await;
+    let (stack, browser) = Stack::start_with_page().await;
+    wait_for_all_processes(&browser).await;
     // Typed as a person would: keystrokes into the process filter, a choice of type.
     let process = browser
         .client
@@ -353,16 +373,8 @@ async fn filters_narrow_both_views_and_the_url_restores_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_restart_shows_the_banner_then_the_outages_events_in_order_and_once() {
-    let mut stack = Stack::start().await;
-    let browser = Browser::start().await;
-    open(&browser, &stack.url).await;
-    browser
-        .wait_until(
-            "all four processes",
-            PATIENCE,
-            "return document.querySelectorAll('#process-groups tr[data-key]').length === 4;",
-        )
-        .await;
+    let (mut stack, browser) = Stack::start_with_page().await;
+    wait_for_all_processes(&browser).await;
     let before = timeline(&browser).await.len();
     assert_eq!(
         browser
@@ -407,28 +419,9 @@ async fn a_nats_restart_shows_the_banner_then_the_outages_events_in_order_and_on
         .await;
     browser.screenshot("nats-back").await;
 
-    // What the stream holds, the page shows: each event once, newest first, in stream order.
     let mut log = EventLog::open(&stack.nats.url()).await;
-    log.read_to_end().await;
-    let items = timeline(&browser).await;
-    let keys: Vec<&String> = items.iter().map(|(key, _, _)| key).collect();
-    let unique: std::collections::BTreeSet<&String> = keys.iter().copied().collect();
-    assert_eq!(unique.len(), keys.len(), "shown twice: {keys:?}");
-    assert!(items.len() > before, "{items:?}");
-    let page_ids = browser
-        .run(
-            "return [...document.querySelectorAll('#events li')].map(li => li.dataset.id);",
-            vec![],
-        )
-        .await;
-    let page_ids: Vec<String> = serde_json::from_value(page_ids).unwrap();
-    let stream_ids: Vec<String> = log
-        .received
-        .iter()
-        .rev()
-        .map(|r| r.event.id.clone())
-        .collect();
-    assert_eq!(page_ids, stream_ids, "the page and the stream differ");
+    assert!(timeline(&browser).await.len() > before);
+    assert_the_timeline_is_the_stream(&browser, &mut log).await;
     browser.close().await;
     drop(stack);
 }
@@ -481,16 +474,8 @@ async fn beyond_loopback_without_a_token_it_refuses_to_start_with_78() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_resumes_after_losing_the_server_with_nothing_missed_or_twice() {
-    let mut stack = Stack::start().await;
-    let browser = Browser::start().await;
-    open(&browser, &stack.url).await;
-    browser
-        .wait_until(
-            "all four processes",
-            PATIENCE,
-            "return document.querySelectorAll('#process-groups tr[data-key]').length === 4;",
-        )
-        .await;
+    let (mut stack, browser) = Stack::start_with_page().await;
+    wait_for_all_processes(&browser).await;
     browser.run("window.__sameLoad = true;", vec![]).await;
 
     // The dashboard goes away; the page says so and keeps trying.
@@ -534,30 +519,14 @@ async fn the_page_resumes_after_losing_the_server_with_nothing_missed_or_twice()
             .await,
         Value::Bool(true)
     );
-    log.read_to_end().await;
-    let page_ids = browser
-        .run(
-            "return [...document.querySelectorAll('#events li')].map(li => li.dataset.id);",
-            vec![],
-        )
-        .await;
-    let page_ids: Vec<String> = serde_json::from_value(page_ids).unwrap();
-    let stream_ids: Vec<String> = log
-        .received
-        .iter()
-        .rev()
-        .map(|r| r.event.id.clone())
-        .collect();
-    assert_eq!(page_ids, stream_ids, "the page and the stream differ");
+    assert_the_timeline_is_the_stream(&browser, &mut log).await;
     browser.close().await;
     drop(stack);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remediation_outcomes_and_loss_markers_are_in_the_timeline() {
-    let stack = Stack::start().await;
-    let browser = Browser::start().await;
-    open(&browser, &stack.url).await;
+    let (stack, browser) = Stack::start_with_page().await;
     // A remediator's outcome, on its own stream, as `pc-eventd remediate` publishes it.
     let remediation = NatsConfig {
         url: stack.nats.url(),
@@ -631,4 +600,107 @@ async fn remediation_outcomes_and_loss_markers_are_in_the_timeline() {
     browser.screenshot("remediation").await;
     browser.close().await;
     drop(stack);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_quiet_for_longer_than_the_streams_retention_are_listed() {
+    let nats = NatsServer::start();
+    let compose = ProcessCompose::start(PROJECT).await;
+    // The stream keeps events for 3 s only: the page must find the processes elsewhere.
+    let mut config = daemon::config(&compose.url(), &nats.url());
+    config.nats.stream.max_age = Duration::from_secs(3);
+    config.nats.stream.duplicate_window = Duration::from_secs(1);
+    let _daemon = Daemon::spawn(config);
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let stored = async || match js.get_stream("PROCESS_EVENTS").await {
+        Ok(mut stream) => stream.info().await.map_or(0, |info| info.state.messages),
+        Err(_) => 0,
+    };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while stored().await < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon published nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Wait out the retention: the stream is empty, the processes still run.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while stored().await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the events never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_dashboard, url) = start_dashboard(&nats.url()).await;
+    let browser = Browser::start().await;
+    open(&browser, &url).await;
+    browser
+        .wait_until(
+            "all four processes from the daemon's state",
+            PATIENCE,
+            "return document.querySelectorAll('#process-groups tr[data-key]').length === 4;",
+        )
+        .await;
+    let web = row_cells(&browser, "web").await;
+    assert_eq!(web[1], "Running", "{web:?}");
+    assert!(
+        timeline(&browser).await.is_empty(),
+        "the stream held nothing"
+    );
+    browser.screenshot("kept-state").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_every_path_asks_for_it_until_the_browser_has_it() {
+    use crate::support::http_get_with;
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("dashboard.token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let port = crate::support::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let token_setting = token_file.display().to_string();
+    let env = [("PC_EVENTD_DASHBOARD__TOKEN_FILE", token_setting.as_str())];
+    let (_dashboard, _) = start_dashboard_at(&nats.url(), &listen, &env).await;
+
+    for path in ["/", "/app.js", "/api/history?source=s&process=a/b"] {
+        let (status, head, body) = http_get_with(port, path, &[]).await.unwrap();
+        assert_eq!(status, 401, "{path}: {head}");
+        assert!(body.contains("name=\"token\""), "the sign-in form: {body}");
+        assert!(
+            head.to_lowercase().contains("content-security-policy"),
+            "{head}"
+        );
+    }
+    let (status, _, _) = http_get_with(port, "/?token=wrong", &[]).await.unwrap();
+    assert_eq!(status, 401);
+    // The right token once: a cookie, and the page without the token in its URL.
+    let (status, head, _) = http_get_with(port, "/?token=s3cret-token", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 303, "{head}");
+    let head = head.to_lowercase();
+    assert!(head.contains("location: /\r\n"), "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .expect("a cookie")
+        .to_owned();
+    assert!(
+        cookie.contains("httponly") && cookie.contains("samesite=strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let (status, _, body) = http_get_with(port, "/", &[("Cookie", &pair)])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("<script src=\"/app.js\""), "{body}");
+    // Scripts may send it as a bearer token.
+    let bearer = [("Authorization", "Bearer s3cret-token")];
+    let (status, _, _) = http_get_with(port, "/app.css", &bearer).await.unwrap();
+    assert_eq!(status, 200);
 }

@@ -1,7 +1,8 @@
 //! One page's live feed: server-sent events from the two streams, resumable by `Last-Event-ID`.
 //!
-//! A page opened fresh gets the current state first (`snapshot`: the newest event of each type
-//! of every process the stream still holds), then the last `backlog` events and the loss markers among
+//! A page opened fresh gets the current state first (`snapshot`: the last event the daemons
+//! keep of every process they track, and the newest event of each type of every process the
+//! stream still holds), then the last `backlog` events and the loss markers among
 //! them, then `live`, then every new event as it is published. Every event frame carries the id
 //! `L:R`: the lifecycle and remediation stream sequences read so far. The browser sends the
 //! last id back when it reconnects, and the feed goes on from exactly there: nothing is missed
@@ -154,61 +155,110 @@ pub(crate) async fn run(
 
 async fn feed(streams: &Streams, resume: Option<Position>, page: &Page) -> Result<(), PageGone> {
     // Before anything else, so that a page that reconnects learns of an outage at once.
-    let mut connected = streams.lifecycle.is_connected();
+    let connected = streams.lifecycle.is_connected();
     page.send(nats_frame(connected)).await?;
-    let mut position = match resume {
+    let position = match resume {
         Some(position) => position,
         None => open_fresh(streams, page).await?,
     };
-    let mut lifecycle: Option<EventStream> = None;
-    let mut remediation: Option<Messages> = None;
-    let mut said_live = resume.is_some();
+    let mut feed = Feed {
+        streams,
+        page,
+        position,
+        lifecycle: None,
+        remediation: None,
+        connected,
+        said_live: resume.is_some(),
+        idle_ticks: 0,
+    };
     let mut ticks = tokio::time::interval(TICK);
-    let mut idle_ticks = 0;
     loop {
         tokio::select! {
-            _ = ticks.tick() => {
-                let now = streams.lifecycle.is_connected();
-                if now != connected {
-                    connected = now;
-                    page.send(nats_frame(connected)).await?;
+            _ = ticks.tick() => feed.tick().await?,
+            next = next_lifecycle(&mut feed.lifecycle) => feed.on_lifecycle(next).await?,
+            next = next_remediation(&mut feed.remediation) => feed.on_remediation(next).await?,
+        }
+    }
+}
+
+/// One page's feed once it is open: where it is, and its subscriptions while NATS has them.
+struct Feed<'a> {
+    streams: &'a Streams,
+    page: &'a Page,
+    position: Position,
+    lifecycle: Option<EventStream>,
+    remediation: Option<Messages>,
+    /// Whether NATS was reachable at the last look, as the page was told.
+    connected: bool,
+    said_live: bool,
+    idle_ticks: u32,
+}
+
+impl Feed<'_> {
+    /// Tells a change of the connection, opens what subscription is missing (from the
+    /// position), says when the backlog is over, and keeps the connection alive.
+    async fn tick(&mut self) -> Result<(), PageGone> {
+        let connected = self.streams.lifecycle.is_connected();
+        if connected != self.connected {
+            self.connected = connected;
+            self.page.send(nats_frame(connected)).await?;
+        }
+        if self.lifecycle.is_none() {
+            self.lifecycle =
+                subscribe_lifecycle(self.streams, &mut self.position, self.page).await?;
+        }
+        if self.remediation.is_none() {
+            self.remediation = subscribe_remediation(self.streams, self.position).await;
+        }
+        if self.lifecycle.is_some() && !self.said_live {
+            self.said_live = true;
+            self.page.send(frame("live", None, "{}")).await?;
+        }
+        self.idle_ticks += 1;
+        if self.idle_ticks >= KEEPALIVE_TICKS {
+            self.idle_ticks = 0;
+            self.page.send(": keepalive\n\n".to_owned()).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_lifecycle(
+        &mut self,
+        next: Result<Received, ConsumerError>,
+    ) -> Result<(), PageGone> {
+        match next {
+            Ok(received) => {
+                if let Some(events) = &self.lifecycle {
+                    self.position.lifecycle = events.position();
                 }
-                if lifecycle.is_none() {
-                    lifecycle = subscribe_lifecycle(streams, &mut position, page).await?;
-                }
-                if remediation.is_none() {
-                    remediation = subscribe_remediation(streams, position).await;
-                }
-                if lifecycle.is_some() && !said_live {
-                    said_live = true;
-                    page.send(frame("live", None, "{}")).await?;
-                }
-                idle_ticks += 1;
-                if idle_ticks >= KEEPALIVE_TICKS {
-                    idle_ticks = 0;
-                    page.send(": keepalive\n\n".to_owned()).await?;
-                }
+                self.page
+                    .send(lifecycle_frame(&received, self.position))
+                    .await
             }
-            next = next_lifecycle(&mut lifecycle) => match next {
-                Ok(received) => {
-                    position.lifecycle = lifecycle.as_ref().map_or(position.lifecycle, EventStream::position);
-                    page.send(lifecycle_frame(&received, position)).await?;
-                }
-                // Opened again from the position at the next tick.
-                Err(err) => {
-                    debug!(error = %err, "dashboard: the lifecycle subscription ended");
-                    lifecycle = None;
-                }
-            },
-            next = next_remediation(&mut remediation) => match next {
-                Some((seq, text)) => {
-                    position.remediation = seq;
-                    if let Some(text) = text {
-                        page.send(frame("remediation", Some(position), &text)).await?;
-                    }
-                }
-                None => remediation = None,
-            },
+            // Opened again from the position at the next tick.
+            Err(err) => {
+                debug!(error = %err, "dashboard: the lifecycle subscription ended");
+                self.lifecycle = None;
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_remediation(
+        &mut self,
+        next: Option<(u64, Option<String>)>,
+    ) -> Result<(), PageGone> {
+        let Some((seq, text)) = next else {
+            self.remediation = None;
+            return Ok(());
+        };
+        self.position.remediation = seq;
+        match text {
+            Some(text) => {
+                let frame = frame("remediation", Some(self.position), &text);
+                self.page.send(frame).await
+            }
+            None => Ok(()),
         }
     }
 }
@@ -232,10 +282,19 @@ async fn open_fresh(streams: &Streams, page: &Page) -> Result<Position, PageGone
     })
 }
 
-/// The newest event of every type of every process the stream holds (so that the page knows
-/// each one's current state and its last crash, start or restart), in stream order, as a JSON
-/// array of stored events.
+/// What every process looks like now, as a JSON array of stored events, in the order to apply
+/// them: first the last event the daemons keep of each process they track (with sequence 0:
+/// anything from the stream is newer), so that a process quiet for longer than the stream's
+/// retention is there too; then the newest event of each type of every process the stream
+/// holds, in stream order, so that the page knows each one's last crash, start or restart.
 async fn current_state(lifecycle: &Consumer) -> Result<String, ConsumerError> {
+    let kept = match lifecycle.last_events().await {
+        Ok(kept) => kept,
+        Err(err) => {
+            warn!(error = %err, "dashboard: cannot read the daemons' state; quiet processes are left out");
+            Vec::new()
+        }
+    };
     let mut last = lifecycle
         .subscribe(&Filter::default(), Start::LastPerSubject)
         .await?;
@@ -246,13 +305,15 @@ async fn current_state(lifecycle: &Consumer) -> Result<String, ConsumerError> {
         .filter_map(Received::into_event)
         .collect();
     deliveries.sort_by_key(|delivery| delivery.stream_sequence);
-    let stored: Vec<String> = deliveries
-        .iter()
-        .map(|delivery| {
-            let summary = delivery.event.summary();
-            stored(delivery.stream_sequence, &summary, &delivery.payload)
-        })
-        .collect();
+    let kept = kept.iter().map(|event| {
+        let payload = serde_json::to_vec(event).expect("an event serializes");
+        stored(0, &event.summary(), &payload)
+    });
+    let recent = deliveries.iter().map(|delivery| {
+        let summary = delivery.event.summary();
+        stored(delivery.stream_sequence, &summary, &delivery.payload)
+    });
+    let stored: Vec<String> = kept.chain(recent).collect();
     Ok(format!("[{}]", stored.join(",")))
 }
 

@@ -513,6 +513,36 @@ mod tests {
     }
 
     #[test]
+    fn the_page_loads_nothing_from_elsewhere() {
+        // Every src and href is a path on this server.
+        for attribute in INDEX_HTML
+            .split(['\'', ' '])
+            .filter(|a| a.starts_with("src=") || a.starts_with("href="))
+        {
+            let value = attribute.split('"').nth(1).unwrap_or_default();
+            assert!(
+                value.starts_with('/') && !value.starts_with("//"),
+                "{attribute}"
+            );
+        }
+        assert!(!APP_CSS.contains("url(") && !APP_CSS.contains("@import"));
+        // The script talks to this server only (the SVG namespace is a name, not a fetch).
+        let reached: Vec<&str> = APP_JS
+            .match_indices("://")
+            .map(|(at, _)| &APP_JS[at.saturating_sub(4)..(at + 30).min(APP_JS.len())])
+            .collect();
+        assert!(
+            reached
+                .iter()
+                .all(|r| r.contains("http://www.w3.org/2000/svg")),
+            "{reached:?}"
+        );
+        for call in ["fetch(\"/", "new EventSource(url)"] {
+            assert!(APP_JS.contains(call), "{call}");
+        }
+    }
+
+    #[test]
     fn tokens_compare_whole() {
         assert!(same("abc", "abc"));
         assert!(!same("abd", "abc"));

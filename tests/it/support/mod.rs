@@ -118,13 +118,30 @@ pub fn parse_response(response: &[u8]) -> (u16, String) {
 
 /// `GET path` on 127.0.0.1:`port` with `Connection: close`.
 pub async fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let (status, _, body) = http_get_with(port, path, &[]).await?;
+    Ok((status, body))
+}
+
+/// `GET path` with more request headers; returns the status, the response's head and its body.
+pub async fn http_get_with(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let head = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
-    Ok(parse_response(&response))
+    let (status, body) = parse_response(&response);
+    let text = String::from_utf8_lossy(&response);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+    Ok((status, head, body))
 }
 
 /// Polls `GET path` on 127.0.0.1:`port` until it answers `code` (20 s at most); returns the body.
