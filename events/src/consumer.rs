@@ -309,7 +309,23 @@ impl Consumer {
     /// Connects with the daemon's NATS settings: servers, authentication, TLS, the stream's name
     /// and the subject prefix.
     pub async fn connect(nats: &NatsConfig) -> Result<Self, ConsumerError> {
-        let options = async_nats::ConnectOptions::new()
+        Self::connect_with(nats, async_nats::ConnectOptions::new()).await
+    }
+
+    /// Like [`Consumer::connect`], but returns at once and connects in the background, retrying
+    /// until NATS answers: for a long-running reader that should start (and say NATS is away,
+    /// with [`Consumer::is_connected`]) rather than fail. Until it is connected, reads fail.
+    /// Only a setting that cannot be used (an unreadable credentials file) is an error.
+    pub async fn connect_in_background(nats: &NatsConfig) -> Result<Self, ConsumerError> {
+        let options = async_nats::ConnectOptions::new().retry_on_initial_connect();
+        Self::connect_with(nats, options).await
+    }
+
+    async fn connect_with(
+        nats: &NatsConfig,
+        options: async_nats::ConnectOptions,
+    ) -> Result<Self, ConsumerError> {
+        let options = options
             .name("pc-eventd consumer")
             .connection_timeout(nats.connect_timeout);
         let client = nats

@@ -704,3 +704,32 @@ async fn with_a_token_every_path_asks_for_it_until_the_browser_has_it() {
     let (status, _, _) = http_get_with(port, "/app.css", &bearer).await.unwrap();
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_without_nats_it_serves_the_page_and_says_so_until_nats_comes() {
+    let mut nats = NatsServer::start();
+    nats.stop();
+    let compose = ProcessCompose::start(PROJECT).await;
+    let _daemon = Daemon::spawn(daemon::config(&compose.url(), &nats.url()));
+    let (_dashboard, url) = start_dashboard(&nats.url()).await;
+    let browser = Browser::start().await;
+    browser.client.goto(&url).await.unwrap();
+    browser
+        .wait_until(
+            "the NATS banner",
+            PATIENCE,
+            "return !document.getElementById('banner-nats').hidden;",
+        )
+        .await;
+    browser.screenshot("no-nats").await;
+    nats.restart();
+    browser
+        .wait_until(
+            "the banner gone and the processes",
+            Duration::from_secs(40),
+            "return document.getElementById('banner-nats').hidden && \
+             document.querySelectorAll('#process-groups tr[data-key]').length === 4;",
+        )
+        .await;
+    browser.close().await;
+}

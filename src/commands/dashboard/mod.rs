@@ -33,7 +33,7 @@ pub enum DashboardError {
         address: SocketAddr,
         source: std::io::Error,
     },
-    /// NATS cannot be reached.
+    /// A NATS setting cannot be used.
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
 }
@@ -61,9 +61,10 @@ pub async fn run(
                 address: settings.listen,
                 source,
             })?;
+    // NATS may be away now: the pages say so until it is back.
     let streams = feed::Streams {
-        lifecycle: Consumer::connect(&nats).await?,
-        remediation: Consumer::connect(&remediation).await?,
+        lifecycle: Consumer::connect_in_background(&nats).await?,
+        remediation: Consumer::connect_in_background(&remediation).await?,
         remediation_subject: remediation.subjects().wildcard(),
         backlog: settings.backlog,
     };
