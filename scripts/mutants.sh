@@ -64,7 +64,7 @@ for group in "${groups[@]}"; do
     dashboard)
         run dashboard -f src/commands/dashboard/feed.rs -f src/commands/dashboard/history.rs \
             -f src/commands/dashboard/server.rs -f src/commands/dashboard/config.rs \
-            --exclude-re '(Dashboard::|Feed::|Page::|feed::run| feed ->|subscribe_|next_|open_fresh|current_state|history::read| read ->|(sign_in|full|html|text|empty) ->)' \
+            --exclude-re "(Dashboard::|Feed<'_>::|Page::| run with | feed ->|subscribe_|next_|open_fresh|current_state| read( ->|$)|(sign_in|full|html|text|empty) ->)" \
             --cargo-test-arg=--lib
         ;;
     *)

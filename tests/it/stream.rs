@@ -227,17 +227,17 @@ async fn a_restarted_process_compose_flips_readiness_and_is_caught_up() {
     let first = log.wait_for("web", Started).await;
     wait_for_http(health, "/readyz", 200).await;
 
-    // the socket drops with the server, after its Terminating → Completed frames
+    // The server sends Terminating → Completed as it shuts down, but it may exit before its
+    // writer has sent the last frame (seen about once in three runs): the stop is then caught
+    // up on reconnect instead of seen live. Either way it is published once.
     pc.stop();
     let body = wait_for_http(health, "/readyz", 503).await;
     assert!(body.contains("process_compose"), "{body}");
-    let stopped = log.wait_for("web", Stopped).await;
-    assert!(!stopped.synthetic, "the shutdown was seen live");
 
     // the new server runs a new incarnation, found by the catch-up on reconnect
     pc.start_again().await;
-    log.wait_until("web started again", LONG, |r| {
-        count(r, Some("web"), Started) == 2
+    log.wait_until("web stopped and started again", LONG, |r| {
+        count(r, Some("web"), Stopped) == 1 && count(r, Some("web"), Started) == 2
     })
     .await;
     let again = log.of("web", Started).pop().unwrap();

@@ -432,6 +432,48 @@ mod tests {
     }
 
     #[test]
+    fn events_loss_markers_and_the_connection_have_frames_of_their_own() {
+        use pc_eventd_events::consumer::Delivery;
+        use pc_eventd_events::event::{SubjectScheme, example_event};
+        let position = Position {
+            lifecycle: 7,
+            remediation: 2,
+        };
+        let event = example_event();
+        let payload = serde_json::to_vec(&event).unwrap();
+        let delivery = Received::Event(Delivery {
+            event: event.clone(),
+            payload: payload.clone().into(),
+            stream_sequence: 7,
+        });
+        let expected = frame(
+            "lifecycle",
+            Some(position),
+            &stored(7, &event.summary(), &payload),
+        );
+        assert_eq!(lifecycle_frame(&delivery, position), expected);
+
+        let now = std::time::SystemTime::now();
+        let marker = EventsLost::new(&SubjectScheme::default(), "web-01", 412, now, now);
+        let text = lifecycle_frame(&Received::EventsLost(marker.clone()), position);
+        assert!(text.starts_with("event: lost\nid: 7:2\ndata: "), "{text}");
+        let data: serde_json::Value =
+            serde_json::from_str(text.lines().nth(2).unwrap().strip_prefix("data: ").unwrap())
+                .unwrap();
+        assert_eq!(data["summary"], marker.to_string());
+        assert_eq!(data["marker"]["lost"], 412);
+
+        assert_eq!(
+            nats_frame(false),
+            "event: nats\ndata: {\"connected\":false}\n\n"
+        );
+        assert_eq!(
+            nats_frame(true),
+            "event: nats\ndata: {\"connected\":true}\n\n"
+        );
+    }
+
+    #[test]
     fn a_stored_event_keeps_the_payload_as_published() {
         assert_eq!(
             stored(9, "a/b crashed", br#"{"id":"x", "type":"crashed"}"#),

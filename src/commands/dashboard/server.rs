@@ -374,6 +374,14 @@ mod tests {
         }
         assert_eq!(get("/", "", &[LOCAL], None), Route::Index);
         assert_eq!(get("/nope", "", &[LOCAL], None), Route::NotFound);
+        assert_eq!(
+            get("/app.js", "", &[LOCAL], None),
+            Route::Asset("text/javascript; charset=utf-8", APP_JS)
+        );
+        assert_eq!(
+            get("/app.css", "", &[LOCAL], None),
+            Route::Asset("text/css; charset=utf-8", APP_CSS)
+        );
     }
 
     #[test]
@@ -546,6 +554,8 @@ mod tests {
     fn tokens_compare_whole() {
         assert!(same("abc", "abc"));
         assert!(!same("abd", "abc"));
+        // Differences that would cancel out if they were not all kept.
+        assert!(!same("ba", "ab"));
         assert!(!same("ab", "abc"));
         assert!(!same("", "abc"));
     }

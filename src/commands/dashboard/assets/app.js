@@ -430,20 +430,16 @@ function statusClass(p) {
   return "info";
 }
 
+// Updates a process's row in place; a process that comes into or leaves the filtered list
+// redraws the list.
 function updateRow(key) {
   const p = state.processes.get(key);
   const row = rows.get(key);
-  const shown = processShown(p);
-  if (!row) {
-    if (shown) fullRender = true, schedule(true);
-    return;
-  }
-  if (!shown) {
-    fullRender = true;
+  if (processShown(p) !== Boolean(row)) {
     schedule(true);
-    return;
+  } else if (row) {
+    fillRow(row, p, Date.now());
   }
-  fillRow(row, p, Date.now());
 }
 
 function itemNode(item, now) {
