@@ -122,6 +122,9 @@ fn outbox_pending(dir: &std::path::Path) -> HashSet<String> {
 /// observed so far is in JetStream): how many of its events JetStream stored, and how many it
 /// dropped as duplicates.
 async fn published_all(health: u16) -> (f64, f64) {
+    // When the stream held everything already, the log is complete before the successor has
+    // even opened its endpoint: wait for it first.
+    wait_for_http(health, "/metrics", 200).await;
     assert!(
         metric_reaches(health, "pc_eventd_outbox_messages", |n| n == 0.0).await,
         "the outbox never emptied"
