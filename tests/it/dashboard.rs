@@ -145,6 +145,12 @@ async fn timeline(browser: &Browser) -> Vec<(String, String, String)> {
     serde_json::from_value(items).unwrap()
 }
 
+/// Waits until the page shows the banner `id` (`banner-nats`, `banner-server`).
+async fn wait_for_banner(browser: &Browser, id: &str) {
+    let shown = format!("return !document.getElementById({}).hidden;", json!(id));
+    browser.wait_until(id, PATIENCE, &shown).await;
+}
+
 /// Waits until the page lists the project's four processes.
 async fn wait_for_all_processes(browser: &Browser) {
     browser
@@ -387,13 +393,7 @@ async fn a_nats_restart_shows_the_banner_then_the_outages_events_in_order_and_on
     );
 
     stack.nats.stop();
-    browser
-        .wait_until(
-            "the NATS banner",
-            PATIENCE,
-            "return !document.getElementById('banner-nats').hidden;",
-        )
-        .await;
+    wait_for_banner(&browser, "banner-nats").await;
     browser.screenshot("nats-lost").await;
     // While NATS is away: a crash and a restart, kept in the daemon's outbox.
     stack.crash();
@@ -485,13 +485,7 @@ async fn the_page_resumes_after_losing_the_server_with_nothing_missed_or_twice()
         .trim_end_matches('/')
         .to_owned();
     stack.dashboard.terminate().await;
-    browser
-        .wait_until(
-            "the server banner",
-            PATIENCE,
-            "return !document.getElementById('banner-server').hidden;",
-        )
-        .await;
+    wait_for_banner(&browser, "banner-server").await;
     browser.screenshot("server-lost").await;
     // Meanwhile a crash and a restart reach the stream.
     let mut log = EventLog::open(&stack.nats.url()).await;
@@ -714,13 +708,7 @@ async fn started_without_nats_it_serves_the_page_and_says_so_until_nats_comes() 
     let (_dashboard, url) = start_dashboard(&nats.url()).await;
     let browser = Browser::start().await;
     browser.client.goto(&url).await.unwrap();
-    browser
-        .wait_until(
-            "the NATS banner",
-            PATIENCE,
-            "return !document.getElementById('banner-nats').hidden;",
-        )
-        .await;
+    wait_for_banner(&browser, "banner-nats").await;
     browser.screenshot("no-nats").await;
     nats.restart();
     browser
