@@ -184,11 +184,7 @@ impl NatsConfig {
         let Some(path) = &self.nkey_seed_file else {
             return Ok(None);
         };
-        let seed = Secret::new(
-            Secret::read_file("nats.nkey_seed_file", path)?
-                .expose()
-                .trim(),
-        );
+        let seed = Secret::read_value_file("nats.nkey_seed_file", path)?;
         if !is_user_seed(seed.expose()) {
             return Err(SettingsError::NotASeed { path: path.clone() });
         }
@@ -297,6 +293,13 @@ impl Secret {
                 path: path.to_owned(),
                 source,
             })
+    }
+
+    /// Reads a one-value secret (a token, a seed) from the file `path`, without the whitespace
+    /// around it (a trailing newline, typically); errors as [`Secret::read_file`].
+    pub fn read_value_file(key: &'static str, path: &Path) -> Result<Self, SettingsError> {
+        let read = Self::read_file(key, path)?;
+        Ok(Self::new(read.expose().trim()))
     }
 
     /// The value itself, for where it must be used (handing it to a client). Never log or

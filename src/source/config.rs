@@ -114,8 +114,10 @@ impl ProcessComposeConfig {
         let Some(path) = &self.token_file else {
             return Ok(None);
         };
-        let token = Secret::read_file("process_compose.token_file", path)?;
-        Ok(Some(Secret::new(token.expose().trim())))
+        Ok(Some(Secret::read_value_file(
+            "process_compose.token_file",
+            path,
+        )?))
     }
 
     /// A client for this process-compose, with the token read now.

@@ -57,8 +57,7 @@ impl DashboardConfig {
         let Some(path) = &self.token_file else {
             return Ok(None);
         };
-        let token = Secret::read_file("dashboard.token_file", path)?;
-        Ok(Some(Secret::new(token.expose().trim())))
+        Ok(Some(Secret::read_value_file("dashboard.token_file", path)?))
     }
 }
 
