@@ -16,6 +16,11 @@
 #   chromium         Debian's chromium and chromium-driver, for the dashboard's tests in a real
 #                    browser (tests/it/dashboard.rs) and its benchmark; installed with apt-get
 #                    when missing (as root, or through sudo).
+#   promtool         from Debian's prometheus package (2.42 on bookworm), for the unit tests of
+#                    the alert rules (packaging/prometheus, tests/it/rules.rs); installed with
+#                    apt-get --no-install-recommends when promtool is missing (as root, or
+#                    through sudo). The package also holds the Prometheus server, which its
+#                    install may start: this script stops a server the install started.
 #
 # Binaries are cached in $EVENTD_PEERS_DIR (default ~/.cache/pc-eventd/peers), so a second
 # run costs nothing. Output: $EVENTD_PEERS_DIR/env, a file of `export` lines.
@@ -111,6 +116,43 @@ if [ ! -x "$chromium" ] || [ ! -x "$chromedriver" ]; then
     }
 fi
 
+promtool=$(command -v promtool || true)
+if [ -z "$promtool" ]; then
+    say "installing Debian's prometheus for its promtool (the alert rules' unit tests)"
+    sudo=
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    # The ids of running Prometheus servers (not zombies: a stopped server stays one until its
+    # parent reaps it).
+    servers() { ps -eo pid=,stat=,comm= | awk '$3 == "prometheus" && $2 !~ /^Z/ { print $1 }'; }
+    servers_before=$(servers)
+    { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends prometheus; } >&2 || {
+        say "ERROR: cannot install prometheus (for promtool) with apt-get."
+        say "  Install it (Debian: apt-get install --no-install-recommends prometheus) and run this again."
+        exit 1
+    }
+    # Only promtool is wanted, but the package's postinst starts its server where it can: with
+    # systemd (and enables it), or with its init script where no policy-rc.d forbids it (a
+    # container's policy-rc.d usually does). A server the install started is stopped here, by
+    # the way it was started (the init script stops the pid of its own pidfile).
+    if [ -d /run/systemd/system ]; then
+        $sudo systemctl disable --now prometheus.service >&2 || true
+    elif [ -e /run/prometheus/prometheus.pid ]; then
+        say "stopping the Prometheus server that the package's install started"
+        $sudo /etc/init.d/prometheus stop >&2 || true
+    fi
+    if [ "$(servers)" != "$servers_before" ]; then
+        say "ERROR: installing prometheus left a Prometheus server running:"
+        pgrep -a -x prometheus | sed 's/^/  /' >&2 || true
+        say "  Stop it (systemctl stop prometheus, or /etc/init.d/prometheus stop) and run this again."
+        exit 1
+    fi
+    promtool=$(command -v promtool || true)
+    [ -n "$promtool" ] || {
+        say "ERROR: the prometheus package is installed but promtool is not on PATH."
+        exit 1
+    }
+fi
+
 nats_server="$peers/nats-server-$NATS_SERVER_VERSION"
 pc_stream="$peers/process-compose-$PROCESS_COMPOSE_VERSION"
 pc_poll="$peers/process-compose-$PROCESS_COMPOSE_POLL_VERSION"
@@ -118,7 +160,8 @@ pc_poll="$peers/process-compose-$PROCESS_COMPOSE_POLL_VERSION"
 versions="nats-server $("$nats_server" --version | sed 's/^nats-server: //'),"
 versions+=" process-compose $("$pc_stream" version --short 2>/dev/null) (state stream)"
 versions+=" and $("$pc_poll" version --short 2>/dev/null) (before the stream),"
-versions+=" $("$chromedriver" --version | cut -d' ' -f1-2)"
+versions+=" $("$chromedriver" --version | cut -d' ' -f1-2),"
+versions+=" promtool $("$promtool" --version 2>&1 | sed -n 's/^promtool, version \([^ ]*\).*/\1/p')"
 cat >"$peers/env" <<ENV
 export TEST_NATS_SERVER='$nats_server'
 export TEST_PROCESS_COMPOSE='$pc_stream'
@@ -127,6 +170,7 @@ export TEST_PEER_VERSIONS='$versions'
 export TEST_PYTHON='$venv/bin/python'
 export TEST_CHROMIUM='$chromium'
 export TEST_CHROMEDRIVER='$chromedriver'
+export TEST_PROMTOOL='$promtool'
 ENV
 say "peers: $versions"
 echo "$peers/env"

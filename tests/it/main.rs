@@ -12,5 +12,6 @@ mod outside;
 mod pipeline;
 mod readiness;
 mod remediate;
+mod rules;
 mod stream;
 mod support;
