@@ -44,7 +44,7 @@ use pc_eventd::Outbox;
 use pc_eventd::Relay;
 use pc_eventd::StateStore;
 use pc_eventd::Status;
-use pc_eventd::{DiffContext, ProcessTimings, Snapshot, diff};
+use pc_eventd::{DiffContext, ProcessSettings, Snapshot, diff};
 use pc_eventd_events::event::{EventType, LifecycleEvent, SubjectScheme};
 use pc_eventd_events::nats::NatsConfig;
 use pc_eventd_events::process_compose::model::{ProcessState, ProcessStatus, Readiness};
@@ -524,15 +524,16 @@ fn throughput_rounds() -> Vec<Vec<ProcessState>> {
 }
 
 fn diff_context<'a>(source: &'a str, subjects: &'a SubjectScheme) -> DiffContext<'a> {
-    static TIMINGS: std::sync::LazyLock<ProcessTimings> =
-        std::sync::LazyLock::new(ProcessTimings::default);
+    static SETTINGS: std::sync::LazyLock<ProcessSettings> =
+        std::sync::LazyLock::new(ProcessSettings::default);
     DiffContext {
         source,
         subjects,
         observed_at: SystemTime::now(),
         synthetic: true,
         lag: Duration::from_secs(2),
-        timings: &TIMINGS,
+        sampled: true,
+        settings: &SETTINGS,
     }
 }
 

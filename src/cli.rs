@@ -173,6 +173,9 @@ pub struct WatchArgs {
     /// One JSON event per line, exactly as published
     #[arg(long)]
     pub json: bool,
+    /// Under each crash, the last lines the process printed (as its event carries them)
+    #[arg(long, conflicts_with = "json")]
+    pub crash_output: bool,
     /// First replay the events stored in the last DURATION (e.g. 10m, 2h), then follow new ones
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, group = "history")]
     pub since: Option<Duration>,
@@ -198,6 +201,7 @@ pub enum SeverityArg {
     Info,
     Warning,
     Error,
+    Critical,
 }
 
 impl From<SeverityArg> for Severity {
@@ -207,6 +211,7 @@ impl From<SeverityArg> for Severity {
             SeverityArg::Info => Severity::Info,
             SeverityArg::Warning => Severity::Warning,
             SeverityArg::Error => Severity::Error,
+            SeverityArg::Critical => Severity::Critical,
         }
     }
 }
@@ -445,7 +450,10 @@ async fn watch_until(
     } else {
         // Icons and colours are for people at a terminal, not for pipes and files.
         let styled = crate::ops::logging::colour(&std::io::stdout());
-        Output::Text { styled }
+        Output::Text {
+            styled,
+            crash_output: args.crash_output,
+        }
     };
     if args.remediation {
         let nats = config.remediate.nats(&config.nats);

@@ -24,6 +24,7 @@ mod http;
 mod ops;
 mod source;
 mod sync;
+mod units;
 
 // The command line.
 pub use cli::{Cli, main};
@@ -33,7 +34,7 @@ pub use daemon::{ConfigLoader, Control, Daemon, DaemonError};
 pub use delivery::outbox::{LossMarker, Outbox};
 pub use delivery::records::StateStore;
 pub use delivery::relay::Relay;
-pub use diff::{DiffContext, ProcessTimings, Snapshot, diff, diff_one};
+pub use diff::{DiffContext, ProcessSettings, Snapshot, diff, diff_one};
 pub use ops::status::{KindLabel, ModeLabel, Status};
 pub use source::{SourceMode, StateFrame};
 // The shipped consumers.

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 
 /// The daemon's top-level parts, each a folder or a file of `src/`, and what each may import.
 const MAY_IMPORT: &[(&str, &[&str])] = &[
-    ("source", &[]),
-    ("diff", &[]),
+    ("source", &["units"]),
+    ("diff", &["units"]),
     ("delivery", &["diff", "ops", "sync"]),
     ("ops", &["source", "sync", "http"]),
     ("commands", &["http"]),
-    ("config", &["source", "ops", "commands"]),
+    ("config", &["source", "diff", "ops", "commands", "units"]),
     (
         "daemon",
         &["source", "diff", "delivery", "ops", "config", "sync"],
@@ -28,6 +28,7 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
         ],
     ),
     ("sync", &[]),
+    ("units", &[]),
     ("http", &[]),
 ];
 

@@ -259,8 +259,8 @@ pub enum ConsumerError {
 /// What a subscription receives: an event, or a loss marker where the record has a gap.
 #[derive(Debug, Clone)]
 pub enum Received {
-    /// A lifecycle event.
-    Event(Delivery),
+    /// A lifecycle event (boxed: a delivery is several times the size of a marker).
+    Event(Box<Delivery>),
     /// A loss marker: the daemon had to drop events (its outbox was full). The stream goes on.
     EventsLost(EventsLost),
 }
@@ -269,7 +269,7 @@ impl Received {
     /// The event, or `None` for a loss marker.
     pub fn into_event(self) -> Option<Delivery> {
         match self {
-            Self::Event(delivery) => Some(delivery),
+            Self::Event(delivery) => Some(*delivery),
             Self::EventsLost(_) => None,
         }
     }
@@ -852,11 +852,11 @@ impl EventStream {
         if !self.filter.shows(&event) {
             return Poll::Ready(Some(Ok(None)));
         }
-        Poll::Ready(Some(Ok(Some(Received::Event(Delivery {
+        Poll::Ready(Some(Ok(Some(Received::Event(Box::new(Delivery {
             event,
             stream_sequence,
             payload: message.payload.clone(),
-        })))))
+        }))))))
     }
 }
 
@@ -1155,6 +1155,10 @@ mod tests {
             restarts_delta: None,
             reason: None,
             synthetic: false,
+            output: None,
+            given_up: None,
+            pressure: None,
+            silence: None,
             state: EventState {
                 name: process.into(),
                 namespace: namespace.into(),

@@ -41,12 +41,29 @@ pub enum EventType {
     /// Any change of status, published beside the more specific types (process-compose's
     /// REST-only statuses `Scheduled` and `Watching` count as `Completed`). Severity debug.
     StatusChanged,
+    /// process-compose will not restart the process again: its run ended with a failure and the
+    /// restart policy is spent (`max_restarts`), is `exit_on_failure`, or is `no`. Published
+    /// once, right after that run's `crashed`; [`LifecycleEvent::given_up`] names the policy
+    /// and the count. Severity critical.
+    GivenUp,
+    /// The process has been above a memory or CPU threshold for the threshold's duration
+    /// ([`LifecycleEvent::pressure`]). Severity warning.
+    ResourcePressure,
+    /// The process is back under a threshold it was above, and has stayed under it for the
+    /// threshold's duration ([`LifecycleEvent::pressure`]). Severity info.
+    ResourceRecovered,
+    /// The running process has printed nothing for longer than its silence threshold
+    /// ([`LifecycleEvent::silence`]). Severity warning.
+    Silent,
+    /// A process reported [`EventType::Silent`] printed again ([`LifecycleEvent::silence`]).
+    /// Severity info.
+    OutputResumed,
 }
 
 impl EventType {
     /// Every event type, in declaration order: the order of [`Ord`] and of the JSON Schema's
     /// `type` enum.
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 12] = [
         Self::Started,
         Self::Stopped,
         Self::Crashed,
@@ -54,6 +71,11 @@ impl EventType {
         Self::Healthy,
         Self::Unhealthy,
         Self::StatusChanged,
+        Self::GivenUp,
+        Self::ResourcePressure,
+        Self::ResourceRecovered,
+        Self::Silent,
+        Self::OutputResumed,
     ];
 
     /// The type's name, as in the payload's `type` and the subject's last token:
@@ -67,15 +89,26 @@ impl EventType {
             Self::Healthy => "healthy",
             Self::Unhealthy => "unhealthy",
             Self::StatusChanged => "status_changed",
+            Self::GivenUp => "given_up",
+            Self::ResourcePressure => "resource_pressure",
+            Self::ResourceRecovered => "resource_recovered",
+            Self::Silent => "silent",
+            Self::OutputResumed => "output_resumed",
         }
     }
 
-    /// The seed's severity table.
+    /// The seed's severity table, extended for the kinds that came after it.
     pub fn severity(self) -> Severity {
         match self {
-            Self::Started | Self::Stopped | Self::Restarted | Self::Healthy => Severity::Info,
+            Self::Started
+            | Self::Stopped
+            | Self::Restarted
+            | Self::Healthy
+            | Self::ResourceRecovered
+            | Self::OutputResumed => Severity::Info,
             Self::Crashed => Severity::Error,
-            Self::Unhealthy => Severity::Warning,
+            Self::GivenUp => Severity::Critical,
+            Self::Unhealthy | Self::ResourcePressure | Self::Silent => Severity::Warning,
             Self::StatusChanged => Severity::Debug,
         }
     }
@@ -90,7 +123,7 @@ impl fmt::Display for EventType {
 /// An event type name that is not one of ours.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown event type `{0}` (expected one of: started, stopped, crashed, restarted, healthy, unhealthy, status_changed)"
+    "unknown event type `{0}` (expected one of: started, stopped, crashed, restarted, healthy, unhealthy, status_changed, given_up, resource_pressure, resource_recovered, silent, output_resumed)"
 )]
 pub struct UnknownEventType(String);
 
@@ -106,9 +139,9 @@ impl FromStr for EventType {
 }
 
 /// How much an event matters, fixed by its type (see [`EventType::severity`]); serialized in
-/// lowercase (`debug`, `info`, `warning`, `error`).
+/// lowercase (`debug`, `info`, `warning`, `error`, `critical`).
 ///
-/// Ordered from least to most severe (`Debug < Info < Warning < Error`), which is what a
+/// Ordered from least to most severe (`Debug < Info < Warning < Error < Critical`), which is what a
 /// minimum severity such as [`Filter::min_severity`](crate::consumer::Filter::min_severity)
 /// compares against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -122,6 +155,8 @@ pub enum Severity {
     Warning,
     /// Something failed: `crashed`, and loss markers ([`EventsLost`]).
     Error,
+    /// Something failed for good and needs a person: `given_up`.
+    Critical,
 }
 
 impl Severity {
@@ -132,6 +167,7 @@ impl Severity {
             Self::Info => "INFO",
             Self::Warning => "WARN",
             Self::Error => "ERROR",
+            Self::Critical => "CRIT",
         }
     }
 }
@@ -159,6 +195,9 @@ pub enum Reason {
     /// `unhealthy`: this run has not been Ready once within the readiness grace, or
     /// process-compose ended it for failing its readiness probe before it ever was.
     NeverReady,
+    /// `stopped` or `restarted`: process-compose's file watcher restarted it after a change
+    /// to a watched file. Neither a crash nor a reason to remediate.
+    FileWatch,
 }
 
 /// The process as it was when the event was made: the seed's `state` object.
@@ -238,8 +277,129 @@ pub struct LifecycleEvent {
     /// than seen as it happened: steps between the two snapshots may be merged or missing.
     #[serde(default)]
     pub synthetic: bool,
+    /// For `crashed`: the last lines the process printed, read from process-compose when the
+    /// crash was observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<ProcessOutput>,
+    /// For `given_up`: which policy stopped the restarts, and the count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_up: Option<GivenUp>,
+    /// For `resource_pressure` and `resource_recovered`: the threshold and the reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressure: Option<Pressure>,
+    /// For `silent` and `output_resumed`: the threshold and the last output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence: Option<Silence>,
     /// The process as observed with this change.
     pub state: EventState,
+}
+
+/// The end of a process's output, as a `crashed` event carries it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessOutput {
+    /// The last lines, oldest first, after redaction; fewer than asked for when the byte cap
+    /// cut them.
+    #[serde(default)]
+    pub lines: Vec<String>,
+    /// Lines were left out: older ones beyond the byte cap, or a line cut at the cap.
+    #[serde(default)]
+    pub truncated: bool,
+    /// How many matches of the redaction patterns were replaced.
+    #[serde(default)]
+    pub redacted: u32,
+    /// Why there are no lines: the read timed out or failed. The event is published without
+    /// them rather than held back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+}
+
+/// Which restart policy gave up on a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GivenUpPolicy {
+    /// `max_restarts` restarts were made (`restart: always` or `on_failure`).
+    MaxRestarts,
+    /// `restart: exit_on_failure`: process-compose shuts the project down.
+    ExitOnFailure,
+    /// `restart: no` (the default): a failed run is never restarted.
+    No,
+}
+
+impl GivenUpPolicy {
+    /// The policy's name as in the payload.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MaxRestarts => "max_restarts",
+            Self::ExitOnFailure => "exit_on_failure",
+            Self::No => "no",
+        }
+    }
+}
+
+/// What a `given_up` event says about the policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GivenUp {
+    /// The policy that stops the restarts.
+    pub policy: GivenUpPolicy,
+    /// Policy restarts made in this incarnation.
+    pub restarts: u32,
+    /// The policy's limit, for [`GivenUpPolicy::MaxRestarts`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restarts: Option<u32>,
+}
+
+/// A measured resource of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resource {
+    /// Resident memory, in bytes.
+    Memory,
+    /// CPU use, in percent of one core.
+    Cpu,
+}
+
+impl Resource {
+    /// The resource's name as in the payload.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Cpu => "cpu",
+        }
+    }
+
+    /// `value` in the resource's unit, for people: `512 MiB`, `93.5%`.
+    pub fn format(self, value: f64) -> String {
+        match self {
+            Self::Memory => format!("{:.0} MiB", value / (1024.0 * 1024.0)),
+            Self::Cpu => format!("{value:.1}%"),
+        }
+    }
+}
+
+/// What a `resource_pressure` or `resource_recovered` event says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pressure {
+    /// Which resource.
+    pub resource: Resource,
+    /// The reading that completed the duration: bytes or percent.
+    pub value: f64,
+    /// The threshold, in the same unit.
+    pub threshold: f64,
+    /// How long the process must stay above (or, to recover, under) the threshold.
+    pub for_seconds: u64,
+}
+
+/// What a `silent` or `output_resumed` event says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Silence {
+    /// How long a process may print nothing before it is silent.
+    pub threshold_seconds: u64,
+    /// When it last printed (RFC 3339, as process-compose reports it), if it ever did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_output: Option<String>,
+    /// For `output_resumed`: how long it was silent, as far as pc-eventd observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silent_seconds: Option<u64>,
 }
 
 impl LifecycleEvent {
@@ -255,6 +415,9 @@ impl LifecycleEvent {
     /// What a person needs beside the type: the exit code, the restart count, or why.
     pub fn detail(&self) -> Option<String> {
         match self.event_type {
+            EventType::Restarted | EventType::Stopped if self.reason == Some(Reason::FileWatch) => {
+                Some("file watch".to_owned())
+            }
             EventType::Stopped | EventType::Crashed => self.exit_code.map(|c| format!("exit={c}")),
             // A manual restart leaves process-compose's count as it was, so the count would
             // read as no restart at all.
@@ -268,6 +431,39 @@ impl LifecycleEvent {
             EventType::Unhealthy if self.reason == Some(Reason::NeverReady) => {
                 Some("never ready".to_owned())
             }
+            EventType::GivenUp => self.given_up.as_ref().map(|g| match g.max_restarts {
+                Some(max) => format!(
+                    "policy={}, restarts={}/{max}",
+                    g.policy.as_str(),
+                    g.restarts
+                ),
+                None => format!("policy={}, restarts={}", g.policy.as_str(), g.restarts),
+            }),
+            EventType::ResourcePressure | EventType::ResourceRecovered => {
+                self.pressure.as_ref().map(|p| {
+                    let side = if self.event_type == EventType::ResourcePressure {
+                        '>'
+                    } else {
+                        '<'
+                    };
+                    format!(
+                        "{} {} {side} {} for {}s",
+                        p.resource.as_str(),
+                        p.resource.format(p.value),
+                        p.resource.format(p.threshold),
+                        p.for_seconds
+                    )
+                })
+            }
+            EventType::Silent => self
+                .silence
+                .as_ref()
+                .map(|s| format!("no output for {}s", s.threshold_seconds)),
+            EventType::OutputResumed => self
+                .silence
+                .as_ref()
+                .and_then(|s| s.silent_seconds)
+                .map(|secs| format!("after {secs}s of silence")),
             EventType::StatusChanged => Some(format!(
                 "{} → {}",
                 self.previous_status.as_deref().unwrap_or("new"),
@@ -473,6 +669,10 @@ pub fn example_event() -> LifecycleEvent {
         restarts_delta: Some(1),
         reason: Some(Reason::RestartPolicy),
         synthetic: true,
+        output: None,
+        given_up: None,
+        pressure: None,
+        silence: None,
         state: EventState {
             name: "web".into(),
             namespace: "default".into(),
@@ -583,16 +783,47 @@ mod tests {
         assert_eq!(value["reason"], schema["properties"]["reason"]["enum"][0]);
     }
 
+    /// [`example_event`] with every optional field set, those of other types too.
+    fn every_field_event() -> LifecycleEvent {
+        let mut event = example_event();
+        event.output = Some(ProcessOutput {
+            lines: vec!["boom".into()],
+            truncated: true,
+            redacted: 1,
+            unavailable: Some("timed out".into()),
+        });
+        event.given_up = Some(GivenUp {
+            policy: GivenUpPolicy::MaxRestarts,
+            restarts: 2,
+            max_restarts: Some(2),
+        });
+        event.pressure = Some(Pressure {
+            resource: Resource::Memory,
+            value: 600.0,
+            threshold: 512.0,
+            for_seconds: 30,
+        });
+        event.silence = Some(Silence {
+            threshold_seconds: 60,
+            last_output: Some("2025-10-16T09:53:31Z".into()),
+            silent_seconds: Some(75),
+        });
+        event
+    }
+
     #[test]
     fn the_json_schema_describes_exactly_the_payload() {
         let schema: serde_json::Value =
             serde_json::from_str(include_str!("../schema/lifecycle-event.schema.json")).unwrap();
-        let full = serde_json::to_value(example_event()).unwrap();
+        let full = serde_json::to_value(every_field_event()).unwrap();
         assert_eq!(keys(&full), keys(&schema["properties"]));
-        assert_eq!(
-            keys(&full["state"]),
-            keys(&schema["properties"]["state"]["properties"])
-        );
+        for object in ["state", "output", "given_up", "pressure", "silence"] {
+            assert_eq!(
+                keys(&full[object]),
+                keys(&schema["properties"][object]["properties"]),
+                "{object}"
+            );
+        }
 
         let mut bare = example_event();
         (bare.previous_status, bare.exit_code, bare.restarts) = (None, None, None);
@@ -620,6 +851,7 @@ mod tests {
             Severity::Info,
             Severity::Warning,
             Severity::Error,
+            Severity::Critical,
         ] {
             let name = serde_json::to_value(severity).unwrap();
             assert!(
@@ -639,6 +871,7 @@ mod tests {
             Reason::Removed,
             Reason::ReadinessLost,
             Reason::NeverReady,
+            Reason::FileWatch,
         ] {
             let name = serde_json::to_value(reason).unwrap();
             assert!(
@@ -658,7 +891,7 @@ mod tests {
 
     #[test]
     fn events_round_trip_through_json() {
-        let event = example_event();
+        let event = every_field_event();
         let json = serde_json::to_string(&event).unwrap();
         assert_eq!(
             serde_json::from_str::<LifecycleEvent>(&json).unwrap(),
@@ -688,6 +921,60 @@ mod tests {
             event.summary(),
             "default/web status_changed (Restarting → Running)"
         );
+    }
+
+    #[test]
+    fn summaries_of_the_later_kinds_carry_their_detail() {
+        let mut event = every_field_event();
+        event.reason = Some(Reason::FileWatch);
+        assert_eq!(event.summary(), "default/web restarted (file watch)");
+        event.event_type = EventType::Stopped;
+        assert_eq!(event.summary(), "default/web stopped (file watch)");
+        event.event_type = EventType::GivenUp;
+        assert_eq!(
+            event.summary(),
+            "default/web given_up (policy=max_restarts, restarts=2/2)"
+        );
+        event.given_up = Some(GivenUp {
+            policy: GivenUpPolicy::No,
+            restarts: 0,
+            max_restarts: None,
+        });
+        assert_eq!(
+            event.summary(),
+            "default/web given_up (policy=no, restarts=0)"
+        );
+        event.event_type = EventType::ResourcePressure;
+        event.pressure = Some(Pressure {
+            resource: Resource::Memory,
+            value: 600.0 * 1024.0 * 1024.0,
+            threshold: 512.0 * 1024.0 * 1024.0,
+            for_seconds: 30,
+        });
+        assert_eq!(
+            event.summary(),
+            "default/web resource_pressure (memory 600 MiB > 512 MiB for 30s)"
+        );
+        event.event_type = EventType::ResourceRecovered;
+        event.pressure = Some(Pressure {
+            resource: Resource::Cpu,
+            value: 12.25,
+            threshold: 90.0,
+            for_seconds: 10,
+        });
+        assert_eq!(
+            event.summary(),
+            "default/web resource_recovered (cpu 12.2% < 90.0% for 10s)"
+        );
+        event.event_type = EventType::Silent;
+        assert_eq!(event.summary(), "default/web silent (no output for 60s)");
+        event.event_type = EventType::OutputResumed;
+        assert_eq!(
+            event.summary(),
+            "default/web output_resumed (after 75s of silence)"
+        );
+        assert_eq!(EventType::GivenUp.severity(), Severity::Critical);
+        assert!(Severity::Critical > Severity::Error);
     }
 
     #[test]

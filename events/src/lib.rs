@@ -11,6 +11,7 @@
 pub mod consumer;
 pub mod event;
 pub mod nats;
+pub mod pattern;
 #[cfg(feature = "process-compose")]
 pub mod process_compose;
 pub mod publish;

@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use pc_eventd::{DiffContext, ProcessTimings, Snapshot, diff, diff_one};
+use pc_eventd::{DiffContext, ProcessSettings, Snapshot, diff, diff_one};
 use pc_eventd_events::event::{LifecycleEvent, SubjectScheme};
 use pc_eventd_events::process_compose::model::ProcessState;
 
@@ -75,7 +75,7 @@ fn observations(data: &[u8]) -> arbitrary::Result<Vec<Observation>> {
 
 fn run(observations: &[Observation]) -> Vec<LifecycleEvent> {
     let scheme = SubjectScheme::default();
-    let timings = ProcessTimings::fixed(Duration::from_secs(5));
+    let settings = ProcessSettings::fixed(Duration::from_secs(5));
     let mut snapshot = Snapshot::default();
     let mut events = Vec::new();
     for (i, observation) in observations.iter().enumerate() {
@@ -85,7 +85,8 @@ fn run(observations: &[Observation]) -> Vec<LifecycleEvent> {
             observed_at: UNIX_EPOCH + Duration::from_secs(i as u64),
             synthetic: matches!(observation, Observation::All(_)),
             lag: Duration::ZERO,
-            timings: &timings,
+            sampled: matches!(observation, Observation::All(_)),
+            settings: &settings,
         };
         match observation {
             Observation::All(states) => {

@@ -44,8 +44,9 @@ impl Replay {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Output {
     /// `09:53:31.123 ERROR jobs/crasher crashed (exit=3)`; `styled` puts a severity icon in place
-    /// of the word and colours the line (for a terminal).
-    Text { styled: bool },
+    /// of the word and colours the line (for a terminal); `crash_output` adds the last lines a
+    /// crashed process printed below its line.
+    Text { styled: bool, crash_output: bool },
     /// One event object per line, exactly as published.
     Json,
 }
@@ -53,6 +54,26 @@ pub(crate) enum Output {
 /// The seed's one-line format. The time is the event's own (UTC).
 pub fn format_line(event: &LifecycleEvent, styled: bool) -> String {
     styled_line(&event.timestamp, event.severity, &event.summary(), styled)
+}
+
+/// The line of [`format_line`], then the crash output the event carries, one indented line
+/// each (`  │ …`), or why there is none.
+pub fn format_with_output(event: &LifecycleEvent, styled: bool) -> String {
+    let mut text = format_line(event, styled);
+    let Some(output) = &event.output else {
+        return text;
+    };
+    if output.truncated {
+        text.push_str("\n  │ …");
+    }
+    for line in &output.lines {
+        text.push_str("\n  │ ");
+        text.push_str(line);
+    }
+    if let Some(why) = &output.unavailable {
+        text.push_str(&format!("\n  │ (no output: {why})"));
+    }
+    text
 }
 
 /// `HH:MM:SS.mmm SEVERITY summary` from an RFC 3339 `timestamp`; `styled`: an icon for the
@@ -67,12 +88,13 @@ pub(crate) fn styled_line(
     if !styled {
         return format!("{time} {:<5} {summary}", severity.word());
     }
-    // ANSI: dim, none, yellow, red.
+    // ANSI: dim, none, yellow, red, bold red.
     let (icon, colour) = match severity {
         Severity::Debug => ("🔍", "\x1b[2m"),
         Severity::Info => ("ℹ️", ""),
         Severity::Warning => ("⚠️", "\x1b[33m"),
         Severity::Error => ("❌", "\x1b[31m"),
+        Severity::Critical => ("🛑", "\x1b[1;31m"),
     };
     let reset = if colour.is_empty() { "" } else { "\x1b[0m" };
     format!("{time} {icon}  {colour}{summary}{reset}")
@@ -320,7 +342,7 @@ pub(crate) async fn remediation(
         };
         let line = match output {
             Output::Json => String::from_utf8_lossy(&message.payload).into_owned(),
-            Output::Text { styled } => {
+            Output::Text { styled, .. } => {
                 match serde_json::from_slice::<RemediationEvent>(&message.payload) {
                     Ok(event) => {
                         styled_line(&event.timestamp, event.severity, &event.summary(), styled)
@@ -342,7 +364,14 @@ fn print(
     delivery: &Delivery,
 ) -> Result<bool, WatchError> {
     let line = match output {
-        Output::Text { styled } => format_line(&delivery.event, styled),
+        Output::Text {
+            styled,
+            crash_output: false,
+        } => format_line(&delivery.event, styled),
+        Output::Text {
+            styled,
+            crash_output: true,
+        } => format_with_output(&delivery.event, styled),
         Output::Json => String::from_utf8_lossy(&delivery.payload).into_owned(),
     };
     write_line(out, &line)
@@ -356,7 +385,7 @@ fn print_loss(
 ) -> Result<bool, WatchError> {
     let line = match output {
         Output::Json => serde_json::to_string(marker).expect("markers always serialize"),
-        Output::Text { styled } => styled_line(
+        Output::Text { styled, .. } => styled_line(
             &marker.timestamp,
             marker.severity,
             &marker.to_string(),

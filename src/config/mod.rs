@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::commands::alert::AlertConfig;
 use crate::commands::dashboard::DashboardConfig;
 use crate::commands::remediate::RemediateConfig;
+use crate::diff::ConditionRules;
 use crate::ops::logging::LogConfig;
-use crate::source::ProcessComposeConfig;
+use crate::source::{CrashOutputConfig, ProcessComposeConfig};
 
 /// Where the daemon looks for its file when `--config` is not given.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/pc-eventd.toml";
@@ -38,6 +39,8 @@ pub struct Config {
     pub alert: AlertConfig,
     pub dashboard: DashboardConfig,
     pub log: LogConfig,
+    pub crash_output: CrashOutputConfig,
+    pub conditions: ConditionRules,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +49,11 @@ pub struct HealthConfig {
     /// Serve `/healthz`, `/readyz` and `/metrics`.
     pub enabled: bool,
     pub listen: std::net::SocketAddr,
+    /// Export per-process gauges on `/metrics` (labelled source, namespace and name).
+    pub process_metrics: bool,
+    /// At most this many processes get per-process series (the first by namespace and name);
+    /// `pc_eventd_process_series_omitted` counts the rest.
+    pub process_metrics_limit: usize,
 }
 
 impl Default for HealthConfig {
@@ -53,6 +61,8 @@ impl Default for HealthConfig {
         Self {
             enabled: true,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9470)),
+            process_metrics: false,
+            process_metrics_limit: 500,
         }
     }
 }
@@ -97,7 +107,7 @@ impl DaemonConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct OutboxConfig {
     /// Most bytes of unacknowledged events kept; past it, events are dropped and reported.
-    #[serde(with = "byte_size")]
+    #[serde(with = "crate::units::byte_size")]
     pub max_bytes: u64,
     /// How often written events are flushed to the disk (`0s`: every event).
     #[serde(with = "humantime_serde")]
@@ -110,51 +120,6 @@ impl Default for OutboxConfig {
             max_bytes: 64 * 1024 * 1024,
             fsync_interval: Duration::from_secs(1),
         }
-    }
-}
-
-/// Sizes written as a number of bytes or a string such as `"64MiB"` / `"500 KB"`.
-mod byte_size {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(bytes: &u64, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_u64(*bytes)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Size {
-            Bytes(u64),
-            Text(String),
-        }
-        match Size::deserialize(deserializer)? {
-            Size::Bytes(bytes) => Ok(bytes),
-            Size::Text(text) => parse(&text).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "`{text}` is not a size (e.g. 67108864, \"64MiB\", \"500KB\")"
-                ))
-            }),
-        }
-    }
-
-    pub(super) fn parse(text: &str) -> Option<u64> {
-        let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let unit: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "kb" => 1000,
-            "kib" | "k" => 1 << 10,
-            "mb" => 1000 * 1000,
-            "mib" | "m" => 1 << 20,
-            "gb" => 1000 * 1000 * 1000,
-            "gib" | "g" => 1 << 30,
-            _ => return None,
-        };
-        number.parse::<u64>().ok()?.checked_mul(unit)
     }
 }
 
@@ -316,6 +281,8 @@ impl Config {
             found: Vec::new(),
         };
         p.take("process_compose", self.process_compose.problems());
+        p.take("crash_output", self.crash_output.problems());
+        p.take("conditions", self.conditions.problems());
         check_nats_connection(&self.nats, &mut p);
         check_nats_stream(&self.nats, &mut p);
         self.check_consumers(&mut p);
@@ -631,6 +598,19 @@ fn is_literal_subject(subject: &str) -> bool {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+
+    use figment::Jail;
+
+    fn load_file(jail: &Jail, name: &str) -> Result<Config, ConfigError> {
+        Config::load(&Sources {
+            file: Some(jail.directory().join(name)),
+            ..Sources::default()
+        })
+    }
+
+    fn error_text(result: Result<Config, ConfigError>) -> String {
+        result.expect_err("the config must be rejected").to_string()
+    }
     use crate::source::SourceMode;
 
     #[test]
@@ -651,40 +631,6 @@ mod tests {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret:?}"), "<redacted>");
         assert_eq!(secret.expose(), "hunter2");
-    }
-
-    #[test]
-    fn sizes_take_every_unit_in_either_case() {
-        for (text, bytes) in [
-            ("512", 512),
-            ("512 B", 512),
-            ("2kb", 2_000),
-            ("2 KiB", 2 << 10),
-            ("2k", 2 << 10),
-            ("3MB", 3_000_000),
-            ("3mib", 3 << 20),
-            ("3M", 3 << 20),
-            ("1GB", 1_000_000_000),
-            ("1 GiB", 1 << 30),
-            ("1g", 1 << 30),
-        ] {
-            assert_eq!(byte_size::parse(text), Some(bytes), "{text}");
-        }
-        for bad in ["", "MiB", "12 parsecs", "-1KiB", "99999999999999999999G"] {
-            assert_eq!(byte_size::parse(bad), None, "{bad}");
-        }
-    }
-    use figment::Jail;
-
-    fn load_file(jail: &Jail, name: &str) -> Result<Config, ConfigError> {
-        Config::load(&Sources {
-            file: Some(jail.directory().join(name)),
-            ..Sources::default()
-        })
-    }
-
-    fn error_text(result: Result<Config, ConfigError>) -> String {
-        result.expect_err("the config must be rejected").to_string()
     }
 
     #[test]

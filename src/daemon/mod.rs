@@ -25,7 +25,7 @@ use crate::config::{Config, ConfigError, HealthConfig};
 use crate::delivery::outbox::{Outbox, OutboxError};
 use crate::delivery::records::StateStore;
 use crate::delivery::relay::Relay;
-use crate::diff::{ProcessTimings, Snapshot};
+use crate::diff::{ProcessSettings, Snapshot};
 use crate::ops::logging::LogHandle;
 use crate::ops::notify::{self, Watchdog};
 use crate::ops::status::Status;
@@ -74,7 +74,7 @@ pub struct Daemon {
     /// The stored state was loaded once (at start); later opens write it instead.
     state_loaded: std::sync::atomic::AtomicBool,
     /// Each process's readiness grace and restart backoff, learned from its settings.
-    timings: std::sync::Mutex<ProcessTimings>,
+    settings: std::sync::Mutex<ProcessSettings>,
 }
 
 /// The outbox, shared with the relay.
@@ -124,9 +124,10 @@ struct HealthServer {
 
 impl Daemon {
     pub fn new(config: Config, loader: ConfigLoader, status: Arc<Status>) -> Self {
-        let timings = ProcessTimings {
+        let settings = ProcessSettings {
             fixed_readiness_grace: config.process_compose.readiness_grace,
-            ..ProcessTimings::default()
+            conditions: config.conditions.clone(),
+            ..ProcessSettings::default()
         };
         Self {
             config,
@@ -139,7 +140,7 @@ impl Daemon {
             state: Arc::default(),
             queue: None,
             state_loaded: std::sync::atomic::AtomicBool::new(false),
-            timings: std::sync::Mutex::new(timings),
+            settings: std::sync::Mutex::new(settings),
         }
     }
 

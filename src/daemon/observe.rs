@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
-use pc_eventd_events::event::{LifecycleEvent, SubjectScheme};
+use pc_eventd_events::event::{EventType, LifecycleEvent, SubjectScheme};
 use pc_eventd_events::process_compose::model::{ProcessInfo, ProcessState, ProcessStatus};
 use pc_eventd_events::process_compose::{ComposeClient, ComposeError};
 use pc_eventd_events::publish::Message;
@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 use super::{Control, Daemon, Observing, Turn};
 use crate::delivery::outbox::Pushed;
 use crate::delivery::relay;
-use crate::diff::{DiffContext, ProcessRecord, ProcessTimings, Snapshot, diff, diff_one};
+use crate::diff::{DiffContext, ProcessRecord, ProcessSettings, Snapshot, diff, diff_one};
 use crate::ops::notify;
 use crate::source::{Frames, SourceMode, StateFrame, Subscriptions};
 use crate::sync::lock;
@@ -38,15 +38,19 @@ enum SessionEnd {
 }
 
 /// The processes of `observed`, with the state `snapshot` already has for those it knows: a
-/// diff against it reports only processes that appeared or disappeared.
+/// diff against it reports only processes that appeared or disappeared, and the conditions
+/// read from the fresh usage and output times.
 fn membership(snapshot: &Snapshot, observed: &[ProcessState]) -> Vec<ProcessState> {
     observed
         .iter()
-        .map(|p| {
-            snapshot
-                .state_of(&p.name)
-                .cloned()
-                .unwrap_or_else(|| p.clone())
+        .map(|p| match snapshot.state_of(&p.name) {
+            Some(known) => ProcessState {
+                mem: p.mem,
+                cpu: p.cpu,
+                last_activity_time: p.last_activity_time.clone(),
+                ..known.clone()
+            },
+            None => p.clone(),
         })
         .collect()
 }
@@ -110,8 +114,9 @@ impl Daemon {
                     );
                 }
                 observing.failures = 0;
-                self.learn_timings(&observing.compose, &observed).await;
-                self.publish_observation(&mut observing.snapshot, &observed);
+                self.learn_settings(&observing.compose, &observed).await;
+                self.publish_observation(&observing.compose, &mut observing.snapshot, &observed)
+                    .await;
                 Turn::Wait(self.config.process_compose.poll_interval)
             }
             Err(err) => {
@@ -163,7 +168,7 @@ impl Daemon {
         source: &'a str,
         subjects: &'a SubjectScheme,
         synthetic: bool,
-        timings: &'a ProcessTimings,
+        settings: &'a ProcessSettings,
     ) -> DiffContext<'a> {
         let lag = if synthetic {
             self.config.process_compose.poll_interval
@@ -176,33 +181,26 @@ impl Daemon {
             observed_at: SystemTime::now(),
             synthetic,
             lag,
-            timings,
+            // Only full observations come from `GET /processes`; frames carry stale usage.
+            sampled: synthetic,
+            settings,
         }
     }
 
-    pub(super) fn timings(&self) -> std::sync::MutexGuard<'_, ProcessTimings> {
-        lock(&self.timings)
+    pub(super) fn settings(&self) -> std::sync::MutexGuard<'_, ProcessSettings> {
+        lock(&self.settings)
     }
 
-    /// Reads the settings of the processes in `observed` whose timings matter and are not
-    /// known yet: the readiness probe of one that has a probe, the restart backoff of one being
-    /// stopped (the pause that tells a manual restart from a stop and a start). Unreadable
-    /// settings leave the defaults (60 s, 1 s).
-    async fn learn_timings(&self, compose: &ComposeClient, observed: &[ProcessState]) {
+    /// Reads the settings of the processes in `observed` not read yet (once each): the
+    /// readiness probe, the restart policy, `monitor_for`. Unreadable settings leave the
+    /// defaults (a 60 s readiness grace, a 1 s backoff, a policy that gives up unknown) and are
+    /// tried again at the next observation.
+    async fn learn_settings(&self, compose: &ComposeClient, observed: &[ProcessState]) {
         let unknown: Vec<String> = {
-            let timings = self.timings();
-            let needs_grace = |p: &ProcessState| {
-                p.has_ready_probe
-                    && timings.fixed_readiness_grace.is_none()
-                    && !timings.readiness_grace.contains_key(&p.name)
-            };
-            let needs_backoff = |p: &ProcessState| {
-                p.status == ProcessStatus::Terminating
-                    && !timings.restart_backoff.contains_key(&p.name)
-            };
+            let settings = self.settings();
             observed
                 .iter()
-                .filter(|p| needs_grace(p) || needs_backoff(p))
+                .filter(|p| !settings.knows(&p.name))
                 .map(|p| p.name.clone())
                 .collect()
         };
@@ -223,28 +221,43 @@ impl Daemon {
             .filter_map(std::future::ready)
             .collect()
             .await;
-        let mut timings = self.timings();
+        let mut settings = self.settings();
         for (name, info) in learned {
-            let grace = info
-                .readiness_probe
-                .map_or(crate::diff::DEFAULT_READINESS_GRACE, |p| {
-                    p.readiness_grace()
-                });
-            let backoff = Duration::from_secs(info.restart_policy.backoff_seconds);
-            timings.readiness_grace.insert(name.clone(), grace);
-            timings.restart_backoff.insert(name, backoff);
+            settings.learn(&name, info);
         }
+    }
+
+    /// Gives each `crashed` event the last output of its process, read at once for all of
+    /// them, each within `crash_output.read_timeout`.
+    async fn attach_output(&self, compose: &ComposeClient, events: &mut [LifecycleEvent]) {
+        let config = &self.config.crash_output;
+        let reads = events
+            .iter_mut()
+            .filter(|e| {
+                e.event_type == EventType::Crashed && config.reads(&e.namespace, &e.process)
+            })
+            .map(|event| async move {
+                event.output = Some(config.read(compose, &event.process).await);
+            });
+        futures::future::join_all(reads).await;
     }
 
     /// Diffs a full observation (a poll, a reconnect) against `snapshot`, queues the events
     /// with the records they leave behind, and advances the snapshot.
-    fn publish_observation(&self, snapshot: &mut Snapshot, observed: &[ProcessState]) {
+    async fn publish_observation(
+        &self,
+        compose: &ComposeClient,
+        snapshot: &mut Snapshot,
+        observed: &[ProcessState],
+    ) {
         let source = self.config.process_compose.source();
         let subjects = self.config.nats.subjects();
-        let grace = self.timings();
-        let ctx = self.diff_context(&source, &subjects, true, &grace);
-        let (next, events) = diff(snapshot, observed, &ctx);
-        drop(grace);
+        let (next, mut events) = {
+            let settings = self.settings();
+            let ctx = self.diff_context(&source, &subjects, true, &settings);
+            diff(snapshot, observed, &ctx)
+        };
+        self.attach_output(compose, &mut events).await;
         let records = next.records(snapshot.changed_names(&next));
         *snapshot = next;
         self.enqueue(&events, records);
@@ -252,13 +265,20 @@ impl Daemon {
     }
 
     /// Like [`Daemon::publish_observation`] for one stream frame.
-    fn publish_frame(&self, snapshot: &mut Snapshot, frame: &StateFrame) {
+    async fn publish_frame(
+        &self,
+        compose: &ComposeClient,
+        snapshot: &mut Snapshot,
+        frame: &StateFrame,
+    ) {
         let source = self.config.process_compose.source();
         let subjects = self.config.nats.subjects();
-        let grace = self.timings();
-        let ctx = self.diff_context(&source, &subjects, frame.snapshot, &grace);
-        let (update, events) = diff_one(snapshot, &frame.state, &ctx);
-        drop(grace);
+        let (update, mut events) = {
+            let settings = self.settings();
+            let ctx = self.diff_context(&source, &subjects, frame.snapshot, &settings);
+            diff_one(snapshot, &frame.state, &ctx)
+        };
+        self.attach_output(compose, &mut events).await;
         let name = &frame.state.name;
         let before = snapshot.record(name);
         snapshot.apply(update);
@@ -331,7 +351,7 @@ impl Daemon {
             Ok(opened) => opened,
             Err(err) => return SessionEnd::Failed(err),
         };
-        let reconcile_every = self.config.process_compose.reconcile_interval;
+        let reconcile_every = self.reconcile_interval();
         let mut reconcile = tokio::time::interval_at(
             tokio::time::Instant::now() + reconcile_every,
             reconcile_every,
@@ -347,7 +367,7 @@ impl Daemon {
                 () = shutdown.cancelled() => return SessionEnd::Shutdown,
                 Some(()) = reloads.recv() => return SessionEnd::Reload,
                 _ = pet.tick() => self.watchdog.pet(),
-                _ = readiness.tick() => self.readiness_overdue(snapshot),
+                _ = readiness.tick() => self.readiness_overdue(compose, snapshot).await,
                 _ = reconcile.tick() => {
                     if let Err(err) = self.reconcile(compose, snapshot, &mut subscriptions).await {
                         return SessionEnd::Failed(err);
@@ -377,17 +397,17 @@ impl Daemon {
             processes = observed.len(),
             "streaming process states"
         );
-        self.learn_timings(compose, &observed).await;
-        self.publish_observation(snapshot, &observed);
+        self.learn_settings(compose, &observed).await;
+        self.publish_observation(compose, snapshot, &observed).await;
         Ok((subscriptions, frames))
     }
 
-    /// One frame of the stream: completed, its process's timings learned, diffed and published.
+    /// One frame of the stream: completed, its process's settings learned, diffed and published.
     async fn on_frame(&self, compose: &ComposeClient, snapshot: &mut Snapshot, frame: StateFrame) {
         let frame = self.complete_frame(compose, frame).await;
-        self.learn_timings(compose, std::slice::from_ref(&frame.state))
+        self.learn_settings(compose, std::slice::from_ref(&frame.state))
             .await;
-        self.publish_frame(snapshot, &frame);
+        self.publish_frame(compose, snapshot, &frame).await;
         self.watchdog.pet();
     }
 
@@ -402,37 +422,62 @@ impl Daemon {
     ) -> Result<(), ComposeError> {
         let observed = self.poll(compose).await?;
         let members = membership(snapshot, &observed);
-        self.learn_timings(compose, &members).await;
-        self.publish_observation(snapshot, &members);
+        self.learn_settings(compose, &members).await;
+        self.publish_observation(compose, snapshot, &members).await;
         subscriptions.cover(compose, &observed).await
     }
 
     /// Reports the runs whose readiness grace ran out since the last frame: a stream sends
     /// nothing while a probe keeps failing, so the clock must.
-    fn readiness_overdue(&self, snapshot: &mut Snapshot) {
-        let overdue = snapshot.readiness_overdue(SystemTime::now(), &self.timings());
+    async fn readiness_overdue(&self, compose: &ComposeClient, snapshot: &mut Snapshot) {
+        let overdue = {
+            let settings = self.settings();
+            snapshot.readiness_overdue(SystemTime::now(), &settings)
+        };
         for state in overdue {
             let frame = StateFrame {
                 snapshot: false,
                 state,
             };
-            self.publish_frame(snapshot, &frame);
+            self.publish_frame(compose, snapshot, &frame).await;
+        }
+    }
+
+    /// How often a stream session reads `GET /processes`: for membership, and as often as the
+    /// conditions and the per-process metrics need fresh usage when they are on.
+    fn reconcile_interval(&self) -> Duration {
+        let reconcile = self.config.process_compose.reconcile_interval;
+        let monitors_silence = !self.settings().monitor_silence.is_empty();
+        let samples = !self.config.conditions.is_empty()
+            || self.config.health.process_metrics
+            || monitors_silence;
+        if samples {
+            reconcile.min(self.config.conditions.sample_interval)
+        } else {
+            reconcile
         }
     }
 
     /// The `Running` frame of a new incarnation carries no pid and no start time (they are
-    /// read before the exec); fetch them, so event ids rest on the real incarnation.
+    /// read before the exec), and no frame carries the file watcher's trigger: fetch them for a
+    /// start and for a stop, so event ids rest on the real incarnation and a watcher's restart
+    /// is told from others.
     async fn complete_frame(&self, compose: &ComposeClient, mut frame: StateFrame) -> StateFrame {
         let state = &frame.state;
-        if !state.status.is_running() || (state.pid > 0 && state.process_start_time.is_some()) {
+        let stopping = state.status == ProcessStatus::Terminating;
+        let incomplete_start =
+            state.status.is_running() && (state.pid <= 0 || state.process_start_time.is_none());
+        if !stopping && !incomplete_start {
             return frame;
         }
         match compose.process(&state.name).await {
-            Ok(current) if current.status.is_running() => {
-                frame.state.pid = current.pid;
-                frame.state.process_start_time = current.process_start_time;
+            Ok(current) => {
+                if incomplete_start && current.status.is_running() {
+                    frame.state.pid = current.pid;
+                    frame.state.process_start_time = current.process_start_time;
+                }
+                frame.state.watch_trigger_time = current.watch_trigger_time;
             }
-            Ok(_) => {}
             Err(err) => debug!(error = %err, process = %state.name, "cannot complete a frame"),
         }
         frame

@@ -119,7 +119,10 @@ impl Daemon {
             {
                 log.set_level(&new.log.level);
             }
-            self.timings().fixed_readiness_grace = new.process_compose.readiness_grace;
+            let mut settings = self.settings();
+            settings.fixed_readiness_grace = new.process_compose.readiness_grace;
+            settings.conditions = new.conditions.clone();
+            drop(settings);
             Ok(changed)
         }
         .await;

@@ -10,11 +10,12 @@
 //! clock, so observing the same change twice, from this daemon or from a restarted one, yields
 //! the same id and JetStream drops the copy.
 
+mod conditions;
 mod rules;
+mod settings;
 mod snapshot;
 #[cfg(test)]
 mod tests;
-mod timings;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,10 +29,10 @@ use rules::{RunLimits, Transition, run_of, step};
 use snapshot::Tracked;
 use uuid::Uuid;
 
+pub use conditions::ConditionRules;
+pub use settings::ProcessSettings;
 pub(crate) use snapshot::ProcessRecord;
-pub use snapshot::Snapshot;
-pub(crate) use timings::DEFAULT_READINESS_GRACE;
-pub use timings::ProcessTimings;
+pub use snapshot::{Snapshot, Usage};
 
 /// Namespace for the name-based (v5) UUIDs that serve as event ids.
 const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5327_df34_583b_4c37_8cc6_16ea_b2a5_3ab7);
@@ -48,7 +49,10 @@ pub struct DiffContext<'a> {
     /// How long after a change its observation may come: zero for a stream frame, up to the
     /// poll interval for a poll.
     pub lag: Duration,
-    pub timings: &'a ProcessTimings,
+    /// The observation carries fresh usage and output times (`GET /processes`, not a stream
+    /// frame): the resource and silence conditions are read from it.
+    pub sampled: bool,
+    pub settings: &'a ProcessSettings,
 }
 
 /// Compares a new observation of every process against what was known and returns the new
@@ -65,6 +69,7 @@ pub fn diff(
         processes: BTreeMap::new(),
         seqs: prev.seqs.clone(),
         last_events: BTreeMap::new(),
+        usage: BTreeMap::new(),
     };
     let mut events = Vec::new();
 
@@ -77,6 +82,12 @@ pub fn diff(
         }
         events.append(&mut made);
         next.processes.insert(now.name.clone(), tracked);
+        let usage = if ctx.sampled {
+            Some(Usage::of(now))
+        } else {
+            prev.usage.get(&now.name).copied()
+        };
+        next.usage.extend(usage.map(|u| (now.name.clone(), u)));
     }
 
     for (name, gone) in &prev.processes {
@@ -155,12 +166,26 @@ fn observe(
     seqs: &mut BTreeMap<String, u64>,
     ctx: &DiffContext<'_>,
 ) -> (Tracked, Vec<LifecycleEvent>) {
+    let settings = ctx.settings;
     let limits = RunLimits {
-        readiness_grace: ctx.timings.readiness_grace_of(&now.name),
+        readiness_grace: settings.readiness_grace_of(&now.name),
         // Both ends of the pause may be observed late.
-        manual_restart_window: ctx.timings.manual_restart_window(&now.name) + ctx.lag,
+        manual_restart_window: settings.manual_restart_window(&now.name) + ctx.lag,
+        gives_up: settings.gives_up(&now.name, now.restarts),
     };
-    let (mut tracked, transitions) = step(before, now, ctx.observed_at, &limits);
+    let (mut tracked, mut transitions) = step(before, now, ctx.observed_at, &limits);
+    if ctx.sampled {
+        let silence_after = settings.silence_threshold(now.primary_namespace(), &now.name);
+        transitions.extend(conditions::sample(
+            &mut tracked.conditions,
+            tracked.readiness.began_at,
+            now,
+            ctx.observed_at,
+            &settings.conditions,
+            silence_after,
+            &run_of(now),
+        ));
+    }
     let previous_status = before.map(|t| t.state.status.to_string());
     let events = transitions
         .into_iter()
@@ -180,8 +205,9 @@ fn make_event(
 ) -> LifecycleEvent {
     let state = &tracked.state;
     let namespace = state.primary_namespace().to_owned();
-    let detail = match transition.event_type {
-        EventType::StatusChanged => state.status.as_str(),
+    let detail = match (transition.event_type, &transition.pressure) {
+        (EventType::StatusChanged, _) => state.status.as_str(),
+        (_, Some(pressure)) => pressure.resource.as_str(),
         _ => "",
     };
     let (incarnation, run) = &transition.run;
@@ -214,6 +240,10 @@ fn make_event(
         restarts_delta: transition.restarts_delta,
         reason: transition.reason,
         synthetic: ctx.synthetic,
+        output: None,
+        given_up: transition.given_up,
+        pressure: transition.pressure,
+        silence: transition.silence,
         state: event_state(state),
     }
 }

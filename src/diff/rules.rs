@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use pc_eventd_events::event::{EventType, Reason};
+use pc_eventd_events::event::{EventType, GivenUp, GivenUpPolicy, Pressure, Reason, Silence};
 use pc_eventd_events::process_compose::model::{ProcessState, ProcessStatus, Readiness};
 
 use super::snapshot::Tracked;
@@ -18,6 +18,9 @@ pub(super) struct Transition {
     pub(super) restarts: Option<u32>,
     pub(super) restarts_delta: Option<u32>,
     pub(super) reason: Option<Reason>,
+    pub(super) given_up: Option<GivenUp>,
+    pub(super) pressure: Option<Pressure>,
+    pub(super) silence: Option<Silence>,
 }
 
 impl Transition {
@@ -29,6 +32,9 @@ impl Transition {
             restarts: None,
             restarts_delta: None,
             reason: None,
+            given_up: None,
+            pressure: None,
+            silence: None,
         }
     }
 
@@ -49,6 +55,16 @@ impl Transition {
         self.reason = Some(reason);
         self
     }
+
+    pub(super) fn pressure(mut self, pressure: Pressure) -> Self {
+        self.pressure = Some(pressure);
+        self
+    }
+
+    pub(super) fn silence(mut self, silence: Silence) -> Self {
+        self.silence = Some(silence);
+        self
+    }
 }
 
 /// The process's settings that the rules need.
@@ -56,6 +72,9 @@ pub(super) struct RunLimits {
     pub(super) readiness_grace: Duration,
     /// A stop followed by a new incarnation within this long is a manual restart.
     pub(super) manual_restart_window: Duration,
+    /// The policy that would give up after a failed run now, with its limit; `None` when the
+    /// policy would restart it.
+    pub(super) gives_up: Option<(GivenUpPolicy, Option<u32>)>,
 }
 
 /// The lifecycle rules for one process: first what ended between the two observations, then
@@ -66,12 +85,17 @@ pub(super) fn step(
     at: SystemTime,
     limits: &RunLimits,
 ) -> (Tracked, Vec<Transition>) {
+    let mut kept = now.without_usage();
+    // Stream frames leave the watcher's trigger out: the last one a poll showed still holds.
+    if kept.watch_trigger_time.is_none() {
+        kept.watch_trigger_time = before.and_then(|t| t.state.watch_trigger_time.clone());
+    }
     let mut tracked = match before {
         Some(t) => Tracked {
-            state: now.clone(),
+            state: kept,
             ..t.clone()
         },
-        None => Tracked::new(now.clone(), at),
+        None => Tracked::new(kept, at),
     };
     tracked.readiness.began_at.get_or_insert(at);
     let change = Change::new(before, now, at);
@@ -83,7 +107,11 @@ pub(super) fn step(
     let stop_requested = tracked.stop_requested;
     out.extend(change.policy_restarts(&mut tracked, stop_requested));
     out.extend(change.restarting(&mut tracked, stop_requested));
-    out.extend(change.ended(&mut tracked, stop_requested));
+    if let Some(end) = change.ended(&mut tracked, stop_requested) {
+        let gave_up = given_up(&end, now, limits);
+        out.push(end);
+        out.extend(gave_up);
+    }
     if change.new_status == ProcessStatus::Terminating {
         tracked.stop_requested = true;
     }
@@ -96,7 +124,48 @@ pub(super) fn step(
         limits.readiness_grace,
         change.current_run.clone(),
     ));
+    let by_watcher = tracked.watch_restart || change.watch_triggered();
+    if by_watcher {
+        out = out.into_iter().filter_map(by_file_watcher).collect();
+        // The flag holds from the trigger until the run that the watcher started begins.
+        tracked.watch_restart = !out
+            .iter()
+            .any(|t| matches!(t.event_type, EventType::Restarted | EventType::Started));
+    }
     (tracked, out)
+}
+
+/// A run that ended with a failure and will not be restarted: who gave up, and the count.
+fn given_up(end: &Transition, now: &ProcessState, limits: &RunLimits) -> Option<Transition> {
+    let (policy, max_restarts) = limits.gives_up?;
+    (end.event_type == EventType::Crashed && end.reason == Some(Reason::ExitedWithFailure)).then(
+        || {
+            let mut t = Transition::new(EventType::GivenUp, end.run.clone());
+            t.given_up = Some(GivenUp {
+                policy,
+                restarts: now.restarts,
+                max_restarts,
+            });
+            t
+        },
+    )
+}
+
+/// A transition as the file watcher's restart makes it: its stop and its restart carry the
+/// reason `file_watch`; the signal that stopped the old run is not a crash, and nothing gave
+/// up.
+fn by_file_watcher(mut t: Transition) -> Option<Transition> {
+    match (t.event_type, t.reason) {
+        (EventType::GivenUp, _) => return None,
+        (EventType::Crashed, Some(Reason::ExitedWithFailure)) => {
+            t.event_type = EventType::Stopped;
+            t.reason = Some(Reason::FileWatch);
+        }
+        (EventType::Stopped, Some(Reason::StopRequested | Reason::ManualRestart))
+        | (EventType::Restarted, Some(Reason::ManualRestart)) => t.reason = Some(Reason::FileWatch),
+        _ => {}
+    }
+    Some(t)
 }
 
 /// One process from its previous observation to this one: what the rules ask of the change.
@@ -140,6 +209,14 @@ impl<'a> Change<'a> {
             restarts_rose,
             run_changed: new_incarnation || restarts_rose > 0,
         }
+    }
+
+    /// The file watcher's trigger time moved since the last observation that showed one.
+    pub(super) fn watch_triggered(&self) -> bool {
+        let (Some(old), Some(new)) = (self.old_state, &self.now.watch_trigger_time) else {
+            return false;
+        };
+        old.watch_trigger_time.as_ref() != Some(new)
     }
 
     pub(super) fn manual_restart(&self) -> Transition {

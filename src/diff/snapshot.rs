@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 use pc_eventd_events::event::LifecycleEvent;
 use pc_eventd_events::process_compose::model::{ProcessState, Readiness};
 
-use super::timings::ProcessTimings;
+use super::conditions::ConditionState;
+use super::settings::ProcessSettings;
 
 /// Everything pc-eventd remembers between two observations.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -20,6 +21,26 @@ pub struct Snapshot {
     /// The last event made of each process now known, for its record (shared: a snapshot is
     /// copied at every observation).
     pub(super) last_events: BTreeMap<String, Arc<LifecycleEvent>>,
+    /// The last sampled usage of each process now known (not stored: it is read again).
+    pub(super) usage: BTreeMap<String, Usage>,
+}
+
+/// A process's memory and CPU at the last sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// Resident bytes; not positive when process-compose had no reading.
+    pub mem: i64,
+    /// Percent of one core.
+    pub cpu: f64,
+}
+
+impl Usage {
+    pub fn of(state: &ProcessState) -> Self {
+        Self {
+            mem: state.mem,
+            cpu: state.cpu,
+        }
+    }
 }
 
 /// One process's entry in a [`Snapshot`], as stored by the state store: opaque outside this
@@ -87,6 +108,7 @@ impl Snapshot {
                 None => {
                     self.processes.remove(name);
                     self.last_events.remove(name);
+                    self.usage.remove(name);
                 }
             }
         }
@@ -139,11 +161,15 @@ impl Snapshot {
 
     /// The last known states of the processes whose readiness grace has run out at `at`
     /// without an event saying so yet: a diff of each against itself at `at` reports it.
-    pub fn readiness_overdue(&self, at: SystemTime, timings: &ProcessTimings) -> Vec<ProcessState> {
+    pub fn readiness_overdue(
+        &self,
+        at: SystemTime,
+        settings: &ProcessSettings,
+    ) -> Vec<ProcessState> {
         self.processes
             .values()
             .filter(|t| {
-                let grace = timings.readiness_grace_of(&t.state.name);
+                let grace = settings.readiness_grace_of(&t.state.name);
                 t.readiness.overdue(&t.state, at, grace)
             })
             .map(|t| t.state.clone())
@@ -174,6 +200,12 @@ pub(super) struct Tracked {
     /// that began when they are next observed.)
     #[serde(default)]
     pub(super) readiness: RunReadiness,
+    /// Its resource and silence episodes.
+    #[serde(default)]
+    pub(super) conditions: ConditionState,
+    /// The file watcher restarted it: the stop and the start that follow are its restart.
+    #[serde(default)]
+    pub(super) watch_restart: bool,
 }
 
 /// What the current run has shown of its readiness: a run that has never been Ready is
@@ -224,6 +256,8 @@ impl Tracked {
             stopped_at: None,
             ordinals: BTreeMap::new(),
             readiness: RunReadiness::begin(at),
+            conditions: ConditionState::default(),
+            watch_restart: false,
         }
     }
 

@@ -1,4 +1,4 @@
-use pc_eventd_events::process_compose::model::{Namespaces, Readiness};
+use pc_eventd_events::process_compose::model::{Namespaces, ProcessInfo, Readiness};
 
 use super::*;
 
@@ -28,7 +28,7 @@ struct Harness {
     scheme: SubjectScheme,
     /// Each observation is one second after the previous one.
     clock: SystemTime,
-    timings: ProcessTimings,
+    settings: ProcessSettings,
     /// Observations are snapshots (polls) rather than stream frames.
     synthetic: bool,
     /// How late an observation may be.
@@ -41,7 +41,7 @@ impl Harness {
             snapshot: Snapshot::default(),
             scheme: SubjectScheme::default(),
             clock: std::time::UNIX_EPOCH,
-            timings: ProcessTimings::fixed(GRACE),
+            settings: ProcessSettings::fixed(GRACE),
             synthetic: false,
             lag: Duration::ZERO,
         }
@@ -55,7 +55,8 @@ impl Harness {
             observed_at: self.clock,
             synthetic: false,
             lag: Duration::ZERO,
-            timings: &self.timings,
+            sampled: false,
+            settings: &self.settings,
         }
     }
 
@@ -66,7 +67,8 @@ impl Harness {
             observed_at: self.clock,
             synthetic: self.synthetic,
             lag: self.lag,
-            timings: &self.timings,
+            sampled: self.synthetic,
+            settings: &self.settings,
         };
         self.clock += Duration::from_secs(1);
         let (next, events) = diff(&self.snapshot, observed, &ctx);
@@ -584,6 +586,13 @@ fn manual_restart_without_start_times_uses_the_pid() {
 
 /// A stop seen to its end, then a new incarnation `gap` after the end: the events of the
 /// new incarnation's first observation.
+/// Settings that say only a restart backoff (and `restart: no`).
+fn backoff(seconds: u64) -> ProcessInfo {
+    let mut info = ProcessInfo::default();
+    info.restart_policy.backoff_seconds = seconds;
+    info
+}
+
 fn start_after_stop(h: &mut Harness, gap: Duration) -> Vec<EventType> {
     h.observe(&[ps("api", S::Running)]);
     h.observe(&[ps("api", S::Terminating)]);
@@ -604,12 +613,12 @@ fn a_start_within_the_backoff_and_a_second_of_a_stop_is_a_manual_restart() {
     assert_eq!(start_after_stop(&mut Harness::new(), secs(3)), [Started]);
     // a backoff of 0 is still process-compose's 1 s
     let mut h = Harness::new();
-    h.timings.restart_backoff.insert("api".into(), secs(0));
+    h.settings.learn("api", backoff(0));
     assert_eq!(start_after_stop(&mut h, secs(3)), [Started]);
     // the process's own backoff
     let with_backoff = || {
         let mut h = Harness::new();
-        h.timings.restart_backoff.insert("api".into(), secs(5));
+        h.settings.learn("api", backoff(5));
         h
     };
     assert_eq!(start_after_stop(&mut with_backoff(), secs(6)), manual);
@@ -908,7 +917,7 @@ fn a_run_still_not_ready_after_its_grace_is_unhealthy_once() {
     );
     let at = began + GRACE;
     assert_eq!(
-        h.snapshot.readiness_overdue(at, &h.timings),
+        h.snapshot.readiness_overdue(at, &h.settings),
         [probed(S::Running, Readiness::NotReady, 0)],
     );
     h.clock = at;
@@ -920,7 +929,11 @@ fn a_run_still_not_ready_after_its_grace_is_unhealthy_once() {
         pc_eventd_events::event::Severity::Warning
     );
     assert_eq!(h.snapshot.unhealthy(), 1);
-    assert!(h.snapshot.readiness_overdue(h.clock, &h.timings).is_empty());
+    assert!(
+        h.snapshot
+            .readiness_overdue(h.clock, &h.settings)
+            .is_empty()
+    );
     assert_eq!(
         h.lifecycle(&[probed(S::Running, Readiness::NotReady, 0)]),
         [],
@@ -935,8 +948,8 @@ fn a_run_still_not_ready_after_its_grace_is_unhealthy_once() {
 #[test]
 fn the_grace_is_per_process() {
     let mut h = Harness::new();
-    h.timings = ProcessTimings::default();
-    h.timings
+    h.settings = ProcessSettings::default();
+    h.settings
         .readiness_grace
         .insert("api".into(), Duration::from_secs(5));
     h.observe(&[probed(S::Running, Readiness::NotReady, 0)]);
@@ -944,12 +957,12 @@ fn the_grace_is_per_process() {
     let events = h.observe(&[probed(S::Running, Readiness::NotReady, 0)]);
     assert_eq!(types(&events), [Unhealthy]);
     assert_eq!(
-        h.timings.readiness_grace_of("other"),
-        DEFAULT_READINESS_GRACE
+        h.settings.readiness_grace_of("other"),
+        Duration::from_secs(60)
     );
-    h.timings.fixed_readiness_grace = Some(GRACE);
+    h.settings.fixed_readiness_grace = Some(GRACE);
     assert_eq!(
-        h.timings.readiness_grace_of("api"),
+        h.settings.readiness_grace_of("api"),
         GRACE,
         "the configuration's grace wins"
     );
@@ -988,7 +1001,11 @@ fn a_process_without_a_probe_never_waits_for_readiness() {
     h.observe(&[ps("web", S::Running)]);
     h.clock += GRACE * 2;
     assert_eq!(h.lifecycle(&[ps("web", S::Running)]), []);
-    assert!(h.snapshot.readiness_overdue(h.clock, &h.timings).is_empty());
+    assert!(
+        h.snapshot
+            .readiness_overdue(h.clock, &h.settings)
+            .is_empty()
+    );
 }
 
 #[test]
@@ -1251,4 +1268,395 @@ fn namespaces_and_odd_names_shape_the_subject() {
     assert_eq!(started.process, "api.v2");
     assert_eq!(started.namespace, "backend");
     assert_eq!(started.state.namespaces, ["backend", "jobs"]);
+}
+
+/// Settings with a restart policy.
+fn policy(restart: u8, max_restarts: u32) -> ProcessInfo {
+    let mut info = ProcessInfo::default();
+    info.restart_policy.restart = restart;
+    info.restart_policy.max_restarts = max_restarts;
+    info
+}
+
+fn failed(p: ProcessState, code: i32, restarts: u32) -> ProcessState {
+    with(p, |p| {
+        p.exit_code = code;
+        p.restarts = restarts;
+    })
+}
+
+mod given_up {
+    use super::*;
+    use pc_eventd_events::event::GivenUpPolicy;
+    use pc_eventd_events::process_compose::model::restart;
+
+    #[test]
+    fn a_spent_max_restarts_gives_up_once_after_the_crash() {
+        let mut h = Harness::new();
+        h.settings.learn("w", policy(restart::ON_FAILURE, 2));
+        h.observe(&[ps("w", S::Running)]);
+        h.observe(&[failed(ps("w", S::Restarting), 1, 0)]);
+        h.observe(&[failed(ps("w", S::Running), 1, 1)]);
+        h.observe(&[failed(ps("w", S::Restarting), 1, 1)]);
+        h.observe(&[failed(ps("w", S::Running), 1, 2)]);
+        let events = h.observe(&[failed(ps("w", S::Completed), 1, 2)]);
+        assert_eq!(types(&events), [Crashed, GivenUp]);
+        let given_up = find(&events, GivenUp);
+        assert_eq!(
+            given_up.severity,
+            pc_eventd_events::event::Severity::Critical
+        );
+        let said = given_up.given_up.as_ref().unwrap();
+        assert_eq!(said.policy, GivenUpPolicy::MaxRestarts);
+        assert_eq!((said.restarts, said.max_restarts), (2, Some(2)));
+        assert_eq!(
+            h.lifecycle(&[failed(ps("w", S::Completed), 1, 2)]),
+            [],
+            "once"
+        );
+    }
+
+    #[test]
+    fn restart_no_and_exit_on_failure_give_up_at_the_first_failure() {
+        for (rule, expected) in [
+            (restart::NO, GivenUpPolicy::No),
+            (restart::EXIT_ON_FAILURE, GivenUpPolicy::ExitOnFailure),
+        ] {
+            let mut h = Harness::new();
+            h.settings.learn("w", policy(rule, 0));
+            h.observe(&[ps("w", S::Running)]);
+            let events = h.observe(&[failed(ps("w", S::Completed), 3, 0)]);
+            assert_eq!(types(&events), [Crashed, GivenUp]);
+            let said = find(&events, GivenUp).given_up.clone().unwrap();
+            assert_eq!((said.policy, said.max_restarts), (expected, None));
+        }
+    }
+
+    #[test]
+    fn a_success_a_stop_or_a_policy_with_restarts_left_is_not_given_up() {
+        let mut h = Harness::new();
+        h.settings.learn("w", policy(restart::NO, 0));
+        h.observe(&[ps("w", S::Running)]);
+        assert_eq!(
+            h.lifecycle(&[failed(ps("w", S::Completed), 0, 0)]),
+            [Stopped]
+        );
+
+        let mut h = Harness::new();
+        h.settings.learn("w", policy(restart::NO, 0));
+        h.observe(&[ps("w", S::Running)]);
+        h.observe(&[ps("w", S::Terminating)]);
+        assert_eq!(
+            h.lifecycle(&[failed(ps("w", S::Completed), -1, 0)]),
+            [Stopped]
+        );
+
+        // A poll that missed the stop of a process whose policy would restart it.
+        for (rule, max) in [(restart::ALWAYS, 0), (restart::ON_FAILURE, 5)] {
+            let mut h = Harness::new();
+            h.settings.learn("w", policy(rule, max));
+            h.observe(&[ps("w", S::Running)]);
+            assert_eq!(
+                h.lifecycle(&[failed(ps("w", S::Completed), -1, 0)]),
+                [Crashed]
+            );
+        }
+
+        let mut h = Harness::new();
+        h.observe(&[ps("w", S::Running)]);
+        assert_eq!(
+            h.lifecycle(&[failed(ps("w", S::Completed), 1, 0)]),
+            [Crashed],
+            "settings not read: nothing is guessed"
+        );
+    }
+}
+
+mod file_watch {
+    use super::*;
+    use pc_eventd_events::event::Reason;
+
+    fn watched(p: ProcessState, trigger: Option<&str>) -> ProcessState {
+        with(p, |p| p.watch_trigger_time = trigger.map(str::to_owned))
+    }
+
+    #[test]
+    fn a_watcher_restart_seen_by_a_poll_is_a_stop_and_a_restart_for_the_watcher() {
+        let mut h = Harness::new();
+        h.synthetic = true;
+        h.observe(&[watched(ps("api", S::Running), None)]);
+        let events = h.observe(&[watched(
+            with(ps("api", S::Running), |p| {
+                p.pid = 200;
+                p.process_start_time = Some(T1.into());
+            }),
+            Some(T1),
+        )]);
+        assert_eq!(types(&events), [Stopped, Restarted, Started]);
+        for event in [find(&events, Stopped), find(&events, Restarted)] {
+            assert_eq!(event.reason, Some(Reason::FileWatch), "{event:?}");
+        }
+    }
+
+    #[test]
+    fn the_signal_that_ended_the_old_run_is_not_a_crash() {
+        let mut h = Harness::new();
+        h.settings.learn("api", policy(0, 0));
+        h.synthetic = true;
+        h.observe(&[watched(ps("api", S::Running), Some(T0))]);
+        let events = h.observe(&[watched(failed(ps("api", S::Completed), -1, 0), Some(T1))]);
+        assert_eq!(types(&events), [Stopped], "no crash, nothing given up");
+        assert_eq!(find(&events, Stopped).reason, Some(Reason::FileWatch));
+        // the new run, in a later poll, is the watcher's restart too
+        let events = h.observe(&[watched(
+            with(ps("api", S::Running), |p| {
+                p.process_start_time = Some(T1.into())
+            }),
+            Some(T1),
+        )]);
+        assert_eq!(types(&events), [Started]);
+        // and what comes after it is not
+        h.observe(&[watched(ps("api", S::Terminating), Some(T1))]);
+        let events = h.observe(&[watched(failed(ps("api", S::Completed), -1, 0), Some(T1))]);
+        assert_eq!(find(&events, Stopped).reason, Some(Reason::StopRequested));
+    }
+
+    #[test]
+    fn frames_without_the_trigger_keep_the_last_one_known() {
+        let mut h = Harness::new();
+        h.observe(&[watched(ps("api", S::Running), Some(T0))]);
+        // a stream's frames carry no trigger: not a new one
+        h.observe(&[watched(ps("api", S::Terminating), None)]);
+        let events = h.observe(&[watched(failed(ps("api", S::Completed), -1, 0), None)]);
+        assert_eq!(find(&events, Stopped).reason, Some(Reason::StopRequested));
+        // the start, completed from REST, shows the trigger moved
+        let events = h.observe(&[watched(
+            with(ps("api", S::Running), |p| {
+                p.pid = 300;
+                p.process_start_time = Some(T1.into());
+            }),
+            Some(T1),
+        )]);
+        assert_eq!(types(&events), [Restarted, Started]);
+        assert_eq!(find(&events, Restarted).reason, Some(Reason::FileWatch));
+    }
+}
+
+mod conditions {
+    use super::*;
+    use crate::diff::conditions::{PressureRule, SilenceRule};
+    use pc_eventd_events::event::Resource;
+    use pc_eventd_events::pattern::ProcessPattern;
+
+    const MIB: i64 = 1024 * 1024;
+
+    fn sampling(rules: ConditionRules) -> Harness {
+        let mut h = Harness::new();
+        h.synthetic = true;
+        h.settings.conditions = rules;
+        h
+    }
+
+    fn memory_rule(limit_mib: u64, hold: u64) -> ConditionRules {
+        ConditionRules {
+            pressure: vec![PressureRule {
+                processes: vec![ProcessPattern::new("web*")],
+                memory: Some(limit_mib << 20),
+                cpu: None,
+                duration: secs(hold),
+            }],
+            ..ConditionRules::default()
+        }
+    }
+
+    fn using(mem_mib: i64, cpu: f64) -> ProcessState {
+        with(ps("web", S::Running), |p| {
+            p.mem = mem_mib * MIB;
+            p.cpu = cpu;
+        })
+    }
+
+    /// The event types of a run of samples one second apart.
+    fn samples(h: &mut Harness, mem_mib: &[i64]) -> Vec<EventType> {
+        mem_mib
+            .iter()
+            .flat_map(|m| h.lifecycle(&[using(*m, 1.0)]))
+            .collect()
+    }
+
+    #[test]
+    fn above_the_threshold_for_its_duration_is_pressure_and_under_it_as_long_recovers() {
+        let mut h = sampling(memory_rule(512, 3));
+        h.observe(&[ps("web", S::Running)]);
+        // above at t=1,2,3: the third second completes the duration
+        assert_eq!(samples(&mut h, &[600, 600, 600]), []);
+        let events = h.observe(&[using(600, 1.0)]);
+        assert_eq!(types(&events), [ResourcePressure]);
+        let p = find(&events, ResourcePressure).pressure.clone().unwrap();
+        assert_eq!(p.resource, Resource::Memory);
+        assert_eq!(
+            (p.value, p.threshold, p.for_seconds),
+            (600.0 * MIB as f64, 512.0 * MIB as f64, 3)
+        );
+        assert_eq!(samples(&mut h, &[700, 700]), [], "once per episode");
+        assert_eq!(samples(&mut h, &[100, 100, 100]), []);
+        let events = h.observe(&[using(100, 1.0)]);
+        assert_eq!(types(&events), [ResourceRecovered]);
+        assert_eq!(
+            find(&events, ResourceRecovered)
+                .pressure
+                .as_ref()
+                .unwrap()
+                .value,
+            100.0 * MIB as f64
+        );
+    }
+
+    #[test]
+    fn a_reading_that_wobbles_around_the_threshold_does_not_flap() {
+        let mut h = sampling(memory_rule(512, 3));
+        h.observe(&[ps("web", S::Running)]);
+        assert_eq!(samples(&mut h, &[600, 600, 500, 600, 600, 500, 600]), []);
+        assert_eq!(samples(&mut h, &[600, 600, 600, 600]), [ResourcePressure]);
+        assert_eq!(samples(&mut h, &[500, 600, 500, 500, 600, 500]), []);
+    }
+
+    #[test]
+    fn only_selected_running_measured_processes_are_read() {
+        let mut h = sampling(memory_rule(512, 0));
+        h.observe(&[ps("api", S::Running)]);
+        assert_eq!(
+            h.lifecycle(&[with(ps("api", S::Running), |p| p.mem = 900 * MIB)]),
+            []
+        );
+        // a daemon (-1) and a stopped process's last figures are no readings
+        h.observe(&[with(ps("web", S::Running), |p| p.mem = -1)]);
+        assert_eq!(
+            h.lifecycle(&[with(ps("web", S::Running), |p| p.mem = -1)]),
+            []
+        );
+        let mut h = sampling(memory_rule(512, 0));
+        h.observe(&[ps("web", S::Running)]);
+        h.observe(&[ps("web", S::Terminating)]);
+        assert_eq!(
+            types(&h.observe(&[with(ps("web", S::Completed), |p| p.mem = 900 * MIB)])),
+            [Stopped]
+        );
+    }
+
+    #[test]
+    fn stream_frames_carry_no_readings() {
+        let mut h = sampling(memory_rule(512, 0));
+        h.synthetic = false;
+        h.observe(&[ps("web", S::Running)]);
+        assert_eq!(samples(&mut h, &[900, 900]), []);
+    }
+
+    #[test]
+    fn cpu_and_memory_are_separate_episodes_with_their_own_ids() {
+        let mut h = sampling(ConditionRules {
+            pressure: vec![PressureRule {
+                processes: vec![ProcessPattern::any()],
+                memory: Some(512 << 20),
+                cpu: Some(80.0),
+                duration: secs(0),
+            }],
+            ..ConditionRules::default()
+        });
+        h.observe(&[ps("web", S::Running)]);
+        let events = h.observe(&[using(600, 95.0)]);
+        assert_eq!(types(&events), [ResourcePressure, ResourcePressure]);
+        assert_ne!(events[0].id, events[1].id);
+        let events = h.observe(&[using(600, 10.0)]);
+        assert_eq!(types(&events), [ResourceRecovered]);
+        assert_eq!(events[0].pressure.as_ref().unwrap().resource, Resource::Cpu);
+    }
+
+    fn silence_rule(after: u64) -> ConditionRules {
+        ConditionRules {
+            silence: vec![SilenceRule {
+                processes: vec![ProcessPattern::any()],
+                after: secs(after),
+            }],
+            ..ConditionRules::default()
+        }
+    }
+
+    fn printed(at: &str) -> ProcessState {
+        with(ps("web", S::Running), |p| {
+            p.last_activity_time = Some(at.into())
+        })
+    }
+
+    #[test]
+    fn silence_longer_than_the_threshold_then_output_again() {
+        let mut h = sampling(silence_rule(60));
+        let last = "1970-01-01T00:00:10Z";
+        h.observe(&[printed(last)]);
+        h.clock = std::time::UNIX_EPOCH + secs(70);
+        assert_eq!(
+            h.lifecycle(&[printed(last)]),
+            [],
+            "60 s is not longer than 60 s"
+        );
+        let events = h.observe(&[printed(last)]);
+        assert_eq!(types(&events), [Silent]);
+        let said = find(&events, Silent).silence.clone().unwrap();
+        assert_eq!(
+            (said.threshold_seconds, said.last_output.as_deref()),
+            (60, Some(last))
+        );
+        assert_eq!(h.lifecycle(&[printed(last)]), [], "once");
+        let events = h.observe(&[printed("1970-01-01T00:01:40+00:00")]);
+        assert_eq!(types(&events), [OutputResumed]);
+        assert_eq!(
+            find(&events, OutputResumed)
+                .silence
+                .as_ref()
+                .unwrap()
+                .silent_seconds,
+            Some(90)
+        );
+    }
+
+    #[test]
+    fn a_process_that_never_printed_is_silent_from_its_start() {
+        let mut h = sampling(silence_rule(5));
+        h.observe(&[ps("web", S::Running)]);
+        h.clock += secs(5);
+        assert_eq!(h.lifecycle(&[ps("web", S::Running)]), [Silent]);
+        assert_eq!(
+            h.lifecycle(&[printed("1970-01-01T00:00:08Z")]),
+            [OutputResumed]
+        );
+    }
+
+    #[test]
+    fn monitor_for_silence_applies_without_a_rule() {
+        let mut h = sampling(ConditionRules::default());
+        let mut info = ProcessInfo {
+            monitor_for: pc_eventd_events::process_compose::model::MONITOR_FOR_SILENCE,
+            ..ProcessInfo::default()
+        };
+        info.monitor_silence_threshold_ns = 2_000_000_000;
+        h.settings.learn("web", info);
+        h.observe(&[printed("1970-01-01T00:00:00Z")]);
+        h.observe(&[printed("1970-01-01T00:00:00Z")]);
+        assert_eq!(
+            h.lifecycle(&[printed("1970-01-01T00:00:00Z")]),
+            [],
+            "2 s is not over 2 s"
+        );
+        assert_eq!(h.lifecycle(&[printed("1970-01-01T00:00:00Z")]), [Silent]);
+    }
+
+    #[test]
+    fn usage_changes_store_nothing() {
+        let mut h = sampling(memory_rule(512, 60));
+        h.observe(&[using(100, 1.0)]);
+        let before = h.snapshot.clone();
+        h.observe(&[using(120, 3.0)]);
+        assert!(before.changed_names(&h.snapshot).is_empty());
+        assert_eq!(h.snapshot.usage["web"].mem, 120 * MIB);
+    }
 }

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::model::{ProcessInfo, ProcessState, ProcessesResponse};
+use super::model::{LogLines, ProcessInfo, ProcessState, ProcessesResponse};
 use crate::nats::Secret;
 
 /// The token header process-compose checks (plain equality, 401 on mismatch).
@@ -170,6 +170,20 @@ impl ComposeClient {
             .get(&format!("/process/info/{}", percent_encode(name)))
             .await?;
         Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// `GET /process/logs/{name}/0/{limit}`: the last `limit` lines the process printed, oldest
+    /// first (process-compose keeps a bounded buffer per process).
+    pub async fn last_log_lines(
+        &self,
+        name: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, ComposeError> {
+        let body = self
+            .get(&format!("/process/logs/{}/0/{limit}", percent_encode(name)))
+            .await?;
+        let logs: LogLines = serde_json::from_slice(&body)?;
+        Ok(logs.logs)
     }
 
     /// `POST /process/restart/{name}`: restarts one process (what an auto-remediation consumer

@@ -32,6 +32,28 @@ pub struct ProcessState {
     /// Set once per incarnation (v1.110.0+); policy restarts keep it, a manual restart changes it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process_start_time: Option<String>,
+    /// When the file watcher last restarted it (v1.122.0+, REST only: stream frames leave it
+    /// out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch_trigger_time: Option<String>,
+    /// Resident memory in bytes; not positive when there is no reading (`-1` for daemons, `0`
+    /// before the first sample). Fresh only in `GET /processes`.
+    #[serde(skip_serializing)]
+    pub mem: i64,
+    /// CPU use in percent of one core. Fresh only in `GET /processes`.
+    #[serde(skip_serializing)]
+    pub cpu: f64,
+    /// When the process last printed (v1.110.0+). Fresh only in `GET /processes`.
+    #[serde(skip_serializing)]
+    pub last_activity_time: Option<String>,
+}
+
+/// The body of `GET /process/logs/{name}/{endOffset}/{limit}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LogLines {
+    /// The lines, oldest first.
+    #[serde(default)]
+    pub logs: Vec<String>,
 }
 
 /// The body of `GET /processes`.
@@ -52,7 +74,21 @@ pub struct ProcessInfo {
     /// When process-compose restarts it.
     #[serde(default, rename = "restartPolicy", alias = "RestartPolicy")]
     pub restart_policy: RestartPolicy,
+    /// What the TUI watches the output for: 0 nothing, 1 activity, 2 silence (v1.110.0+).
+    #[serde(default, rename = "monitorFor", alias = "MonitorFor")]
+    pub monitor_for: u8,
+    /// With `monitor_for: silence`: how long a quiet process is silent, in nanoseconds (0: the
+    /// TUI's default of 5 s).
+    #[serde(
+        default,
+        rename = "monitorSilenceThreshold",
+        alias = "MonitorSilenceThreshold"
+    )]
+    pub monitor_silence_threshold_ns: u64,
 }
+
+/// `monitor_for: silence` in [`ProcessInfo::monitor_for`].
+pub const MONITOR_FOR_SILENCE: u8 = 2;
 
 /// The part of a process's restart policy that pc-eventd reads.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -61,6 +97,24 @@ pub struct RestartPolicy {
     /// The pause before a restart, policy or manual (process-compose sleeps at least 1 s).
     #[serde(rename = "backoffSeconds", alias = "BackoffSeconds")]
     pub backoff_seconds: u64,
+    /// `restart`: 0 no (the default, omitted), 1 always, 2 on_failure, 3 exit_on_failure.
+    #[serde(rename = "restart", alias = "Restart")]
+    pub restart: u8,
+    /// `max_restarts`: 0 is no limit.
+    #[serde(rename = "maxRestarts", alias = "MaxRestarts")]
+    pub max_restarts: u32,
+}
+
+/// The values of [`RestartPolicy::restart`].
+pub mod restart {
+    /// `restart: no`.
+    pub const NO: u8 = 0;
+    /// `restart: always`.
+    pub const ALWAYS: u8 = 1;
+    /// `restart: on_failure`.
+    pub const ON_FAILURE: u8 = 2;
+    /// `restart: exit_on_failure`.
+    pub const EXIT_ON_FAILURE: u8 = 3;
 }
 
 /// A probe's timing, as process-compose runs it (zeros are its defaults).
@@ -99,7 +153,44 @@ impl ProbeSettings {
     }
 }
 
+/// A time as process-compose writes it (Go's RFC 3339 with nanoseconds and a UTC offset,
+/// `2026-08-20T14:04:21.903114208+03:00`), or `None` when it is not one.
+pub fn parse_time(text: &str) -> Option<std::time::SystemTime> {
+    let text = text.trim();
+    let (local, offset_seconds) = match text.strip_suffix('Z').or_else(|| text.strip_suffix('z')) {
+        Some(local) => (local, 0i64),
+        None => {
+            // The offset is the last `+` or `-` after the time's `T`.
+            let t = text.find(['T', 't'])?;
+            let sign_at = t + text[t..].rfind(['+', '-'])?;
+            let (local, offset) = text.split_at(sign_at);
+            let sign = if offset.starts_with('-') { -1 } else { 1 };
+            let (hours, minutes) = offset[1..].split_once(':')?;
+            let seconds = hours.parse::<i64>().ok()? * 3600 + minutes.parse::<i64>().ok()? * 60;
+            (local, sign * seconds)
+        }
+    };
+    let utc_if_local_were_utc = humantime::parse_rfc3339_weak(local).ok()?;
+    let shift = std::time::Duration::from_secs(offset_seconds.unsigned_abs());
+    if offset_seconds >= 0 {
+        utc_if_local_were_utc.checked_sub(shift)
+    } else {
+        utc_if_local_were_utc.checked_add(shift)
+    }
+}
+
 impl ProcessState {
+    /// The state without the figures that change at every sample (memory, CPU, last output):
+    /// what pc-eventd keeps and compares between observations.
+    pub fn without_usage(&self) -> Self {
+        Self {
+            mem: 0,
+            cpu: 0.0,
+            last_activity_time: None,
+            ..self.clone()
+        }
+    }
+
     /// The namespace used in subjects: the first one when a process belongs to several.
     pub fn primary_namespace(&self) -> &str {
         self.namespace.primary()
@@ -336,6 +427,22 @@ impl Readiness {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn go_times_with_offsets_read_as_the_same_instant() {
+        let utc = parse_time("2026-08-20T11:04:21.903114208Z").unwrap();
+        assert_eq!(parse_time("2026-08-20T14:04:21.903114208+03:00"), Some(utc));
+        assert_eq!(parse_time("2026-08-20T06:34:21.903114208-04:30"), Some(utc));
+        assert_eq!(
+            utc.duration_since(parse_time("2026-08-20T11:04:21Z").unwrap())
+                .unwrap()
+                .as_nanos(),
+            903_114_208
+        );
+        for bad in ["", "yesterday", "2026-08-20T14:04:21+3", "2026-08-20"] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

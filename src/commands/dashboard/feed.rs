@@ -441,11 +441,11 @@ mod tests {
         };
         let event = example_event();
         let payload = serde_json::to_vec(&event).unwrap();
-        let delivery = Received::Event(Delivery {
+        let delivery = Received::Event(Box::new(Delivery {
             event: event.clone(),
             payload: payload.clone().into(),
             stream_sequence: 7,
-        });
+        }));
         let expected = frame(
             "lifecycle",
             Some(position),
