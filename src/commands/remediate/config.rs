@@ -3,19 +3,23 @@
 use std::time::Duration;
 
 use pc_eventd_events::consumer::Durable;
-use pc_eventd_events::event::EventType;
+use pc_eventd_events::event::{EventType, Resource};
 use pc_eventd_events::nats::{NatsConfig, StreamConfig};
 use pc_eventd_events::remediation::{DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX};
 use serde::{Deserialize, Serialize};
 
-use super::policy::{Policies, Policy, Rule};
+use super::policy::{Policies, Policy, Rule, Triggers};
 
 /// `pc-eventd remediate`: which triggers, which processes, which policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RemediateConfig {
-    /// The event types that trigger a restart.
-    pub on: Vec<pc_eventd_events::event::EventType>,
+    /// The event types that trigger a restart. `resource_pressure` and `given_up` are
+    /// opt-in; a file watcher's restart (`reason: file_watch`) never is one.
+    pub on: Vec<EventType>,
+    /// With `resource_pressure` in `on`: the resources whose pressure triggers a restart
+    /// (`memory`, `cpu`). CPU pressure only when listed: a busy process is not a broken one.
+    pub pressure_resources: Vec<Resource>,
     /// Decide and publish, but never call process-compose's restart.
     pub dry_run: bool,
     /// The durable consumer's name: its position survives restarts of the remediator.
@@ -40,6 +44,7 @@ impl Default for RemediateConfig {
     fn default() -> Self {
         Self {
             on: vec![EventType::Crashed, EventType::Unhealthy],
+            pressure_resources: vec![Resource::Memory],
             dry_run: false,
             durable: "pc-eventd-remediate".into(),
             subject_prefix: DEFAULT_SUBJECT_PREFIX.into(),
@@ -54,6 +59,14 @@ impl Default for RemediateConfig {
 }
 
 impl RemediateConfig {
+    /// Which lifecycle events call for a decision.
+    pub fn triggers(&self) -> Triggers {
+        Triggers {
+            on: self.on.clone(),
+            pressure_resources: self.pressure_resources.clone(),
+        }
+    }
+
     /// The allow and deny lists and the policies, ready to decide with.
     pub fn policies(&self) -> Policies {
         Policies {
@@ -81,6 +94,12 @@ impl RemediateConfig {
     /// What is wrong in this section, as (key, message); empty when nothing is.
     pub fn problems(&self) -> Vec<(String, &'static str)> {
         let mut found = Vec::new();
+        if self.on.contains(&EventType::ResourcePressure) && self.pressure_resources.is_empty() {
+            found.push((
+                "pressure_resources".to_owned(),
+                "names no resource, but `on` lists resource_pressure",
+            ));
+        }
         if !Durable::is_valid_name(&self.durable) {
             found.push(("durable".to_owned(), Durable::NAME_RULE));
         }
@@ -96,5 +115,40 @@ impl RemediateConfig {
             }
         }
         found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pressure_and_given_up_are_opt_in_and_cpu_is_not_restarted_by_default() {
+        let config = RemediateConfig::default();
+        assert_eq!(config.on, [EventType::Crashed, EventType::Unhealthy]);
+        assert_eq!(config.pressure_resources, [Resource::Memory]);
+        assert!(config.problems().is_empty());
+    }
+
+    #[test]
+    fn pressure_in_on_needs_a_resource() {
+        let config = RemediateConfig {
+            on: vec![EventType::ResourcePressure],
+            pressure_resources: Vec::new(),
+            ..RemediateConfig::default()
+        };
+        assert_eq!(
+            config.problems(),
+            [(
+                "pressure_resources".to_owned(),
+                "names no resource, but `on` lists resource_pressure"
+            )]
+        );
+        // Without resource_pressure in `on`, an empty list is harmless.
+        let config = RemediateConfig {
+            pressure_resources: Vec::new(),
+            ..RemediateConfig::default()
+        };
+        assert!(config.problems().is_empty());
     }
 }

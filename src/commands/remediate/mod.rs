@@ -1,5 +1,5 @@
-//! `pc-eventd remediate`: restarts processes that crash or go unhealthy, within a policy, and
-//! publishes every decision as an event of its own.
+//! `pc-eventd remediate`: restarts processes that crash, go unhealthy or (when asked) stay over
+//! a memory threshold, within a policy, and publishes every decision as an event of its own.
 //!
 //! It reads lifecycle events through a durable consumer ([`pc_eventd_events::consumer`]), so a restart of
 //! the remediator neither loses a trigger (its position lives on the server) nor doubles an
@@ -19,13 +19,12 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use pc_eventd_events::consumer::{Consumer, ConsumerError, Durable, Filter, Start};
-use pc_eventd_events::event::{EventType, LifecycleEvent, SubjectScheme, timestamp};
+use pc_eventd_events::event::{LifecycleEvent, SubjectScheme, timestamp};
 use pc_eventd_events::nats::NatsConfig;
 use pc_eventd_events::process_compose::ComposeClient;
-use pc_eventd_events::process_compose::model::{ProcessState, Readiness};
 use pc_eventd_events::publish::{Message, PublishError, Publisher};
 use pc_eventd_events::remediation::{Action, RemediationEvent};
-use policy::{AttemptResult, Decision, Planner, Policies, Policy, Skip};
+use policy::{AttemptResult, Decision, Planner, Policies, Policy, Skip, Triggers, recovered};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -48,6 +47,7 @@ pub enum RemediateError {
 /// The remediator: policy, memory and the clients it acts through.
 pub(crate) struct Remediator {
     config: RemediateConfig,
+    triggers: Triggers,
     policies: Policies,
     compose: ComposeClient,
     publisher: Publisher,
@@ -69,6 +69,7 @@ impl Remediator {
         let publisher = Publisher::connect(&nats, |_| {}).await?;
         publisher.ensure_stream(&nats.stream).await?;
         let remediator = Self {
+            triggers: remediate.triggers(),
             policies: remediate.policies(),
             config: remediate,
             compose,
@@ -99,6 +100,7 @@ impl Remediator {
         info!(
             durable = %durable.name,
             on = ?self.config.on,
+            pressure_resources = ?self.config.pressure_resources,
             dry_run = self.config.dry_run,
             "remediating"
         );
@@ -118,6 +120,17 @@ impl Remediator {
     /// not be published) asks for redelivery; the check for a recovered process keeps the
     /// second delivery from restarting it again.
     pub(crate) async fn handle(&self, trigger: LifecycleEvent) -> Result<(), PublishError> {
+        // Events that are no trigger (a file watcher's restart, pressure of another resource, a
+        // `given_up` whose crash was the trigger) get no decision and no event.
+        if let Err(not) = self.triggers.admit(&trigger) {
+            debug!(
+                process = %trigger.process,
+                r#type = %trigger.event_type,
+                reason = not.as_str(),
+                "not a trigger"
+            );
+            return Ok(());
+        }
         // Processes outside `allow`, or in `deny`, are none of its business: no action, no event.
         let policy = match self
             .policies
@@ -241,21 +254,6 @@ fn skipped(mut event: RemediationEvent, skip: Skip) -> RemediationEvent {
     event
 }
 
-/// Whether `current` shows the process no longer in the state `trigger` reported: a new run is
-/// up (or on its way, by process-compose's own restart policy), or, for `unhealthy`, it is
-/// ready again.
-fn recovered(trigger: &LifecycleEvent, current: &ProcessState) -> bool {
-    let status = current.status.normalized();
-    let new_run = current.pid != trigger.state.pid;
-    match trigger.event_type {
-        EventType::Unhealthy => {
-            current.is_ready == Readiness::Ready || (status.is_active() && new_run)
-        }
-        // Crashed: anything but an ended run is somebody else's restart.
-        _ => !status.is_ended(),
-    }
-}
-
 /// `pc-eventd remediate`: `nats` is the daemon's connection (the triggers' stream).
 pub async fn run(
     remediate: RemediateConfig,
@@ -282,61 +280,13 @@ impl Policies {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pc_eventd_events::process_compose::model::ProcessStatus;
+    use pc_eventd_events::event::EventType;
 
     fn trigger(event_type: EventType, pid: i64) -> LifecycleEvent {
         let mut event = pc_eventd_events::event::example_event();
         event.event_type = event_type;
         event.state.pid = pid;
         event
-    }
-
-    fn current(status: ProcessStatus, pid: i64, ready: Readiness) -> ProcessState {
-        ProcessState {
-            name: "web".into(),
-            status,
-            pid,
-            is_ready: ready,
-            ..ProcessState::default()
-        }
-    }
-
-    #[test]
-    fn a_process_that_runs_again_is_left_alone() {
-        let crashed = trigger(EventType::Crashed, 41);
-        assert!(!recovered(
-            &crashed,
-            &current(ProcessStatus::Completed, 41, Readiness::Unknown)
-        ));
-        assert!(!recovered(
-            &crashed,
-            &current(ProcessStatus::Error, 0, Readiness::Unknown)
-        ));
-        assert!(recovered(
-            &crashed,
-            &current(ProcessStatus::Running, 42, Readiness::Unknown)
-        ));
-        assert!(
-            recovered(
-                &crashed,
-                &current(ProcessStatus::Restarting, 41, Readiness::Unknown)
-            ),
-            "its own restart policy is on it"
-        );
-
-        let unhealthy = trigger(EventType::Unhealthy, 41);
-        assert!(!recovered(
-            &unhealthy,
-            &current(ProcessStatus::Running, 41, Readiness::NotReady)
-        ));
-        assert!(recovered(
-            &unhealthy,
-            &current(ProcessStatus::Running, 41, Readiness::Ready)
-        ));
-        assert!(recovered(
-            &unhealthy,
-            &current(ProcessStatus::Running, 42, Readiness::NotReady)
-        ));
     }
 
     #[test]

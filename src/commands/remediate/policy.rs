@@ -1,10 +1,116 @@
-//! Remediation policy: whether to restart a process that crashed or went unhealthy, and when to
-//! stop trying. Pure: the planner's history and the clock go in, a decision comes out.
+//! Remediation policy: which lifecycle events are triggers, whether a process still needs the
+//! restart a trigger asked for, whether to restart it now, and when to stop trying. Pure: the
+//! events, the process's state, the planner's history and the clock go in, a decision comes out.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
+use pc_eventd_events::event::{EventType, GivenUpPolicy, LifecycleEvent, Reason, Resource};
+use pc_eventd_events::process_compose::model::{ProcessState, Readiness};
 use serde::{Deserialize, Serialize};
+
+/// Which lifecycle events call for a decision: `[remediate] on` and `pressure_resources`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Triggers {
+    /// The event types that trigger a restart.
+    pub on: Vec<EventType>,
+    /// With `resource_pressure` in `on`: the resources whose pressure does.
+    pub pressure_resources: Vec<Resource>,
+}
+
+/// Why a lifecycle event is no trigger. It gets no decision and no outcome event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotATrigger {
+    /// Its type is not in `on`.
+    NotOn,
+    /// The file watcher's restart (`reason: file_watch`): neither a crash nor a fault.
+    FileWatch,
+    /// Pressure of a resource not in `pressure_resources` (or a pressure event without its
+    /// reading).
+    Resource,
+    /// `given_up` while `crashed` is a trigger: the crash of the same run, published just
+    /// before it, was the trigger.
+    CrashWasTheTrigger,
+    /// `given_up` by `exit_on_failure`: process-compose is shutting the project down.
+    ProjectShutdown,
+}
+
+impl NotATrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotOn => "not_on",
+            Self::FileWatch => "file_watch",
+            Self::Resource => "resource_not_remediated",
+            Self::CrashWasTheTrigger => "crash_was_the_trigger",
+            Self::ProjectShutdown => "project_shutdown",
+        }
+    }
+}
+
+impl Triggers {
+    /// Whether `event` calls for a decision, or why not.
+    pub fn admit(&self, event: &LifecycleEvent) -> Result<(), NotATrigger> {
+        if !self.on.contains(&event.event_type) {
+            return Err(NotATrigger::NotOn);
+        }
+        // Whatever type it has, and whatever `on` says.
+        if event.reason == Some(Reason::FileWatch) {
+            return Err(NotATrigger::FileWatch);
+        }
+        match event.event_type {
+            EventType::ResourcePressure => match &event.pressure {
+                Some(pressure) if self.pressure_resources.contains(&pressure.resource) => Ok(()),
+                _ => Err(NotATrigger::Resource),
+            },
+            EventType::GivenUp if self.on.contains(&EventType::Crashed) => {
+                Err(NotATrigger::CrashWasTheTrigger)
+            }
+            EventType::GivenUp
+                if event
+                    .given_up
+                    .as_ref()
+                    .is_some_and(|g| g.policy == GivenUpPolicy::ExitOnFailure) =>
+            {
+                Err(NotATrigger::ProjectShutdown)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether `current` shows the process no longer in the state `trigger` reported: a new run is
+/// up (or on its way, by process-compose's own restart policy); for `unhealthy`, it is ready
+/// again; for `resource_pressure`, the run under pressure is over or its reading is back under
+/// the threshold.
+pub(crate) fn recovered(trigger: &LifecycleEvent, current: &ProcessState) -> bool {
+    let status = current.status.normalized();
+    let new_run = current.pid != trigger.state.pid;
+    match trigger.event_type {
+        EventType::Unhealthy => {
+            current.is_ready == Readiness::Ready || (status.is_active() && new_run)
+        }
+        // Its end, if it ended, is an event of its own.
+        EventType::ResourcePressure => {
+            !status.is_running() || new_run || !still_over(trigger, current)
+        }
+        // Crashed: anything but an ended run is somebody else's restart.
+        _ => !status.is_ended(),
+    }
+}
+
+/// Whether `current`'s reading of the trigger's resource is still above its threshold; true
+/// when there is no reading to tell.
+fn still_over(trigger: &LifecycleEvent, current: &ProcessState) -> bool {
+    let Some(pressure) = &trigger.pressure else {
+        return true;
+    };
+    // Not positive: a daemon, or not measured yet.
+    let reading = (current.mem > 0).then_some(match pressure.resource {
+        Resource::Memory => current.mem as f64,
+        Resource::Cpu => current.cpu,
+    });
+    reading.is_none_or(|value| value > pressure.threshold)
+}
 
 /// How hard to try for one process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,8 +343,229 @@ pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pc_eventd_events::event::{GivenUp, Pressure, example_event};
+    use pc_eventd_events::process_compose::model::ProcessStatus;
 
     const T0: SystemTime = SystemTime::UNIX_EPOCH;
+
+    fn event(event_type: EventType, reason: Option<Reason>) -> LifecycleEvent {
+        let mut event = example_event();
+        event.event_type = event_type;
+        event.reason = reason;
+        event.state.pid = 41;
+        event
+    }
+
+    const MIB: f64 = 1024.0 * 1024.0;
+
+    fn pressure(resource: Resource, threshold: f64) -> LifecycleEvent {
+        let mut event = event(EventType::ResourcePressure, None);
+        event.pressure = Some(Pressure {
+            resource,
+            value: threshold * 2.0,
+            threshold,
+            for_seconds: 2,
+        });
+        event
+    }
+
+    fn given_up(policy: GivenUpPolicy) -> LifecycleEvent {
+        let mut event = event(EventType::GivenUp, None);
+        event.given_up = Some(GivenUp {
+            policy,
+            restarts: 3,
+            max_restarts: Some(3),
+        });
+        event
+    }
+
+    fn triggers(on: &[EventType], pressure_resources: &[Resource]) -> Triggers {
+        Triggers {
+            on: on.to_vec(),
+            pressure_resources: pressure_resources.to_vec(),
+        }
+    }
+
+    fn current(status: ProcessStatus, pid: i64, ready: Readiness) -> ProcessState {
+        ProcessState {
+            name: "web".into(),
+            status,
+            pid,
+            is_ready: ready,
+            ..ProcessState::default()
+        }
+    }
+
+    fn running_with(pid: i64, mem: i64, cpu: f64) -> ProcessState {
+        ProcessState {
+            mem,
+            cpu,
+            ..current(ProcessStatus::Running, pid, Readiness::Unknown)
+        }
+    }
+
+    #[test]
+    fn only_the_listed_types_are_triggers() {
+        let on = triggers(&[EventType::Crashed], &[Resource::Memory]);
+        assert_eq!(
+            on.admit(&event(EventType::Crashed, Some(Reason::ExitedWithFailure))),
+            Ok(())
+        );
+        assert_eq!(
+            on.admit(&event(EventType::Unhealthy, Some(Reason::ReadinessLost))),
+            Err(NotATrigger::NotOn)
+        );
+        assert_eq!(
+            on.admit(&pressure(Resource::Memory, MIB)),
+            Err(NotATrigger::NotOn)
+        );
+    }
+
+    #[test]
+    fn the_file_watchers_restarts_are_never_triggers() {
+        // Even listed: a restart by the file watcher is neither a crash nor a fault.
+        let on = triggers(
+            &[EventType::Stopped, EventType::Restarted, EventType::Crashed],
+            &[],
+        );
+        for event_type in [EventType::Stopped, EventType::Restarted, EventType::Crashed] {
+            assert_eq!(
+                on.admit(&event(event_type, Some(Reason::FileWatch))),
+                Err(NotATrigger::FileWatch),
+                "{event_type}"
+            );
+        }
+        assert_eq!(
+            on.admit(&event(EventType::Stopped, Some(Reason::StopRequested))),
+            Ok(())
+        );
+        assert_eq!(
+            on.admit(&event(EventType::Restarted, Some(Reason::ManualRestart))),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn pressure_triggers_only_for_the_listed_resources() {
+        let memory = triggers(&[EventType::ResourcePressure], &[Resource::Memory]);
+        assert_eq!(memory.admit(&pressure(Resource::Memory, MIB)), Ok(()));
+        assert_eq!(
+            memory.admit(&pressure(Resource::Cpu, 90.0)),
+            Err(NotATrigger::Resource)
+        );
+        let cpu = triggers(&[EventType::ResourcePressure], &[Resource::Cpu]);
+        assert_eq!(cpu.admit(&pressure(Resource::Cpu, 90.0)), Ok(()));
+        assert_eq!(
+            cpu.admit(&pressure(Resource::Memory, MIB)),
+            Err(NotATrigger::Resource)
+        );
+        // Without its reading it cannot say which resource: no trigger.
+        let mut bare = pressure(Resource::Memory, MIB);
+        bare.pressure = None;
+        assert_eq!(memory.admit(&bare), Err(NotATrigger::Resource));
+        // Its recovery is never one, even listed.
+        let recovered = triggers(&[EventType::ResourcePressure], &[Resource::Memory]);
+        let mut back = pressure(Resource::Memory, MIB);
+        back.event_type = EventType::ResourceRecovered;
+        assert_eq!(recovered.admit(&back), Err(NotATrigger::NotOn));
+    }
+
+    #[test]
+    fn given_up_triggers_only_without_crashed_and_not_on_a_project_shutdown() {
+        let alone = triggers(&[EventType::GivenUp], &[]);
+        assert_eq!(alone.admit(&given_up(GivenUpPolicy::MaxRestarts)), Ok(()));
+        assert_eq!(alone.admit(&given_up(GivenUpPolicy::No)), Ok(()));
+        assert_eq!(
+            alone.admit(&given_up(GivenUpPolicy::ExitOnFailure)),
+            Err(NotATrigger::ProjectShutdown)
+        );
+        // The crash just before it was the trigger: one decision per run, not two.
+        let with_crashes = triggers(&[EventType::Crashed, EventType::GivenUp], &[]);
+        assert_eq!(
+            with_crashes.admit(&given_up(GivenUpPolicy::MaxRestarts)),
+            Err(NotATrigger::CrashWasTheTrigger)
+        );
+    }
+
+    #[test]
+    fn a_process_that_runs_again_is_left_alone() {
+        let crashed = event(EventType::Crashed, Some(Reason::ExitedWithFailure));
+        assert!(!recovered(
+            &crashed,
+            &current(ProcessStatus::Completed, 41, Readiness::Unknown)
+        ));
+        assert!(!recovered(
+            &crashed,
+            &current(ProcessStatus::Error, 0, Readiness::Unknown)
+        ));
+        assert!(recovered(
+            &crashed,
+            &current(ProcessStatus::Running, 42, Readiness::Unknown)
+        ));
+        assert!(
+            recovered(
+                &crashed,
+                &current(ProcessStatus::Restarting, 41, Readiness::Unknown)
+            ),
+            "its own restart policy is on it"
+        );
+
+        let unhealthy = event(EventType::Unhealthy, Some(Reason::ReadinessLost));
+        assert!(!recovered(
+            &unhealthy,
+            &current(ProcessStatus::Running, 41, Readiness::NotReady)
+        ));
+        assert!(recovered(
+            &unhealthy,
+            &current(ProcessStatus::Running, 41, Readiness::Ready)
+        ));
+        assert!(recovered(
+            &unhealthy,
+            &current(ProcessStatus::Running, 42, Readiness::NotReady)
+        ));
+
+        let given_up = given_up(GivenUpPolicy::MaxRestarts);
+        assert!(!recovered(
+            &given_up,
+            &current(ProcessStatus::Error, 41, Readiness::Unknown)
+        ));
+        assert!(recovered(
+            &given_up,
+            &current(ProcessStatus::Running, 42, Readiness::Unknown)
+        ));
+    }
+
+    #[test]
+    fn pressure_is_over_with_its_run_or_its_reading() {
+        let memory = pressure(Resource::Memory, 64.0 * MIB);
+        let (over, under) = ((100.0 * MIB) as i64, (10.0 * MIB) as i64);
+        assert!(!recovered(&memory, &running_with(41, over, 0.0)));
+        assert!(
+            !recovered(&memory, &running_with(41, 0, 0.0)),
+            "no reading: the daemon's word stands"
+        );
+        assert!(recovered(&memory, &running_with(41, under, 0.0)));
+        assert!(
+            recovered(&memory, &running_with(42, over, 0.0)),
+            "another run: somebody restarted it"
+        );
+        for status in [
+            ProcessStatus::Completed,
+            ProcessStatus::Error,
+            ProcessStatus::Restarting,
+            ProcessStatus::Terminating,
+        ] {
+            let ended = ProcessState {
+                mem: over,
+                ..current(status.clone(), 41, Readiness::Unknown)
+            };
+            assert!(recovered(&memory, &ended), "{status:?}");
+        }
+        // CPU pressure reads the CPU.
+        let cpu = pressure(Resource::Cpu, 80.0);
+        assert!(!recovered(&cpu, &running_with(41, under, 95.0)));
+        assert!(recovered(&cpu, &running_with(41, over, 5.0)));
+    }
 
     fn at(secs: u64) -> SystemTime {
         T0 + Duration::from_secs(secs)
