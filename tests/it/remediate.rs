@@ -1,5 +1,6 @@
 //! `pc-eventd remediate` against real peers: restarts within its policy, stops at the limit,
-//! publishes its outcomes, changes nothing in a dry run, and survives its own restart.
+//! publishes its outcomes, changes nothing in a dry run, survives its own restart, and restarts
+//! a process that stays over its memory threshold.
 
 use std::time::{Duration, Instant};
 
@@ -7,13 +8,14 @@ use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use pc_eventd::Config;
 use pc_eventd_events::event::EventType::*;
+use pc_eventd_events::event::{EventType, LifecycleEvent, Reason, Resource};
 use pc_eventd_events::remediation::{Action, RemediationEvent};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::Stack;
 use crate::support::compose::Release;
-use crate::support::events::count;
+use crate::support::events::{Received, count};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -241,5 +243,147 @@ async fn a_restarted_remediator_neither_loses_nor_doubles_an_action() {
     let triggers: Vec<_> = seen.iter().map(|o| o.trigger.id.clone()).collect();
     assert_eq!(triggers, crashes[..3], "each crash handled once, in order");
     second.stop().await;
+    stack.stop().await;
+}
+
+/// Takes ~200 MiB (written to, so resident) in its first run and sleeps; a later run (a marker
+/// under `$WORK` says one ran) stays small and crashes after 10 s. Nothing restarts it but the
+/// remediator.
+const HOG: &str = r#"
+processes:
+  hog:
+    command: >-
+      if [ -e "$WORK/hog.ran" ]; then sleep 10; exit 3; fi;
+      touch "$WORK/hog.ran";
+      exec python3 -c "import time; b = b'x' * (200 << 20); time.sleep(600)"
+    disabled: true
+"#;
+
+const MEMORY_LIMIT: f64 = 64.0 * 1024.0 * 1024.0;
+
+/// The daemon of `stack` replaced by one that samples every second, with a 64 MiB memory
+/// threshold for `hog` held for 2 s.
+async fn with_memory_threshold(stack: &mut Stack) {
+    let old = stack.daemon.take().expect("the stack's daemon");
+    old.stop().await.expect("the first daemon stops cleanly");
+    let mut config = crate::support::daemon::config(&stack.pc.url(), &stack.nats_url());
+    config.conditions = serde_json::from_value(serde_json::json!({
+        "sample_interval": "1s",
+        "pressure": [{"processes": ["hog"], "memory": "64MiB", "for": "2s"}],
+    }))
+    .expect("a [conditions] section");
+    stack.daemon = Some(crate::support::daemon::Daemon::spawn(config));
+}
+
+/// The events of `hog` of `event_type` about memory.
+fn memory_events(received: &[Received], event_type: EventType) -> Vec<&LifecycleEvent> {
+    received
+        .iter()
+        .map(|r| &r.event)
+        .filter(|e| e.process == "hog" && e.event_type == event_type)
+        .filter(|e| {
+            e.pressure
+                .as_ref()
+                .is_some_and(|p| p.resource == Resource::Memory)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_over_its_memory_threshold_is_restarted_within_the_policy() {
+    let mut stack = Stack::start_on(Release::Current, HOG).await;
+    with_memory_threshold(&mut stack).await;
+    // One attempt per window, shared by every trigger of the process.
+    let mut config = remediator_config(&stack, 1);
+    config.remediate.on = vec![Crashed, Unhealthy, ResourcePressure];
+    let remediator = Remediator::start(&config).await;
+    stack.pc.start_process("hog").await;
+
+    // The daemon sees it over the threshold for the rule's 2 s...
+    stack
+        .log
+        .wait_until("hog's memory pressure", LONG, |r| {
+            !memory_events(r, ResourcePressure).is_empty()
+        })
+        .await;
+    let pressure = memory_events(&stack.log.received, ResourcePressure)[0].clone();
+    let reading = pressure.pressure.as_ref().unwrap();
+    assert_eq!(reading.threshold, MEMORY_LIMIT);
+    assert!(reading.value > MEMORY_LIMIT, "{reading:?}");
+    assert_eq!(reading.for_seconds, 2);
+
+    // ...the remediator restarts it, and says that pressure was why...
+    let seen = outcomes(&stack.nats_url(), |o| !o.is_empty()).await;
+    assert_eq!(actions(&seen), [(Action::Restarted, Some(1), None)]);
+    assert_eq!(seen[0].trigger.event_type, ResourcePressure);
+    assert_eq!(seen[0].trigger.id, pressure.id);
+    assert!(!seen[0].dry_run);
+
+    // ...process-compose runs a new incarnation...
+    let compose = config.process_compose.client().unwrap();
+    let deadline = Instant::now() + LONG;
+    let new_pid = loop {
+        let now = compose.process("hog").await.expect("hog's state");
+        if now.status.is_running() && now.pid > 0 && now.pid != pressure.state.pid {
+            break now.pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hog never ran again after pid {}: {now:?}",
+            pressure.state.pid
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // ...and the new run, under the threshold for 2 s, ends the episode.
+    stack
+        .log
+        .wait_until("hog's recovery", LONG, |r| {
+            !memory_events(r, ResourceRecovered).is_empty()
+        })
+        .await;
+    let recovered = memory_events(&stack.log.received, ResourceRecovered)[0].clone();
+    assert_eq!(recovered.state.pid, new_pid, "the new run recovered");
+    assert!(recovered.seq > pressure.seq);
+    let reading = recovered.pressure.as_ref().unwrap();
+    assert!(reading.value < MEMORY_LIMIT, "{reading:?}");
+
+    // process-compose and the daemon saw the remediator's restart: a manual one.
+    assert!(
+        stack.log.received.iter().any(|r| r.event.process == "hog"
+            && r.event.event_type == Restarted
+            && r.event.reason == Some(Reason::ManualRestart)
+            && (pressure.seq..recovered.seq).contains(&r.event.seq)),
+        "{}",
+        stack.log.dump()
+    );
+
+    // The same limits as a crash's: when the new run crashes, the memory restart has used the
+    // window's one attempt.
+    let seen = outcomes(&stack.nats_url(), |o| o.len() >= 2).await;
+    assert_eq!(
+        actions(&seen),
+        [
+            (Action::Restarted, Some(1), None),
+            (Action::Skipped, None, Some("limit_reached"))
+        ]
+    );
+    assert_eq!(seen[1].trigger.event_type, Crashed);
+    stack.pc.wait_for_status("hog", "Completed", LONG).await;
+    remediator.stop().await;
+    stack.finish().await;
+    // One episode, one crash, two decisions in all.
+    assert_eq!(
+        memory_events(&stack.log.received, ResourcePressure).len(),
+        1
+    );
+    assert_eq!(
+        memory_events(&stack.log.received, ResourceRecovered).len(),
+        1
+    );
+    assert_eq!(count(&stack.log.received, Some("hog"), Crashed), 1);
+    let js = jetstream::new(async_nats::connect(stack.nats_url()).await.unwrap());
+    let mut stream = js.get_stream("REMEDIATION_EVENTS").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 2);
     stack.stop().await;
 }
