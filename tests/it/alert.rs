@@ -1,5 +1,6 @@
 //! `pc-eventd alert` against real peers and a local webhook receiver: one alert per crash-loop
-//! episode (opened, escalated once, resolved), retried on a 500.
+//! episode (opened, escalated once, resolved), retried on a 500; a crash's alert with its last
+//! output lines (redacted by the daemon), and a critical alert when process-compose gives up.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,6 +9,7 @@ use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use pc_eventd_events::event::EventType::*;
+use pc_eventd_events::event::GivenUpPolicy;
 use pc_eventd_events::nats::Secret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -138,6 +140,156 @@ processes:
         last["event"]["type"], "crashed",
         "the latest event rides along"
     );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    stack.stop().await;
+}
+
+/// Prints three lines (one with a secret) and exits 1; `restart: "no"`, so process-compose
+/// gives up on it at once.
+const LEAKY: &str = r#"
+processes:
+  leaky:
+    command: "echo 'starting the worker'; echo 'login password=hunter2'; echo 'fatal: queue unreachable'; sleep 0.3; exit 1"
+    disabled: true
+    availability:
+      restart: "no"
+"#;
+
+/// What `leaky` printed, as the daemon publishes it: the secret redacted by its default
+/// patterns.
+const LEAKY_OUTPUT: [&str; 3] = [
+    "starting the worker",
+    "login [REDACTED]",
+    "fatal: queue unreachable",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_alert_carries_its_last_lines_and_giving_up_pages_critical() {
+    let mut stack = Stack::start_on(Release::Current, LEAKY).await;
+    let (url, calls) = receiver(0).await;
+    let mut config = crate::support::daemon::config(&stack.pc.url(), &stack.nats_url());
+    config.alert.url = Some(Secret::new(url));
+    // The default types: crashed, unhealthy, given_up, resource_pressure, silent.
+    config.alert.retry_backoff = Duration::from_millis(100);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(pc_eventd::alert::run(
+        config.alert.clone(),
+        config.nats.clone(),
+        stop.clone(),
+    ));
+    crate::support::wait_for_consumer(&stack.nats_url(), &config.alert.durable, || {
+        task.is_finished()
+    })
+    .await;
+    stack.pc.start_process("leaky").await;
+
+    // What the daemon published: the crash with its output, then the give-up.
+    stack
+        .log
+        .wait_until("crashed and given_up", LONG, |r| {
+            count(r, Some("leaky"), Crashed) == 1 && count(r, Some("leaky"), GivenUp) == 1
+        })
+        .await;
+    let published = |event_type| {
+        stack
+            .log
+            .received
+            .iter()
+            .find(|r| r.event.event_type == event_type)
+            .map(|r| r.event.clone())
+            .expect("published")
+    };
+    let crashed = published(Crashed);
+    let output = crashed.output.expect("the crash carries its output");
+    assert_eq!(output.lines, LEAKY_OUTPUT, "{output:?}");
+    assert_eq!((output.redacted, output.truncated), (1, false));
+    let given_up = published(GivenUp).given_up.expect("who gave up");
+    assert_eq!(given_up.policy, GivenUpPolicy::No);
+
+    let alert_of = |event_type: &str| {
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, body)| body["type"] == event_type && body["alert"] == "opened")
+            .map(|(_, body)| body.clone())
+    };
+    assert!(
+        crate::support::eventually(LONG, || alert_of("crashed").is_some()
+            && alert_of("given_up").is_some())
+        .await,
+        "no crash or give-up alert: {:#?}",
+        calls.lock().unwrap()
+    );
+
+    let crash = alert_of("crashed").unwrap();
+    assert_eq!(crash["severity"], "error");
+    assert_eq!(crash["output"]["lines"], serde_json::json!(LEAKY_OUTPUT));
+    assert_eq!(crash["output"]["redacted"], 1);
+    assert_eq!(crash["output"]["truncated"], false);
+    let text = crash["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(crash["summary"].as_str().unwrap()),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(&format!(
+            "\nlast output (1 redacted):\n  {}",
+            LEAKY_OUTPUT.join("\n  ")
+        )),
+        "{text}"
+    );
+    assert!(
+        crash["event"].get("output").is_none(),
+        "the lines are sent once"
+    );
+
+    let up = alert_of("given_up").unwrap();
+    assert_eq!(up["severity"], "critical");
+    assert_ne!(up["episode"], crash["episode"], "an episode of its own");
+    assert_eq!(up["event"]["given_up"]["policy"], "no");
+    assert!(
+        up["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("default/leaky given_up at "),
+        "{up}"
+    );
+    assert!(
+        up["summary"]
+            .as_str()
+            .unwrap()
+            .ends_with(": policy=no, restarts=0")
+    );
+    assert_eq!(
+        up["output"]["lines"],
+        serde_json::json!(LEAKY_OUTPUT),
+        "the crash that made it give up"
+    );
+    assert!(
+        up["text"]
+            .as_str()
+            .unwrap()
+            .contains("fatal: queue unreachable")
+    );
+
+    let calls = calls.lock().unwrap().clone();
+    let sent: Vec<_> = calls
+        .iter()
+        .map(|(status, body)| (*status, body["alert"].as_str(), body["type"].as_str()))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (200, Some("opened"), Some("crashed")),
+            (200, Some("opened"), Some("given_up"))
+        ],
+        "one alert each, in the stream's order"
+    );
+    for (_, body) in &calls {
+        assert!(!body.to_string().contains("hunter2"), "{body}");
+    }
     stop.cancel();
     task.await.unwrap().unwrap();
     stack.stop().await;

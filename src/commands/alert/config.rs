@@ -14,7 +14,9 @@ pub struct AlertConfig {
     /// The webhook (http:// or https://). A secret: such URLs often carry a token, so logs and
     /// `config check` show only its scheme and host.
     pub url: Option<Secret>,
-    /// The event types that alert.
+    /// The event types that alert. What ends a condition among them is read too
+    /// (`resource_recovered` for `resource_pressure`, `output_resumed` for `silent`, `started`
+    /// and `restarted` for `given_up`); empty: every type.
     pub types: Vec<pc_eventd_events::event::EventType>,
     /// The durable consumer's name: alerting resumes where it stopped.
     pub durable: String,
@@ -30,19 +32,30 @@ pub struct AlertConfig {
     pub retries: u32,
     #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
+    /// At most this many bytes of a crash's last output lines in one alert, the newest kept;
+    /// 0: no output in alerts. Bounds the webhook's body, whatever the daemon's
+    /// `crash_output.max_bytes`.
+    pub output_max_bytes: usize,
 }
 
 impl Default for AlertConfig {
     fn default() -> Self {
         Self {
             url: None,
-            types: vec![EventType::Crashed, EventType::Unhealthy],
+            types: vec![
+                EventType::Crashed,
+                EventType::Unhealthy,
+                EventType::GivenUp,
+                EventType::ResourcePressure,
+                EventType::Silent,
+            ],
             durable: "pc-eventd-alert".into(),
             escalate_after: 5,
             quiet_period: Duration::from_secs(300),
             timeout: Duration::from_secs(5),
             retries: 3,
             retry_backoff: Duration::from_secs(1),
+            output_max_bytes: 4096,
         }
     }
 }

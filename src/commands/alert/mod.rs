@@ -1,6 +1,8 @@
 //! `pc-eventd alert`: a webhook sink. Chosen event types are grouped into episodes (see
 //! [`episode`]): a crash loop is one `opened` alert, one `escalated` when it goes on, and one
-//! `resolved` after a quiet period, not one call per restart.
+//! `resolved` after a quiet period, not one call per restart; a condition (`given_up`,
+//! `resource_pressure`, `silent`) is one `opened` alert and one `resolved` when the event that
+//! ends it comes. A crash's alerts carry its last output lines.
 //!
 //! Events come through a durable consumer, so alerting resumes where it stopped. An episode's
 //! state advances only once its alert was delivered: a webhook that keeps failing (after its
@@ -89,7 +91,14 @@ impl Sink {
     async fn send(&self, alert: &Alert) -> Result<(), WebhookError> {
         let body = serde_json::to_vec(alert).expect("alerts always serialize");
         self.webhook.post(&body).await?;
-        info!(alert = ?alert.alert, episode = %alert.episode, summary = %alert.summary, "alert sent");
+        info!(
+            alert = ?alert.alert,
+            episode = %alert.episode,
+            severity = ?alert.severity,
+            summary = %alert.summary,
+            output_lines = alert.output.as_ref().map_or(0, |o| o.lines.len()),
+            "alert sent"
+        );
         Ok(())
     }
 }
@@ -106,20 +115,17 @@ pub async fn run(
     let consumer = Consumer::connect(&nats).await?;
     let sink = Sink {
         webhook,
-        episodes: tokio::sync::Mutex::new(Episodes::new(
-            settings.escalate_after,
-            settings.quiet_period,
-        )),
+        episodes: tokio::sync::Mutex::new(Episodes::new(&settings)),
     };
     let filter = Filter {
-        types: settings.types.clone(),
+        types: episode::read_types(&settings.types),
         ..Filter::default()
     };
     if !consumer.wait_for_stream(shutdown.cancelled()).await? {
         return Ok(());
     }
     let durable = Durable::new(settings.durable.clone());
-    info!(durable = %durable.name, types = ?settings.types, "alerting");
+    info!(durable = %durable.name, types = ?settings.types, read = ?filter.types, "alerting");
     let tick =
         (settings.quiet_period / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let (report, ()) = tokio::join!(
