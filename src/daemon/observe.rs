@@ -5,7 +5,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use pc_eventd_events::event::{EventType, LifecycleEvent, SubjectScheme};
-use pc_eventd_events::process_compose::model::{ProcessInfo, ProcessState, ProcessStatus};
+use pc_eventd_events::process_compose::model::{
+    ProcessInfo, ProcessState, ProcessStatus, Readiness,
+};
 use pc_eventd_events::process_compose::{ComposeClient, ComposeError};
 use pc_eventd_events::publish::Message;
 use pc_eventd_events::retry;
@@ -16,8 +18,11 @@ use tracing::{debug, error, info, warn};
 use super::{Control, Daemon, Observing, Turn};
 use crate::delivery::outbox::Pushed;
 use crate::delivery::relay;
-use crate::diff::{DiffContext, ProcessRecord, ProcessSettings, Snapshot, diff, diff_one};
+use crate::diff::{
+    DiffContext, ProcessRecord, ProcessSettings, ProcessView, Snapshot, diff, diff_one,
+};
 use crate::ops::notify;
+use crate::ops::process_metrics::{ProcessGauges, SeriesPolicy};
 use crate::source::{Frames, SourceMode, StateFrame, Subscriptions};
 use crate::sync::lock;
 
@@ -35,6 +40,27 @@ enum SessionEnd {
     Shutdown,
     Reload,
     Failed(ComposeError),
+}
+
+/// What the gauges say of a process.
+fn process_gauges(view: ProcessView<'_>) -> ProcessGauges {
+    let state = view.state;
+    ProcessGauges {
+        namespace: state.primary_namespace().to_owned(),
+        name: state.name.clone(),
+        up: state.status.normalized().is_running(),
+        ready: state
+            .has_ready_probe
+            .then_some(state.is_ready == Readiness::Ready),
+        restarts: state.restarts,
+        exit_code: state.exit_code,
+        usage: view
+            .usage
+            .filter(|usage| usage.mem > 0)
+            .map(|usage| (usage.mem, usage.cpu)),
+        under_pressure: view.under_pressure.iter().map(|r| r.as_str()).collect(),
+        given_up: view.given_up,
+    }
 }
 
 /// The processes of `observed`, with the state `snapshot` already has for those it knows: a
@@ -321,6 +347,7 @@ impl Daemon {
 
     /// Reports a new observation to systemd: `READY=1` the first time, then `STATUS=` at most
     /// once a second (a stream can bring hundreds of frames at once).
+    /// The process gauges follow at the same pace.
     fn observed(&self, snapshot: &Snapshot) {
         self.status
             .set_processes(snapshot.len(), snapshot.unhealthy());
@@ -328,14 +355,30 @@ impl Daemon {
             .ready_sent
             .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
+            self.update_process_gauges(snapshot);
             notify::ready(&self.status.summary());
             return;
         }
         let mut last = lock(&self.last_status);
         if last.is_none_or(|at| at.elapsed() >= STATUS_EVERY) {
+            self.update_process_gauges(snapshot);
             notify::status(&self.status.summary());
             *last = Some(Instant::now());
         }
+    }
+
+    fn update_process_gauges(&self, snapshot: &Snapshot) {
+        let gauges: Vec<ProcessGauges> = snapshot.views().map(process_gauges).collect();
+        let health = &self.config.health;
+        let policy = SeriesPolicy {
+            enabled: health.process_metrics,
+            limit: health.process_metrics_limit,
+        };
+        let source = self.config.process_compose.source();
+        self.status
+            .metrics
+            .process_gauges
+            .update(&source, &gauges, policy);
     }
 
     /// One connection to the state stream: catch up through `GET /processes`, subscribe, then
@@ -461,7 +504,7 @@ impl Daemon {
     /// The `Running` frame of a new incarnation carries no pid and no start time (they are
     /// read before the exec), and no frame carries the file watcher's trigger: fetch them for a
     /// start and for a stop, so event ids rest on the real incarnation and a watcher's restart
-    /// is told from others.
+    /// is told from others (its stop may end in a `Completed` frame before the start).
     async fn complete_frame(&self, compose: &ComposeClient, mut frame: StateFrame) -> StateFrame {
         let state = &frame.state;
         let stopping = state.status == ProcessStatus::Terminating;

@@ -32,7 +32,7 @@ use uuid::Uuid;
 pub use conditions::ConditionRules;
 pub use settings::ProcessSettings;
 pub(crate) use snapshot::ProcessRecord;
-pub use snapshot::{Snapshot, Usage};
+pub use snapshot::{ProcessView, Snapshot, Usage};
 
 /// Namespace for the name-based (v5) UUIDs that serve as event ids.
 const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5327_df34_583b_4c37_8cc6_16ea_b2a5_3ab7);

@@ -85,6 +85,11 @@ pub(super) fn step(
     at: SystemTime,
     limits: &RunLimits,
 ) -> (Tracked, Vec<Transition>) {
+    if let Some(before) = before
+        && is_stale(before, now)
+    {
+        return (before.clone(), Vec::new());
+    }
     let mut kept = now.without_usage();
     // Stream frames leave the watcher's trigger out: the last one a poll showed still holds.
     if kept.watch_trigger_time.is_none() {
@@ -132,6 +137,10 @@ pub(super) fn step(
             .iter()
             .any(|t| matches!(t.event_type, EventType::Restarted | EventType::Started));
     }
+    if now.status.normalized().is_running() {
+        tracked.given_up = false;
+    }
+    tracked.given_up |= out.iter().any(|t| t.event_type == EventType::GivenUp);
     (tracked, out)
 }
 
@@ -250,6 +259,7 @@ impl<'a> Change<'a> {
         }
         tracked.begin_run(self.at);
         tracked.reported_run = None;
+        tracked.replaced_incarnation = before.state.process_start_time.clone();
         out
     }
 
@@ -442,6 +452,15 @@ pub(super) fn end_of_restarted_run(
     } else {
         None
     }
+}
+
+/// A frame about the incarnation that was replaced, arriving after its successor's: the file
+/// watcher's restart launches the new run without waiting, and the old run's end is published
+/// after the new run's start. What it says is over.
+fn is_stale(before: &Tracked, now: &ProcessState) -> bool {
+    now.process_start_time.is_some()
+        && now.process_start_time == before.replaced_incarnation
+        && now.process_start_time != before.state.process_start_time
 }
 
 /// A different incarnation: the start time changed, or (servers before v1.110.0, which send no

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use pc_eventd_events::event::LifecycleEvent;
+use pc_eventd_events::event::{LifecycleEvent, Resource};
 use pc_eventd_events::process_compose::model::{ProcessState, Readiness};
 
 use super::conditions::ConditionState;
@@ -23,6 +23,18 @@ pub struct Snapshot {
     pub(super) last_events: BTreeMap<String, Arc<LifecycleEvent>>,
     /// The last sampled usage of each process now known (not stored: it is read again).
     pub(super) usage: BTreeMap<String, Usage>,
+}
+
+/// One process as [`Snapshot::views`] shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessView<'a> {
+    pub state: &'a ProcessState,
+    /// The last sample, if the process was sampled.
+    pub usage: Option<Usage>,
+    /// The resources it is over a threshold of.
+    pub under_pressure: Vec<Resource>,
+    /// process-compose will not restart it again.
+    pub given_up: bool,
 }
 
 /// A process's memory and CPU at the last sample.
@@ -176,6 +188,22 @@ impl Snapshot {
             .collect()
     }
 
+    /// What is known of each process, for its gauges.
+    pub fn views(&self) -> impl Iterator<Item = ProcessView<'_>> {
+        self.processes.iter().map(|(name, t)| ProcessView {
+            state: &t.state,
+            usage: self.usage.get(name).copied(),
+            under_pressure: t
+                .conditions
+                .pressure
+                .iter()
+                .filter(|(_, episode)| episode.active)
+                .map(|(resource, _)| *resource)
+                .collect(),
+            given_up: t.given_up,
+        })
+    }
+
     /// The last known state of `name`.
     pub fn state_of(&self, name: &str) -> Option<&ProcessState> {
         self.processes.get(name).map(|t| &t.state)
@@ -206,6 +234,12 @@ pub(super) struct Tracked {
     /// The file watcher restarted it: the stop and the start that follow are its restart.
     #[serde(default)]
     pub(super) watch_restart: bool,
+    /// `given_up` was reported and it has not run since.
+    #[serde(default)]
+    pub(super) given_up: bool,
+    /// The start time of the incarnation the current one replaced: a late frame of it is stale.
+    #[serde(default)]
+    pub(super) replaced_incarnation: Option<String>,
 }
 
 /// What the current run has shown of its readiness: a run that has never been Ready is
@@ -258,6 +292,8 @@ impl Tracked {
             readiness: RunReadiness::begin(at),
             conditions: ConditionState::default(),
             watch_restart: false,
+            given_up: false,
+            replaced_incarnation: None,
         }
     }
 

@@ -1416,9 +1416,37 @@ mod file_watch {
         )]);
         assert_eq!(types(&events), [Started]);
         // and what comes after it is not
-        h.observe(&[watched(ps("api", S::Terminating), Some(T1))]);
-        let events = h.observe(&[watched(failed(ps("api", S::Completed), -1, 0), Some(T1))]);
+        let new_run = |p: ProcessState| with(p, |p| p.process_start_time = Some(T1.into()));
+        h.observe(&[watched(new_run(ps("api", S::Terminating)), Some(T1))]);
+        let events = h.observe(&[watched(
+            new_run(failed(ps("api", S::Completed), -1, 0)),
+            Some(T1),
+        )]);
         assert_eq!(find(&events, Stopped).reason, Some(Reason::StopRequested));
+    }
+
+    #[test]
+    fn the_old_runs_end_arriving_after_the_new_runs_start_is_stale() {
+        let mut h = Harness::new();
+        let new_run = || {
+            watched(
+                with(ps("api", S::Running), |p| {
+                    p.pid = 300;
+                    p.process_start_time = Some(T1.into());
+                }),
+                Some(T1),
+            )
+        };
+        h.observe(&[watched(ps("api", S::Running), Some(T0))]);
+        h.observe(&[watched(ps("api", S::Terminating), Some(T1))]);
+        assert_eq!(h.lifecycle(&[new_run()]), [Stopped, Restarted, Started]);
+        // process-compose publishes the old run's end last
+        let late_end = failed(ps("api", S::Completed), -1, 0);
+        assert_eq!(h.observe(&[late_end.clone()]), []);
+        assert_eq!(h.snapshot.state_of("api"), Some(&new_run()));
+        // the new run's own end is not stale
+        let end = with(late_end, |p| p.process_start_time = Some(T1.into()));
+        assert_eq!(h.lifecycle(&[end]), [Crashed]);
     }
 
     #[test]

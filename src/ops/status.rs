@@ -15,6 +15,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
+use super::process_metrics::ProcessMetrics;
 use crate::source::SourceMode;
 use crate::sync::lock;
 
@@ -52,6 +53,8 @@ pub struct Metrics {
     pub source_mode: Family<ModeLabel, Gauge>,
     pub outbox_messages: Gauge,
     pub outbox_bytes: Gauge,
+    /// The processes' own gauges.
+    pub process_gauges: ProcessMetrics,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,6 +82,7 @@ impl Metrics {
             source_mode: Family::default(),
             outbox_messages: Gauge::default(),
             outbox_bytes: Gauge::default(),
+            process_gauges: ProcessMetrics::default(),
         }
     }
 
@@ -87,6 +91,7 @@ impl Metrics {
         self.register_source(registry);
         self.register_nats(registry);
         self.register_daemon(registry);
+        self.process_gauges.register(registry);
     }
 
     /// Events: stored, deduplicated, dropped, failed publishes.

@@ -5,6 +5,7 @@ mod alert;
 mod cli;
 mod consumer;
 mod dashboard;
+mod event_kinds;
 mod faults;
 mod lifecycle;
 mod nats_auth;

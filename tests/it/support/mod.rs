@@ -171,13 +171,24 @@ pub struct Stack {
 impl Stack {
     /// The arrangement against a server of `release`.
     pub async fn start_on(release: compose::Release, project: &str) -> Self {
+        Self::start_configured(release, project, |_| {}).await
+    }
+
+    /// Like [`Stack::start_on`], with the daemon's configuration changed by `configure`.
+    pub async fn start_configured(
+        release: compose::Release,
+        project: &str,
+        configure: impl FnOnce(&mut pc_eventd::Config),
+    ) -> Self {
         let nats = nats::NatsServer::start();
         let options = compose::Options {
             release,
             ..compose::Options::default()
         };
         let pc = compose::ProcessCompose::start_with(project, options).await;
-        let daemon = daemon::Daemon::spawn(daemon::config(&pc.url(), &nats.url()));
+        let mut config = daemon::config(&pc.url(), &nats.url());
+        configure(&mut config);
+        let daemon = daemon::Daemon::spawn(config);
         let log = events::EventLog::open(&nats.url()).await;
         Self {
             log,
@@ -218,7 +229,8 @@ impl Stack {
         self.stop_daemon().await;
     }
 
-    async fn stop_daemon(&mut self) {
+    /// Stops the daemon and checks that it ended cleanly; the peers keep running.
+    pub async fn stop_daemon(&mut self) {
         if let Some(daemon) = self.daemon.take() {
             daemon.stop().await.expect("the daemon ends without error");
         }
