@@ -1442,7 +1442,7 @@ mod file_watch {
         assert_eq!(h.lifecycle(&[new_run()]), [Stopped, Restarted, Started]);
         // process-compose publishes the old run's end last
         let late_end = failed(ps("api", S::Completed), -1, 0);
-        assert_eq!(h.observe(&[late_end.clone()]), []);
+        assert_eq!(h.observe(std::slice::from_ref(&late_end)), []);
         assert_eq!(h.snapshot.state_of("api"), Some(&new_run()));
         // the new run's own end is not stale
         let end = with(late_end, |p| p.process_start_time = Some(T1.into()));
