@@ -275,6 +275,25 @@ async fn with_memory_threshold(stack: &mut Stack) {
     stack.daemon = Some(crate::support::daemon::Daemon::spawn(config));
 }
 
+/// Waits until the durable consumer `durable` has handled (acknowledged) everything stream
+/// `PROCESS_EVENTS` holds.
+async fn drained(nats_url: &str, durable: &str) {
+    let js = jetstream::new(async_nats::connect(nats_url).await.unwrap());
+    let stream = js.get_stream("PROCESS_EVENTS").await.unwrap();
+    let deadline = Instant::now() + LONG;
+    loop {
+        let info = stream.consumer_info(durable).await.unwrap();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{durable} never caught up: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The events of `hog` of `event_type` about memory.
 fn memory_events(received: &[Received], event_type: EventType) -> Vec<&LifecycleEvent> {
     received
@@ -295,7 +314,8 @@ async fn a_process_over_its_memory_threshold_is_restarted_within_the_policy() {
     with_memory_threshold(&mut stack).await;
     // One attempt per window, shared by every trigger of the process.
     let mut config = remediator_config(&stack, 1);
-    config.remediate.on = vec![Crashed, Unhealthy, ResourcePressure];
+    // given_up too: the crash before it is the trigger, so it is no second one.
+    config.remediate.on = vec![Crashed, Unhealthy, ResourcePressure, GivenUp];
     let remediator = Remediator::start(&config).await;
     stack.pc.start_process("hog").await;
 
@@ -370,9 +390,12 @@ async fn a_process_over_its_memory_threshold_is_restarted_within_the_policy() {
     );
     assert_eq!(seen[1].trigger.event_type, Crashed);
     stack.pc.wait_for_status("hog", "Completed", LONG).await;
-    remediator.stop().await;
     stack.finish().await;
-    // One episode, one crash, two decisions in all.
+    drained(&stack.nats_url(), &config.remediate.durable).await;
+    remediator.stop().await;
+    // One episode, one crash (process-compose gave up on it: `restart: no`), two decisions in
+    // all.
+    assert_eq!(count(&stack.log.received, Some("hog"), GivenUp), 1);
     assert_eq!(
         memory_events(&stack.log.received, ResourcePressure).len(),
         1
