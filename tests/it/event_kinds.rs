@@ -328,5 +328,37 @@ processes:
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!(memory > 0, "a sampled RSS: {memory}");
+
+    // Every metric the shipped alert rules read is one this daemon exports.
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("packaging/prometheus/pc-eventd.rules.yml"),
+    )
+    .unwrap();
+    // The expressions: neither comments nor the annotations' prose.
+    let expressions: String = rules
+        .lines()
+        .filter(|line| {
+            let line = line.trim_start();
+            !["#", "summary:", "description:"]
+                .iter()
+                .any(|prose| line.starts_with(prose))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut named: Vec<&str> = expressions
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("pc_eventd_") && !word.ends_with('_'))
+        .collect();
+    named.sort_unstable();
+    named.dedup();
+    assert!(named.len() >= 6, "{named:?}");
+    for metric in named {
+        let family = metric.strip_suffix("_total").unwrap_or(metric);
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "the rules read {metric}, which the daemon does not export:\n{text}"
+        );
+    }
     stack.stop().await;
 }
