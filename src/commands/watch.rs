@@ -430,4 +430,33 @@ mod tests {
             "09:53:31.123 ❌  \x1b[31mjobs/crasher crashed (exit=3)\x1b[0m"
         );
     }
+
+    #[test]
+    fn a_crash_shows_its_output_under_it_on_request() {
+        let mut event = crashed();
+        assert_eq!(
+            format_with_output(&event, false),
+            format_line(&event, false)
+        );
+        event.output = Some(pc_eventd_events::event::ProcessOutput {
+            lines: vec!["panic: boom".into(), "exit".into()],
+            truncated: true,
+            redacted: 0,
+            unavailable: None,
+        });
+        assert_eq!(
+            format_with_output(&event, false),
+            "09:53:31.123 ERROR jobs/crasher crashed (exit=3)\n  │ …\n  │ panic: boom\n  │ exit"
+        );
+        event.output = Some(pc_eventd_events::event::ProcessOutput {
+            unavailable: Some("the output was not read within 500ms".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            format_with_output(&event, false),
+            "09:53:31.123 ERROR jobs/crasher crashed (exit=3)\n  │ (no output: the output was not read within 500ms)"
+        );
+        event.severity = Severity::Critical;
+        assert!(format_line(&event, false).contains(" CRIT "));
+    }
 }
