@@ -1,8 +1,8 @@
 //! One page's live feed: server-sent events from the two streams, resumable by `Last-Event-ID`.
 //!
 //! A page opened fresh gets the current state first (`snapshot`: the last event the daemons
-//! keep of every process they track, and the newest event of each type of every process the
-//! stream still holds), then the last `backlog` events and the loss markers among
+//! keep of every process they track, the newest event of each type of every process the
+//! stream still holds, and its newest pressure event of each resource), then the last `backlog` events and the loss markers among
 //! them, then `live`, then every new event as it is published. Every event frame carries the id
 //! `L:R`: the lifecycle and remediation stream sequences read so far. The browser sends the
 //! last id back when it reconnects, and the feed goes on from exactly there: nothing is missed
@@ -11,14 +11,15 @@
 //! While NATS is away the feed says so (`nats` frames, from the client's connection state) and
 //! opens its subscriptions again from its position once NATS is back.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use pc_eventd_events::consumer::{
-    Consumer, ConsumerError, EventStream, Filter, Messages, Received, Start,
+    Consumer, ConsumerError, Delivery, EventStream, Filter, Messages, Received, Start,
 };
-use pc_eventd_events::event::EventsLost;
+use pc_eventd_events::event::{EventType, EventsLost, Resource};
 use pc_eventd_events::remediation::RemediationEvent;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -286,7 +287,9 @@ async fn open_fresh(streams: &Streams, page: &Page) -> Result<Position, PageGone
 /// them: first the last event the daemons keep of each process they track (with sequence 0:
 /// anything from the stream is newer), so that a process quiet for longer than the stream's
 /// retention is there too; then the newest event of each type of every process the stream
-/// holds, in stream order, so that the page knows each one's last crash, start or restart.
+/// holds, and its newest pressure event of each resource, in stream order, so that the page
+/// knows each one's last crash, start or restart, whether it gave up, is silent or is under
+/// pressure.
 async fn current_state(lifecycle: &Consumer) -> Result<String, ConsumerError> {
     let kept = match lifecycle.last_events().await {
         Ok(kept) => kept,
@@ -304,7 +307,9 @@ async fn current_state(lifecycle: &Consumer) -> Result<String, ConsumerError> {
         .into_iter()
         .filter_map(Received::into_event)
         .collect();
+    deliveries.extend(pressure_episodes(lifecycle).await);
     deliveries.sort_by_key(|delivery| delivery.stream_sequence);
+    deliveries.dedup_by_key(|delivery| delivery.stream_sequence);
     let kept = kept.iter().map(|event| {
         let payload = serde_json::to_vec(event).expect("an event serializes");
         stored(0, &event.summary(), &payload)
@@ -315,6 +320,52 @@ async fn current_state(lifecycle: &Consumer) -> Result<String, ConsumerError> {
     });
     let stored: Vec<String> = kept.chain(recent).collect();
     Ok(format!("[{}]", stored.join(",")))
+}
+
+/// The newest `resource_pressure` or `resource_recovered` of each resource of every process the
+/// stream holds. The newest event per subject is one per type, and the newest
+/// `resource_recovered` may be about the other resource than the newest `resource_pressure`:
+/// with these the page knows of each resource whether it is still under pressure. Empty (and
+/// the page may be wrong about a pressure) when they cannot be read.
+async fn pressure_episodes(lifecycle: &Consumer) -> Vec<Delivery> {
+    let filter = Filter::default()
+        .with_type(EventType::ResourcePressure)
+        .with_type(EventType::ResourceRecovered);
+    let read = async {
+        let mut events = lifecycle.subscribe(&filter, Start::All).await?;
+        events.history().await
+    };
+    match read.await {
+        Ok(history) => last_per_resource(history.into_iter().filter_map(Received::into_event)),
+        Err(err) => {
+            warn!(error = %err, "dashboard: cannot read the pressure episodes; a page may miss one");
+            Vec::new()
+        }
+    }
+}
+
+/// The newest of `deliveries` that carry a pressure, per source, process and resource.
+fn last_per_resource(deliveries: impl IntoIterator<Item = Delivery>) -> Vec<Delivery> {
+    let mut newest: HashMap<(String, String, String, Resource), Delivery> = HashMap::new();
+    for delivery in deliveries {
+        let Some(pressure) = &delivery.event.pressure else {
+            continue;
+        };
+        let event = &delivery.event;
+        let key = (
+            event.source.clone(),
+            event.namespace.clone(),
+            event.process.clone(),
+            pressure.resource,
+        );
+        match newest.get(&key) {
+            Some(kept) if kept.stream_sequence > delivery.stream_sequence => {}
+            _ => {
+                newest.insert(key, delivery);
+            }
+        }
+    }
+    newest.into_values().collect()
 }
 
 /// Opens the lifecycle subscription after `position` and sends what it holds so far in one
@@ -471,6 +522,58 @@ mod tests {
             nats_frame(true),
             "event: nats\ndata: {\"connected\":true}\n\n"
         );
+    }
+
+    #[test]
+    fn the_newest_pressure_event_of_each_resource_is_kept() {
+        use pc_eventd_events::event::{Pressure, example_event};
+        let delivery = |seq: u64, event_type, process: &str, resource: Option<Resource>| {
+            let mut event = example_event();
+            event.event_type = event_type;
+            event.process = process.into();
+            event.pressure = resource.map(|resource| Pressure {
+                resource,
+                value: 1.0,
+                threshold: 2.0,
+                for_seconds: 3,
+            });
+            Delivery {
+                payload: serde_json::to_vec(&event).unwrap().into(),
+                event,
+                stream_sequence: seq,
+            }
+        };
+        let (pressure, recovered) = (EventType::ResourcePressure, EventType::ResourceRecovered);
+        let (memory, cpu) = (Some(Resource::Memory), Some(Resource::Cpu));
+        // web: memory up, memory down, cpu down: the newest per type says nothing of memory.
+        let all = vec![
+            delivery(1, pressure, "web", cpu),
+            delivery(2, pressure, "web", memory),
+            delivery(3, recovered, "web", memory),
+            delivery(4, recovered, "web", cpu),
+            delivery(5, pressure, "db", memory),
+            delivery(6, EventType::Started, "db", None),
+        ];
+        let mut kept: Vec<(u64, String)> = last_per_resource(all)
+            .into_iter()
+            .map(|d| (d.stream_sequence, d.event.process))
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            [(3, "web".into()), (4, "web".into()), (5, "db".into())]
+        );
+        // Out of order too; another source is another process.
+        let mut other = delivery(7, pressure, "web", memory);
+        other.event.source = "web-02".into();
+        let kept = last_per_resource(vec![
+            delivery(3, recovered, "web", memory),
+            delivery(2, pressure, "web", memory),
+            other,
+        ]);
+        let mut seqs: Vec<u64> = kept.iter().map(|d| d.stream_sequence).collect();
+        seqs.sort();
+        assert_eq!(seqs, [3, 7]);
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! One process's history, for the page's process view: its events a page at a time (newest
 //! first, paging back over the stream's retention), its restarts and crashes per hour, and its
-//! last crash.
+//! last crash with the output it printed.
 
 use std::time::{Duration, SystemTime};
 
 use pc_eventd_events::consumer::{Consumer, ConsumerError, Delivery, Filter, Received, Start};
-use pc_eventd_events::event::EventType;
+use pc_eventd_events::event::{EventType, ProcessOutput};
 use serde::Serialize;
 
 /// How many hours the chart shows, the newest last.
@@ -51,6 +51,9 @@ pub(crate) struct LastCrash {
     pub timestamp: String,
     pub exit_code: Option<i32>,
     pub seq: u64,
+    /// The last lines it printed, as the event carries them (redacted by the daemon).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<ProcessOutput>,
 }
 
 /// Reads every event the stream holds for the query's process and answers it.
@@ -121,6 +124,7 @@ pub(crate) fn summarise(deliveries: &[Delivery], now: SystemTime) -> Summary {
                     timestamp: event.timestamp.clone(),
                     exit_code: event.exit_code,
                     seq: delivery.stream_sequence,
+                    output: event.output.clone(),
                 });
             }
             _ => {}
@@ -218,6 +222,29 @@ mod tests {
         assert_eq!(summary.crashes_per_hour, crashes);
         let last = summary.last_crash.unwrap();
         assert_eq!((last.seq, last.exit_code), (4, Some(4)));
+        assert_eq!(last.output, None);
+    }
+
+    #[test]
+    fn the_last_crash_carries_its_output() {
+        let now = SystemTime::now();
+        let output = ProcessOutput {
+            lines: vec!["connecting".into(), "[REDACTED]".into()],
+            truncated: true,
+            redacted: 1,
+            unavailable: None,
+        };
+        let mut with_output = delivery(2, EventType::Crashed, now);
+        with_output.event.output = Some(output.clone());
+        let summary = summarise(&[delivery(1, EventType::Crashed, now), with_output], now);
+        let last = summary.last_crash.as_ref().unwrap();
+        assert_eq!(last.output.as_ref(), Some(&output));
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["last_crash"]["output"]["lines"][1], "[REDACTED]");
+        // A crash without output has no output key.
+        let summary = summarise(&[delivery(1, EventType::Crashed, now)], now);
+        let json = serde_json::to_value(&summary).unwrap();
+        assert!(json["last_crash"].get("output").is_none(), "{json}");
     }
 
     #[test]
