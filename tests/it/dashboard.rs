@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use pc_eventd_events::event::{EventType, EventsLost, example_event};
+use pc_eventd_events::event::{
+    EventType, EventsLost, LifecycleEvent, Pressure, ProcessOutput, Resource, Silence,
+    SubjectScheme, example_event, timestamp,
+};
 use pc_eventd_events::nats::{NatsConfig, StreamConfig};
 use pc_eventd_events::publish::{Message, Publisher};
 use pc_eventd_events::remediation::{Action, RemediationEvent};
@@ -17,8 +20,9 @@ use crate::support::daemon::{self, Daemon};
 use crate::support::events::EventLog;
 use crate::support::nats::NatsServer;
 
-/// Three processes in two namespaces; `crasher` exits 3 when its file `crash` appears, and
-/// the one named like markup stays up.
+/// Three processes in two namespaces; `crasher` prints four lines (markup, a secret) and exits
+/// 3 when its file `crash` appears (`restart: no`: the daemon then says it gave up), and the
+/// one named like markup stays up.
 const PROJECT: &str = r#"
 processes:
   web:
@@ -27,7 +31,7 @@ processes:
     command: "sleep 1000"
     namespace: infra
   crasher:
-    command: "while [ ! -f $WORK/crash ]; do sleep 0.1; done; rm -f $WORK/crash; exit 3"
+    command: "while [ ! -f $WORK/crash ]; do sleep 0.1; done; rm -f $WORK/crash; echo 'connecting to the queue'; echo 'password=hunter2'; echo 'retrying'; echo '<b>queue unreachable</b>: giving up'; exit 3"
     namespace: jobs
     availability:
       restart: "no"
@@ -36,6 +40,11 @@ processes:
 "#;
 
 const MARKUP_NAME: &str = "<img src=x onerror=window.__xss=1>";
+
+/// What `crasher` printed before it crashed, as its `crashed` event carries it: redacted by
+/// the daemon's default patterns.
+const CRASH_OUTPUT: &str =
+    "connecting to the queue\n[REDACTED]\nretrying\n<b>queue unreachable</b>: giving up";
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -215,18 +224,19 @@ async fn the_page_lists_the_processes_and_shows_a_crash_without_a_reload() {
     // The page is never reloaded: a mark set now is still there after the crash shows.
     browser.run("window.__sameLoad = true;", vec![]).await;
     stack.crash();
+    // restart: no, so the daemon says it gave up: the row is marked so, critical.
     browser
         .wait_until(
-            "crasher crashed",
+            "crasher given up",
             PATIENCE,
             &format!(
-                "const r = {}; return !!r && r.classList.contains('st-bad');",
+                "const r = {}; return !!r && r.classList.contains('st-crit') && r.classList.contains('given-up');",
                 row("crasher")
             ),
         )
         .await;
     let crasher = row_cells(&browser, "crasher").await;
-    assert!(crasher[1].starts_with("crashed"), "{crasher:?}");
+    assert_eq!(crasher[1], "given up (Completed)", "{crasher:?}");
     assert_eq!(crasher[4], "3", "the exit code: {crasher:?}");
     browser
         .wait_until(
@@ -241,7 +251,24 @@ async fn the_page_lists_the_processes_and_shows_a_crash_without_a_reload() {
             .await,
         Value::Bool(true)
     );
+    assert_the_crash_output_shows_as_text(&browser).await;
+    assert_given_up_is_critical(&browser).await;
     browser.screenshot("crash").await;
+    // Unfolded: every line.
+    browser
+        .run(
+            &format!("{CRASH_ROW}.querySelector('details.output summary').click();"),
+            vec![],
+        )
+        .await;
+    browser
+        .wait_until(
+            "the output unfolded",
+            PATIENCE,
+            &format!("return {CRASH_ROW}.querySelector('details.output').open;"),
+        )
+        .await;
+    browser.screenshot("crash-output").await;
 
     // Its own view: the history, the chart, the last crash.
     browser
@@ -266,9 +293,129 @@ async fn the_page_lists_the_processes_and_shows_a_crash_without_a_reload() {
     assert_eq!(view[0], json!("?view_source=test&view=jobs%2Fcrasher"));
     assert!(view[1].as_u64().unwrap() >= 2, "{view}");
     assert_eq!(view[2], json!(24));
+    // The last crash with what it printed, unfolded, as text.
+    let last_crash = browser
+        .run(
+            "const box = document.getElementById('pv-last-crash'); \
+             const out = box.querySelector('details.output'); \
+             return out ? [out.open, out.querySelector('pre').textContent, box.querySelectorAll('b').length] : null;",
+            vec![],
+        )
+        .await;
+    assert_eq!(last_crash, json!([true, CRASH_OUTPUT, 0]));
     browser.screenshot("process").await;
+
+    // Back to all processes: the type filter given_up narrows both views to the one that gave up.
+    browser
+        .run("document.getElementById('pv-close').click();", vec![])
+        .await;
+    browser
+        .client
+        .find(fantoccini::Locator::Id("f-type"))
+        .await
+        .unwrap()
+        .select_by_value("given_up")
+        .await
+        .expect("the type filter offers given_up");
+    browser
+        .wait_until(
+            "only the given_up",
+            PATIENCE,
+            "return document.querySelectorAll('#events li').length === 1 \
+             && document.querySelectorAll('#process-groups tr[data-key]').length === 1;",
+        )
+        .await;
+    let items = timeline(&browser).await;
+    assert_eq!(items[0].1, "given_up", "{items:?}");
+    assert!(
+        items[0]
+            .2
+            .contains("jobs/crasher given_up (policy=no, restarts=0)"),
+        "{items:?}"
+    );
+    assert_eq!(listed(&browser).await, ["crasher"]);
+    let url = browser.client.current_url().await.unwrap().to_string();
+    assert!(url.ends_with("/?type=given_up"), "{url}");
     browser.close().await;
     drop(stack);
+}
+
+/// A JS expression: the timeline's row of crasher's crash.
+const CRASH_ROW: &str = "[...document.querySelectorAll('#events li')].find(li => li.dataset.type === 'crashed' && li.textContent.includes('jobs/crasher crashed'))";
+
+/// Crasher's crash row shows what it printed: folded to its last line, every line as text
+/// (markup stays characters, no element), the secret redacted and the count said.
+async fn assert_the_crash_output_shows_as_text(browser: &Browser) {
+    browser
+        .wait_until(
+            "the crash's output",
+            PATIENCE,
+            &format!("return !!{CRASH_ROW}.querySelector('details.output pre');"),
+        )
+        .await;
+    let shown = browser
+        .run(
+            &format!(
+                "const out = {CRASH_ROW}.querySelector('details.output'); \
+                 return [out.open, out.querySelector('summary .last').textContent, \
+                   out.querySelector('summary .notes').textContent, out.querySelector('pre').textContent, \
+                   document.querySelectorAll('b').length, document.body.textContent.includes('hunter2')];"
+            ),
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        shown,
+        json!([
+            false,
+            "<b>queue unreachable</b>: giving up",
+            "4 lines · 1 secret redacted",
+            CRASH_OUTPUT,
+            0,
+            false
+        ])
+    );
+}
+
+/// The given_up row and the process's row have the critical style: stronger than error's.
+async fn assert_given_up_is_critical(browser: &Browser) {
+    browser
+        .wait_until(
+            "the given_up in the timeline",
+            PATIENCE,
+            "return [...document.querySelectorAll('#events li')].some(li => li.dataset.type === 'given_up');",
+        )
+        .await;
+    let styles = browser
+        .run(
+            &format!(
+                "const li = [...document.querySelectorAll('#events li')].find(li => li.dataset.type === 'given_up'); \
+                 const crash = {CRASH_ROW}; \
+                 const style = (node) => getComputedStyle(node); \
+                 const row = {}; \
+                 return [li.classList.contains('critical'), li.querySelector('.sev').textContent, \
+                   style(li.querySelector('.sev')).backgroundColor, style(li).backgroundColor, \
+                   style(crash.querySelector('.sev')).backgroundColor, style(crash).backgroundColor, \
+                   style(row).backgroundColor, style(row.querySelector('.status')).color];",
+                row("crasher")
+            ),
+            vec![],
+        )
+        .await;
+    let transparent = "rgba(0, 0, 0, 0)";
+    assert_eq!(
+        styles,
+        json!([
+            true,
+            "critical",
+            "rgb(127, 13, 13)",
+            "rgb(247, 201, 196)",
+            transparent,
+            transparent,
+            "rgb(247, 201, 196)",
+            "rgb(127, 13, 13)"
+        ])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -592,6 +739,224 @@ async fn remediation_outcomes_and_loss_markers_are_in_the_timeline() {
         )
         .await;
     browser.screenshot("remediation").await;
+    browser.close().await;
+    drop(stack);
+}
+
+/// An event of `ns/name` of the stack's source, as the daemon would publish it while the
+/// process runs, with a fresh id.
+fn condition_event(
+    ns: &str,
+    name: &str,
+    event_type: EventType,
+    resource: Option<Resource>,
+) -> LifecycleEvent {
+    let mut event = example_event();
+    event.id = format!("test-{}", unique_id());
+    event.event_type = event_type;
+    event.severity = event_type.severity();
+    (event.namespace, event.process) = (ns.into(), name.into());
+    event.subject = SubjectScheme::default().subject(ns, name, event_type);
+    event.source = "test".into();
+    event.timestamp = timestamp(std::time::SystemTime::now());
+    (event.previous_status, event.exit_code, event.restarts) = (None, None, None);
+    (event.restarts_delta, event.reason) = (None, None);
+    // Above the threshold, or back under it.
+    let high = event_type == EventType::ResourcePressure;
+    event.pressure = resource.map(|resource| {
+        let (threshold, value) = match resource {
+            Resource::Memory => (512.0 * MIB, if high { 600.0 * MIB } else { 100.0 * MIB }),
+            Resource::Cpu => (90.0, if high { 95.0 } else { 5.0 }),
+        };
+        Pressure {
+            resource,
+            value,
+            threshold,
+            for_seconds: 5,
+        }
+    });
+    event.silence =
+        matches!(event_type, EventType::Silent | EventType::OutputResumed).then(|| Silence {
+            threshold_seconds: 60,
+            last_output: None,
+            silent_seconds: (event_type == EventType::OutputResumed).then_some(75),
+        });
+    (event.state.name, event.state.namespace) = (name.into(), ns.into());
+    event.state.namespaces = vec![ns.into()];
+    event
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// An id no other test message has.
+fn unique_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{at}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The badges of process `name`'s row, as (class, text, title).
+async fn badges(browser: &Browser, name: &str) -> Vec<(String, String, String)> {
+    let script = format!(
+        "const r = {}; return r ? [...r.querySelectorAll('.badge')].map(b => [b.className, b.textContent, b.title]) : null;",
+        row(name)
+    );
+    serde_json::from_value(browser.run(&script, vec![]).await).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pressure_silence_and_missing_crash_output_show_on_the_page() {
+    let stack = Stack::start().await;
+    let lifecycle = NatsConfig {
+        url: stack.nats.url(),
+        ..NatsConfig::default()
+    };
+    let publisher = Publisher::connect(&lifecycle, |_| {}).await.unwrap();
+    let publish = async |events: &[LifecycleEvent]| {
+        let messages: Vec<Message> = events.iter().map(Message::of).collect();
+        let refs: Vec<&Message> = messages.iter().collect();
+        let batch = publisher.publish_batch(&refs, 1).await;
+        assert!(batch.error.is_none(), "{:?}", batch.error);
+    };
+    use EventType::{OutputResumed, ResourcePressure, ResourceRecovered, Silent};
+    let (memory, cpu) = (Some(Resource::Memory), Some(Resource::Cpu));
+    // web: memory, then CPU pressure; CPU recovers. The newest event of each type is about
+    // CPU, so only the stream's pressure episodes tell that memory is still high.
+    publish(&[
+        condition_event("default", "web", ResourcePressure, memory),
+        condition_event("default", "web", ResourcePressure, cpu),
+        condition_event("default", "web", ResourceRecovered, cpu),
+        condition_event("infra", "nats", Silent, None),
+    ])
+    .await;
+    // A backlog of one event: the page knows the rest from the snapshot alone.
+    let backlog = [("PC_EVENTD_DASHBOARD__BACKLOG", "1")];
+    let (_dashboard, url) = start_dashboard_at(&stack.nats.url(), "127.0.0.1:0", &backlog).await;
+    let browser = Browser::start().await;
+    open(&browser, &url).await;
+    wait_for_all_processes(&browser).await;
+    browser
+        .wait_until(
+            "the markers",
+            PATIENCE,
+            &format!(
+                "return !!{}.querySelector('.badge') && !!{}.querySelector('.badge');",
+                row("web"),
+                row("nats")
+            ),
+        )
+        .await;
+    assert_eq!(
+        badges(&browser, "web").await,
+        [(
+            "badge badge-warn pressure".to_owned(),
+            "memory pressure".to_owned(),
+            "default/web resource_pressure (memory 600 MiB > 512 MiB for 5s)".to_owned()
+        )]
+    );
+    assert_eq!(
+        badges(&browser, "nats").await,
+        [(
+            "badge badge-warn silent".to_owned(),
+            "silent".to_owned(),
+            "infra/nats silent (no output for 60s)".to_owned()
+        )]
+    );
+    let classes = browser
+        .run(
+            &format!(
+                "return [{}.className, {}.className, {}.className];",
+                row("web"),
+                row("nats"),
+                row(MARKUP_NAME)
+            ),
+            vec![],
+        )
+        .await;
+    assert_eq!(classes, json!(["st-warn", "st-warn", "st-ok"]));
+    // The severity filter goes by the condition: warning and up is these two.
+    browser
+        .client
+        .find(fantoccini::Locator::Id("f-severity"))
+        .await
+        .unwrap()
+        .select_by_value("warning")
+        .await
+        .unwrap();
+    browser
+        .wait_until(
+            "the two with a condition",
+            PATIENCE,
+            "return document.querySelectorAll('#process-groups tr[data-key]').length === 2;",
+        )
+        .await;
+    let mut names = listed(&browser).await;
+    names.sort();
+    assert_eq!(names, ["nats", "web"]);
+    browser.screenshot("conditions").await;
+
+    // Memory recovers and nats prints again: the markers go, live.
+    publish(&[
+        condition_event("default", "web", ResourceRecovered, memory),
+        condition_event("infra", "nats", OutputResumed, None),
+    ])
+    .await;
+    browser
+        .wait_until(
+            "no markers and no process at warning",
+            PATIENCE,
+            "return document.querySelectorAll('#process-groups .badge').length === 0 \
+             && document.querySelectorAll('#process-groups tr[data-key]').length === 0;",
+        )
+        .await;
+
+    // A crash whose output could not be read says why; one whose older output was cut says
+    // so, with a leading "…".
+    let crashed = |output: ProcessOutput| {
+        let mut event = condition_event("jobs", "crasher", EventType::Crashed, None);
+        event.exit_code = Some(1);
+        event.output = Some(output);
+        event
+    };
+    publish(&[
+        crashed(ProcessOutput {
+            unavailable: Some("the output was not read within 500ms".into()),
+            ..ProcessOutput::default()
+        }),
+        crashed(ProcessOutput {
+            lines: vec!["line 19".into(), "line 20".into()],
+            truncated: true,
+            ..ProcessOutput::default()
+        }),
+    ])
+    .await;
+    browser
+        .wait_until(
+            "the two crashes",
+            PATIENCE,
+            "return document.querySelectorAll('#events li[data-type=crashed]').length === 2;",
+        )
+        .await;
+    let shown = browser
+        .run(
+            "const [cut, none] = document.querySelectorAll('#events li[data-type=crashed]'); \
+             return [none.querySelector('.output').textContent, \
+               cut.querySelector('.output summary').textContent, cut.querySelector('.output pre').textContent];",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        shown,
+        json!([
+            "output unavailable: the output was not read within 500ms",
+            "line 202 lines · older output left out",
+            "…\nline 19\nline 20"
+        ])
+    );
     browser.close().await;
     drop(stack);
 }

@@ -550,6 +550,82 @@ mod tests {
         }
     }
 
+    /// The values of the options of `<select id="{id}">` in the page, in order.
+    fn options_of(id: &str) -> Vec<&'static str> {
+        let start = INDEX_HTML
+            .find(&format!("<select id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no select {id}"));
+        let end = start + INDEX_HTML[start..].find("</select>").expect("its end");
+        INDEX_HTML[start..end]
+            .split("<option value=\"")
+            .skip(1)
+            .map(|option| option.split('"').next().unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn the_type_filter_offers_every_event_type() {
+        use pc_eventd_events::event::EventType;
+        let mut expected = vec![""];
+        expected.extend(EventType::ALL.map(EventType::as_str));
+        // Not lifecycle types, but rows of the timeline too.
+        expected.extend(["events_lost", "remediation"]);
+        assert_eq!(options_of("f-type"), expected);
+    }
+
+    #[test]
+    fn the_severity_filter_and_the_script_know_every_severity() {
+        use pc_eventd_events::event::Severity;
+        // A new severity fails to compile here until it is added below.
+        let every = |severity: Severity| match severity {
+            Severity::Debug
+            | Severity::Info
+            | Severity::Warning
+            | Severity::Error
+            | Severity::Critical => severity,
+        };
+        let ordered = [
+            Severity::Debug,
+            Severity::Info,
+            Severity::Warning,
+            Severity::Error,
+            Severity::Critical,
+        ]
+        .map(every);
+        let names: Vec<String> = ordered
+            .iter()
+            .map(|s| {
+                serde_json::to_value(s)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        // "all" stands for debug and up.
+        let mut expected = vec![String::new()];
+        expected.extend(names[1..].iter().cloned());
+        assert_eq!(options_of("f-severity"), expected);
+        // The script ranks each one, in the contract's order.
+        let ranks = APP_JS
+            .lines()
+            .find(|line| line.starts_with("const SEVERITY_RANK = "))
+            .expect("the script's severity ranks");
+        let listed: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(rank, name)| format!("{name}: {rank}"))
+            .collect();
+        assert_eq!(
+            ranks,
+            format!("const SEVERITY_RANK = {{ {} }};", listed.join(", "))
+        );
+        // Each has a style of its own in the timeline.
+        for name in &names {
+            assert!(APP_CSS.contains(&format!(".sev-{name} {{")), "{name}");
+        }
+    }
+
     #[test]
     fn tokens_compare_whole() {
         assert!(same("abc", "abc"));

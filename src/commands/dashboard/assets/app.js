@@ -1,7 +1,8 @@
 // pc-eventd dashboard: the page's state is built from the server's feed (/events):
 //   snapshot     the last event the daemons keep of every process (seq 0: the stream's are
 //                newer), then the newest event of each type of every process the stream holds
-//                (the current state, the last crash), once per fresh page
+//                and its newest pressure event of each resource (the current state, the last
+//                crash, given up, silent, under pressure), once per fresh page
 //   lifecycle    a lifecycle event {seq, event}     (id "L:R": where the page is in the streams)
 //   lost         a loss marker                      (id)
 //   remediation  a remediator's outcome {seq, event} (id)
@@ -9,9 +10,16 @@
 //   nats         {connected}: whether the server reaches NATS
 // Everything a process or an event says is put into the page as text (textContent), never as
 // markup. Filters live in the URL, so a filtered view can be bookmarked and shared.
+//
+// A process's conditions come from the newest events the page holds of it (by stream
+// sequence): given up while its last given_up is newer than its last start or restart and it
+// does not run; silent while its last silent is newer than its last output_resumed and it runs;
+// under memory or CPU pressure while the last pressure event of that resource is a
+// resource_pressure and it runs (a stopped process has no usage; the daemon says
+// resource_recovered once a new run is back under the threshold).
 "use strict";
 
-const SEVERITY_RANK = { debug: 0, info: 1, warning: 2, error: 3 };
+const SEVERITY_RANK = { debug: 0, info: 1, warning: 2, error: 3, critical: 4 };
 // A process with this many crashes within CRASH_WINDOW_MS is in a crash loop.
 const CRASH_LOOP = 3;
 const CRASH_WINDOW_MS = 10 * 60 * 1000;
@@ -20,6 +28,8 @@ const TIMELINE_KEPT = 20000;
 const TIMELINE_SHOWN = 200;
 // The events that start or end a run.
 const RUN_STEPS = new Set(["started", "restarted", "stopped", "crashed"]);
+// The events that begin a run.
+const RUN_STARTS = ["started", "restarted"];
 const NUMERIC = new Set(["restarts", "exit", "pid"]);
 const FILTERS = ["source", "ns", "process", "type", "severity", "q"];
 
@@ -99,6 +109,7 @@ function onLifecycle({ seq, summary, event }) {
     severity: event.severity,
     text: summary,
     kind: "lifecycle",
+    output: event.type === "crashed" ? event.output : undefined,
   });
 }
 
@@ -141,7 +152,12 @@ function applyToProcess(seq, summary, event) {
   const key = processKey(event.source, event.namespace, event.process);
   let p = state.processes.get(key);
   if (!p) {
-    p = { key, source: event.source, ns: event.namespace, name: event.process, seq: 0, event: null, crashes: [], runSeq: 0, crashed: false, byType: new Map() };
+    p = {
+      key, source: event.source, ns: event.namespace, name: event.process, seq: 0, event: null,
+      crashes: [], runSeq: 0, crashed: false,
+      byType: new Map(), // type → {seq, summary}: its newest event of each type
+      pressure: new Map(), // resource → {seq, on, summary}: its newest pressure event of each
+    };
     state.processes.set(key, p);
     state.sources.add(event.source);
     state.namespaces.add(event.namespace);
@@ -157,7 +173,18 @@ function applyToProcess(seq, summary, event) {
     p.crashed = event.type === "crashed";
   }
   const last = p.byType.get(event.type);
-  if (!last || seq > last.seq) p.byType.set(event.type, { seq, summary });
+  if (!last || seq > last.seq) {
+    p.byType.set(event.type, { seq, summary });
+    dirtyProcesses.add(key);
+  }
+  const resource = event.pressure && event.pressure.resource;
+  if (resource && (event.type === "resource_pressure" || event.type === "resource_recovered")) {
+    const known = p.pressure.get(resource);
+    if (!known || seq > known.seq) {
+      p.pressure.set(resource, { seq, on: event.type === "resource_pressure", summary });
+      dirtyProcesses.add(key);
+    }
+  }
   if (seq > p.seq || p.event === null) {
     p.seq = seq;
     p.event = event;
@@ -190,6 +217,33 @@ function newer(a, b) {
 function inCrashLoop(p, now) {
   const recent = p.crashes.filter((c) => now - c.at <= CRASH_WINDOW_MS);
   return recent.length >= CRASH_LOOP;
+}
+
+// The stream sequence of the newest of `p`'s events of these types; -1 without one.
+function newestOf(p, types) {
+  return Math.max(-1, ...types.map((t) => (p.byType.has(t) ? p.byType.get(t).seq : -1)));
+}
+
+// Its last given_up ({seq, summary}) while that is newer than its last start and it does not
+// run; else null.
+function givenUp(p) {
+  const last = p.byType.get("given_up");
+  if (!last || p.event.state.is_running || newestOf(p, RUN_STARTS) > last.seq) return null;
+  return last;
+}
+
+// Its last silent while that is newer than its last output_resumed and it runs; else null. A
+// new run does not end a silence: the daemon says output_resumed once the process prints.
+function silentNow(p) {
+  const last = p.byType.get("silent");
+  if (!last || !p.event.state.is_running || newestOf(p, ["output_resumed"]) > last.seq) return null;
+  return last;
+}
+
+// The resources it is under pressure of while it runs: [resource, {seq, on, summary}], sorted.
+function pressuresNow(p) {
+  if (!p.event.state.is_running) return [];
+  return [...p.pressure].filter(([, last]) => last.on).sort(([a], [b]) => a.localeCompare(b));
 }
 
 // ---- filters -------------------------------------------------------------------------------
@@ -247,12 +301,14 @@ function itemShown(item) {
   if (f.process && !item.name.toLowerCase().includes(f.process.toLowerCase())) return false;
   if (f.type && item.type !== f.type) return false;
   if (f.severity && (SEVERITY_RANK[item.severity] ?? 0) < SEVERITY_RANK[f.severity]) return false;
-  return matchesText([item.text, item.source, item.ns, item.name, item.type]);
+  const printed = (item.output && item.output.lines) || [];
+  return matchesText([item.text, item.source, item.ns, item.name, item.type, ...printed]);
 }
 
 // A process is shown when it had an event of the chosen type, when its condition is as severe
-// as chosen (down after a crash: error; failing its readiness probe: warning), and when the
-// free text is in its name, status or the summary of its last event of any type.
+// as chosen (given up: critical; down after a crash: error; failing its readiness probe,
+// silent or under pressure: warning), and when the free text is in its name, status or the
+// summary of its last event of any type.
 function processShown(p) {
   const f = state.filter;
   if (f.source && p.source !== f.source) return false;
@@ -266,8 +322,10 @@ function processShown(p) {
 
 function condition(p) {
   const s = p.event.state;
+  if (givenUp(p)) return "critical";
   if (failed(p) || s.status === "Error") return "error";
   if (s.has_ready_probe && s.is_ready === "Not Ready") return "warning";
+  if (silentNow(p) || pressuresNow(p).length) return "warning";
   return "info";
 }
 
@@ -398,15 +456,29 @@ function fillRow(row, p, now) {
   const e = p.event;
   const s = e.state;
   const loop = inCrashLoop(p, now);
-  row.className = "st-" + statusClass(p) + (loop ? " crash-loop" : "") + (e.reason === "removed" ? " removed" : "");
+  const gaveUp = givenUp(p);
+  row.className = "st-" + statusClass(p) + (loop ? " crash-loop" : "") + (gaveUp ? " given-up" : "") +
+    (e.reason === "removed" ? " removed" : "");
   row.dataset.status = s.status;
   row.dataset.type = e.type;
   const cells = row.children;
   const name = cells[0];
-  const oldBadge = name.querySelector(".badge");
-  if (loop && !oldBadge) name.appendChild(el("span", "badge", "crash loop"));
-  if (!loop && oldBadge) oldBadge.remove();
-  cells[1].textContent = failed(p) ? "crashed (" + s.status + ")" : s.status;
+  for (const old of name.querySelectorAll(".badge")) old.remove();
+  if (loop) name.appendChild(el("span", "badge", "crash loop"));
+  for (const [resource, last] of pressuresNow(p)) {
+    const badge = el("span", "badge badge-warn pressure", resource + " pressure");
+    badge.dataset.resource = resource;
+    badge.title = last.summary;
+    name.appendChild(badge);
+  }
+  const silence = silentNow(p);
+  if (silence) {
+    const badge = el("span", "badge badge-warn silent", "silent");
+    badge.title = silence.summary;
+    name.appendChild(badge);
+  }
+  cells[1].textContent = gaveUp ? "given up (" + s.status + ")" : failed(p) ? "crashed (" + s.status + ")" : s.status;
+  cells[1].title = gaveUp ? gaveUp.summary : "";
   cells[2].textContent = s.has_ready_probe ? s.is_ready : "—";
   cells[3].textContent = String(s.restarts);
   cells[4].textContent = s.is_running ? "—" : String(s.exit_code);
@@ -423,6 +495,7 @@ function failed(p) {
 
 function statusClass(p) {
   const e = p.event;
+  if (condition(p) === "critical") return "crit";
   if (condition(p) === "error") return "bad";
   if (condition(p) === "warning" || e.state.status === "Restarting") return "warn";
   if (!e.state.is_running) return "off";
@@ -443,7 +516,7 @@ function updateRow(key) {
 }
 
 function itemNode(item, now) {
-  const li = el("li", item.kind);
+  const li = el("li", item.kind + (item.severity === "critical" ? " critical" : ""));
   li.dataset.key = item.key;
   li.dataset.id = item.id;
   li.dataset.type = item.type;
@@ -455,7 +528,37 @@ function itemNode(item, now) {
   const what = el("span", "what", item.text + " ");
   if (item.source) what.appendChild(el("span", "src", item.source));
   li.appendChild(what);
+  if (item.output) {
+    // Folded by default: one line, the last one printed. Kept open across redraws.
+    const output = outputNode(item.output, Boolean(item.open));
+    if (output.tagName === "DETAILS") output.addEventListener("toggle", () => { item.open = output.open; });
+    li.appendChild(output);
+  }
   return li;
+}
+
+// What a crashed process printed last (`output` of its event): a <details> whose summary is
+// the last line and what was left out, and whose body is every line; or a line saying why
+// there are none. Every line goes in as text.
+function outputNode(output, open) {
+  const lines = Array.isArray(output.lines) ? output.lines : [];
+  if (!lines.length) {
+    return el("div", "output none", output.unavailable ? "output unavailable: " + output.unavailable : "printed nothing");
+  }
+  const notes = [lines.length === 1 ? "1 line" : lines.length + " lines"];
+  if (output.truncated) notes.push("older output left out");
+  if (output.redacted > 0) notes.push(output.redacted + (output.redacted === 1 ? " secret" : " secrets") + " redacted");
+  const box = el("details", "output");
+  box.open = open;
+  const head = el("summary");
+  head.appendChild(el("span", "last", lines[lines.length - 1]));
+  head.appendChild(el("span", "notes", notes.join(" · ")));
+  box.appendChild(head);
+  const body = el("pre");
+  if (output.truncated) body.appendChild(el("span", "cut", "…\n"));
+  body.appendChild(document.createTextNode(lines.join("\n")));
+  box.appendChild(body);
+  return box;
 }
 
 function renderTimeline() {
@@ -490,17 +593,21 @@ function prependItems(items) {
 
 function renderCounts() {
   let crashed = 0;
+  let gaveUp = 0;
   let loops = 0;
   const now = Date.now();
   for (const p of state.processes.values()) {
     if (!p.event) continue;
-    if (statusClass(p) === "bad") crashed++;
+    const status = statusClass(p);
+    if (status === "bad" || status === "crit") crashed++;
+    if (status === "crit") gaveUp++;
     if (inCrashLoop(p, now)) loops++;
   }
   document.getElementById("counts").textContent =
     state.processes.size + " processes on " + state.sources.size +
     (state.sources.size === 1 ? " source · " : " sources · ") +
-    crashed + " failed · " + loops + " in a crash loop · " + state.timeline.length + " events";
+    crashed + " failed · " + gaveUp + " given up · " + loops + " in a crash loop · " +
+    state.timeline.length + " events";
 }
 
 function ago(at, now) {
@@ -561,8 +668,16 @@ function renderViewState() {
     return;
   }
   const s = p.event.state;
-  line.textContent = "status " + s.status + " · ready " + s.is_ready + " · restarts " + s.restarts +
-    " · exit " + s.exit_code + " · pid " + (s.is_running && s.pid > 0 ? s.pid : "—") + " · since " + p.event.timestamp;
+  const parts = ["status " + s.status, "ready " + s.is_ready, "restarts " + s.restarts, "exit " + s.exit_code,
+    "pid " + (s.is_running && s.pid > 0 ? s.pid : "—"), "since " + p.event.timestamp];
+  const gaveUp = givenUp(p);
+  const silence = silentNow(p);
+  const conditions = [];
+  if (gaveUp) conditions.push(el("span", "cond cond-crit", gaveUp.summary));
+  for (const [, last] of pressuresNow(p)) conditions.push(el("span", "cond cond-warn", last.summary));
+  if (silence) conditions.push(el("span", "cond cond-warn", silence.summary));
+  line.replaceChildren(parts.join(" · "));
+  for (const node of conditions) line.append(" ", node);
 }
 
 async function loadHistory(before) {
@@ -598,6 +713,7 @@ function viewNode(seq, summary, event, now) {
     key: "l" + seq, id: event.id, at: Date.parse(event.timestamp), timestamp: event.timestamp,
     source: "", ns: event.namespace, name: event.process, type: event.type,
     severity: event.severity, text: summary, kind: "lifecycle",
+    output: event.type === "crashed" ? event.output : undefined,
   }, now);
 }
 
@@ -609,14 +725,28 @@ function viewEvent(seq, summary, event) {
   const list = document.getElementById("pv-events");
   list.insertBefore(viewNode(seq, summary, event, Date.now()), list.firstChild);
   renderViewState();
+  if (event.type === "crashed" && (view.lastCrashSeq === undefined || seq > view.lastCrashSeq)) {
+    renderLastCrash({ seq, timestamp: event.timestamp, exit_code: event.exit_code, output: event.output });
+  }
 }
 
 function renderSummary(summary) {
-  const crash = document.getElementById("pv-last-crash");
-  crash.textContent = summary.last_crash
-    ? "exit code " + summary.last_crash.exit_code + " at " + summary.last_crash.timestamp
-    : "none in the stream's retention";
+  const view = state.view;
+  // A crash that came live while the history was read is newer than the history's.
+  if (!(view.lastCrashSeq > (summary.last_crash ? summary.last_crash.seq : -1))) renderLastCrash(summary.last_crash);
   document.getElementById("pv-chart").replaceChildren(chart(summary.restarts_per_hour, summary.crashes_per_hour));
+}
+
+// Its last crash: the exit code and time, then what it printed last, unfolded.
+function renderLastCrash(crash) {
+  const box = document.getElementById("pv-last-crash");
+  if (!crash) {
+    box.textContent = "none in the stream's retention";
+    return;
+  }
+  state.view.lastCrashSeq = crash.seq;
+  box.replaceChildren(el("p", "", "exit code " + crash.exit_code + " at " + crash.timestamp));
+  if (crash.output) box.appendChild(outputNode(crash.output, true));
 }
 
 // Bars per hour, the oldest left: restarts over crashes.
