@@ -1001,6 +1001,35 @@ mod tests {
                 "[nats]\nuser = \"pc\"\ntoken = \"tok\"",
                 "pc.toml): conflicts with nats.user",
             ),
+            ("[crash_output]\nlines = 0", "crash_output.lines (from "),
+            (
+                "[crash_output]\nmax_bytes = 0",
+                "crash_output.max_bytes (from ",
+            ),
+            (
+                "[crash_output]\nread_timeout = \"0s\"",
+                "crash_output.read_timeout (from ",
+            ),
+            (
+                "[conditions]\nsample_interval = \"0s\"",
+                "conditions.sample_interval (from ",
+            ),
+            (
+                "[[conditions.pressure]]\nfor = \"30s\"",
+                "conditions.pressure[0] (from ",
+            ),
+            (
+                "[[conditions.pressure]]\ncpu = 0.0\nfor = \"30s\"",
+                "conditions.pressure[0].cpu (from ",
+            ),
+            (
+                "[[conditions.pressure]]\nmemory = \"0MiB\"\nfor = \"30s\"",
+                "conditions.pressure[0].memory (from ",
+            ),
+            (
+                "[[conditions.silence]]\nafter = \"0s\"",
+                "conditions.silence[0].after (from ",
+            ),
         ] {
             let text = problems(toml);
             assert!(text.contains(key), "{toml}\n gave: {text}");
@@ -1014,6 +1043,9 @@ mod tests {
             "[nats]\nuser = \"pc\"\npassword = \"pw\"",
             "[remediate.policy]\nmax_attempts = 1\nwindow = \"1s\"",
             "[alert]\nurl = \"https://127.0.0.1/hook\"\nquiet_period = \"1s\"\ntimeout = \"1s\"",
+            "[crash_output]\nenabled = false\nlines = 0\nskip = [\"batch-*\"]\nredact = []",
+            "[[conditions.pressure]]\nprocesses = [\"web\"]\nmemory = \"512MiB\"\nfor = \"30s\"\n\
+             [[conditions.pressure]]\ncpu = 90.5\nfor = \"0s\"\n[[conditions.silence]]\nafter = \"5m\"",
         ] {
             assert_eq!(problems(toml), "", "{toml}");
         }
