@@ -9,7 +9,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use pc_eventd::{DiffContext, ProcessSettings, Snapshot, diff, diff_one};
 use pc_eventd_events::event::{LifecycleEvent, SubjectScheme};
-use pc_eventd_events::process_compose::model::ProcessState;
+use pc_eventd_events::process_compose::model::{ProcessInfo, ProcessState};
 
 const NAMES: [&str; 4] = ["web", "api.v2", "job", "a b"];
 const STATUSES: [&str; 14] = [
@@ -53,6 +53,10 @@ fn state(u: &mut Unstructured<'_>) -> arbitrary::Result<ProcessState> {
         "pid": u.int_in_range(0..=3i64)?,
         "process_start_time": u.choose(&STARTS)?,
         "success_exit_codes": if bool::arbitrary(u)? { vec![3] } else { vec![] },
+        "mem": u.int_in_range(-1..=3i64)? << 20,
+        "cpu": f64::from(u.int_in_range(0..=200u8)?),
+        "last_activity_time": u.choose(&STARTS)?,
+        "watch_trigger_time": u.choose(&STARTS)?,
     });
     Ok(serde_json::from_value(json).expect("a valid process state"))
 }
@@ -75,7 +79,17 @@ fn observations(data: &[u8]) -> arbitrary::Result<Vec<Observation>> {
 
 fn run(observations: &[Observation]) -> Vec<LifecycleEvent> {
     let scheme = SubjectScheme::default();
-    let settings = ProcessSettings::fixed(Duration::from_secs(5));
+    let mut settings = ProcessSettings::fixed(Duration::from_secs(5));
+    // Every rule in play: pressure on both resources, silence, and a policy that gives up.
+    settings.conditions = serde_json::from_value(serde_json::json!({
+        "pressure": [{"processes": ["*"], "memory": 1_048_576, "cpu": 100.0, "for": "2s"}],
+        "silence": [{"after": "3s"}],
+    }))
+    .expect("valid rules");
+    let policy: ProcessInfo =
+        serde_json::from_value(serde_json::json!({"restartPolicy": {"restart": 2, "maxRestarts": 2}}))
+            .expect("valid settings");
+    settings.learn("web", policy);
     let mut snapshot = Snapshot::default();
     let mut events = Vec::new();
     for (i, observation) in observations.iter().enumerate() {
