@@ -47,6 +47,12 @@ impl From<String> for ProcessPattern {
     }
 }
 
+impl From<&str> for ProcessPattern {
+    fn from(pattern: &str) -> Self {
+        Self::new(pattern)
+    }
+}
+
 impl From<ProcessPattern> for String {
     fn from(pattern: ProcessPattern) -> Self {
         pattern.to_string()

@@ -5,6 +5,7 @@ use std::time::Duration;
 use pc_eventd_events::consumer::Durable;
 use pc_eventd_events::event::{EventType, Resource};
 use pc_eventd_events::nats::{NatsConfig, StreamConfig};
+use pc_eventd_events::pattern::ProcessPattern;
 use pc_eventd_events::remediation::{DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX};
 use serde::{Deserialize, Serialize};
 
@@ -31,9 +32,9 @@ pub struct RemediateConfig {
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
     /// Globs on `name` or `namespace/name`; empty allows every process.
-    pub allow: Vec<String>,
+    pub allow: Vec<ProcessPattern>,
     /// Globs; a denied process is never restarted.
-    pub deny: Vec<String>,
+    pub deny: Vec<ProcessPattern>,
     /// The policy of processes no rule matches.
     pub policy: Policy,
     /// Policies by glob, first match wins (`[[remediate.rules]]` with `match = "db-*"`).

@@ -344,5 +344,11 @@ mod tests {
             keys(&full["trigger"]),
             keys(&schema["properties"]["trigger"]["properties"])
         );
+        let types: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(
+            schema["properties"]["trigger"]["properties"]["type"]["enum"],
+            serde_json::json!(types),
+            "every event type can trigger"
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use pc_eventd_events::event::{EventType, GivenUpPolicy, LifecycleEvent, Reason, Resource};
+use pc_eventd_events::pattern::{ProcessPattern, any_matches};
 use pc_eventd_events::process_compose::model::{ProcessState, Readiness};
 use serde::{Deserialize, Serialize};
 
@@ -150,13 +151,13 @@ impl Default for Policy {
     }
 }
 
-/// A policy for the processes whose `name` or `namespace/name` matches `pattern`.
+/// A policy for the processes `pattern` selects.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
-    /// A glob (`*` any run of characters, `?` one character).
+    /// `NAME` or `NAMESPACE/NAME`, globs (`*` any run of characters, `?` one character).
     #[serde(rename = "match")]
-    pub pattern: String,
+    pub pattern: ProcessPattern,
     #[serde(flatten)]
     pub policy: Policy,
 }
@@ -164,10 +165,10 @@ pub struct Rule {
 /// Which processes may be touched, and with which policy.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Policies {
-    /// Globs; empty allows every process.
-    pub allow: Vec<String>,
-    /// Globs; a denied process is never restarted, even when allowed.
-    pub deny: Vec<String>,
+    /// Empty allows every process.
+    pub allow: Vec<ProcessPattern>,
+    /// A denied process is never restarted, even when allowed.
+    pub deny: Vec<ProcessPattern>,
     /// The first matching rule wins; `default` applies to the rest.
     pub rules: Vec<Rule>,
     pub default: Policy,
@@ -176,19 +177,16 @@ pub struct Policies {
 impl Policies {
     /// The policy for `namespace/name`, or why the process may not be touched.
     pub fn for_process(&self, namespace: &str, name: &str) -> Result<&Policy, Skip> {
-        let matches = |pattern: &String| {
-            glob_match(pattern, name) || glob_match(pattern, &format!("{namespace}/{name}"))
-        };
-        if self.deny.iter().any(matches) {
+        if any_matches(&self.deny, namespace, name) {
             return Err(Skip::Denied);
         }
-        if !self.allow.is_empty() && !self.allow.iter().any(matches) {
+        if !self.allow.is_empty() && !any_matches(&self.allow, namespace, name) {
             return Err(Skip::NotAllowed);
         }
         Ok(self
             .rules
             .iter()
-            .find(|rule| matches(&rule.pattern))
+            .find(|rule| rule.pattern.matches(namespace, name))
             .map_or(&self.default, |rule| &rule.policy))
     }
 }
@@ -308,36 +306,6 @@ impl Planner {
 
 fn elapsed(since: SystemTime, now: SystemTime) -> Duration {
     now.duration_since(since).unwrap_or_default()
-}
-
-/// `*` matches any run of characters (`/` included), `?` any one character.
-pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
-    let (pattern, text): (Vec<char>, Vec<char>) =
-        (pattern.chars().collect(), text.chars().collect());
-    let (mut p, mut t) = (0, 0);
-    // Where the last `*` was, and how much of the text it has taken so far.
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some('*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == '?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((star_p, star_t)) => {
-                    p = star_p + 1;
-                    t = star_t + 1;
-                    star = Some((star_p, star_t + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == '*')
 }
 
 #[cfg(test)]
@@ -577,19 +545,6 @@ mod tests {
             planner.record("default/web", AttemptResult::Restarted, now);
         }
         decision
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("*", "anything/at all"));
-        assert!(glob_match("db-*", "db-primary"));
-        assert!(!glob_match("db-*", "web"));
-        assert!(glob_match("shop/*", "shop/web"));
-        assert!(glob_match("w?b", "web"));
-        assert!(!glob_match("w?b", "webb"));
-        assert!(glob_match("*b*", "abc"));
-        assert!(glob_match("a*c*e", "abcdcxe"));
-        assert!(!glob_match("a*c*e", "abcdcx"));
     }
 
     #[test]
