@@ -4,7 +4,8 @@
 //!
 //! Each condition is an episode with hysteresis in time: it begins when the reading has been
 //! on the far side of the threshold for the rule's whole duration, and ends only when it has
-//! been back for that long, so a reading that wobbles around the threshold does not flap.
+//! been back for that long, so a reading that wobbles around the threshold does not flap. A
+//! pressure episode also ends with its run: a restarted process starts afresh.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -159,6 +160,10 @@ pub(super) struct Episode {
     /// When the readings crossed to the other side of the threshold (above it while inactive,
     /// under it while active); `None` while they agree with `active`.
     pub(super) crossing_since: Option<SystemTime>,
+    /// The run (incarnation, restarts) whose readings these are: a pressure episode belongs to
+    /// one run. (`None` in records stored before it existed: the current run.)
+    #[serde(default)]
+    pub(super) run: Option<(String, u32)>,
 }
 
 impl Episode {
@@ -209,18 +214,32 @@ pub(super) fn sample(
                 continue;
             };
             let episode = state.pressure.entry(resource).or_default();
+            let pressure = Pressure {
+                resource,
+                value,
+                threshold,
+                for_seconds: hold.as_secs(),
+            };
+            // The run under pressure ended (a restart, perhaps the remediator's): its episode
+            // ends with the new run's first reading, and the new run starts its own, so one
+            // that leaks again is under pressure again.
+            if episode.run.as_ref().is_some_and(|of| of != run) {
+                if episode.active {
+                    out.push(
+                        Transition::new(EventType::ResourceRecovered, run.clone())
+                            .pressure(pressure.clone()),
+                    );
+                }
+                *episode = Episode::default();
+            }
+            episode.run = Some(run.clone());
             if episode.read(value > threshold, at, hold) {
                 let event_type = if episode.active {
                     EventType::ResourcePressure
                 } else {
                     EventType::ResourceRecovered
                 };
-                out.push(Transition::new(event_type, run.clone()).pressure(Pressure {
-                    resource,
-                    value,
-                    threshold,
-                    for_seconds: hold.as_secs(),
-                }));
+                out.push(Transition::new(event_type, run.clone()).pressure(pressure));
             }
         }
     }

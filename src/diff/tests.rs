@@ -1541,6 +1541,28 @@ mod conditions {
     }
 
     #[test]
+    fn a_new_run_ends_the_episode_and_may_start_its_own() {
+        let mut h = sampling(memory_rule(512, 1));
+        h.observe(&[ps("web", S::Running)]);
+        assert_eq!(samples(&mut h, &[600, 600]), [ResourcePressure]);
+        // restarted (by a remediator, say): the first reading of the new run ends the episode
+        let next_run = |mem_mib: i64| with(using(mem_mib, 1.0), |p| p.restarts = 1);
+        let restarting = h.observe(&[with(ps("web", S::Restarting), |p| p.restarts = 1)]);
+        assert_eq!(types(&restarting), [Restarted]);
+        let events = h.observe(&[next_run(700)]);
+        assert_eq!(types(&events), [ResourceRecovered]);
+        let recovered = find(&events, ResourceRecovered);
+        assert_eq!(
+            recovered.pressure.as_ref().unwrap().value,
+            700.0 * MIB as f64
+        );
+        // and the new run, still over, is under pressure again after the duration
+        let again = h.observe(&[next_run(700)]);
+        assert_eq!(types(&again), [ResourcePressure]);
+        assert_ne!(again[0].id, recovered.id);
+    }
+
+    #[test]
     fn a_reading_that_wobbles_around_the_threshold_does_not_flap() {
         let mut h = sampling(memory_rule(512, 3));
         h.observe(&[ps("web", S::Running)]);

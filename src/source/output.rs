@@ -119,6 +119,8 @@ impl CrashOutputConfig {
         let mut redacted = 0u32;
         let lines: Vec<String> = lines
             .into_iter()
+            // process-compose may keep a line's end with it.
+            .map(|line| line.trim_end_matches(['\n', '\r']).to_owned())
             .map(|line| {
                 self.redact.iter().fold(line, |line, pattern| {
                     let found = pattern.find_iter(&line).count();
@@ -215,6 +217,13 @@ mod tests {
         );
         assert_eq!(out.redacted, 5);
         assert!(!out.truncated);
+    }
+
+    #[test]
+    fn line_ends_are_not_part_of_a_line() {
+        let config = CrashOutputConfig::default();
+        let out = config.shape(lines(&["one\n", "two\r\n", "", "three"]));
+        assert_eq!(out.lines, lines(&["one", "two", "", "three"]));
     }
 
     #[test]
