@@ -2,7 +2,8 @@
 # The demo stack: nats-server (JetStream) + process-compose running a demo project that includes
 # pc-eventd itself as its `event-adapter` (restart: always), a process that crashes now and then,
 # one with a readiness probe that flaps, one that crashes for good unless something restarts it,
-# and `pc-eventd remediate` (allowed to touch that one only) as `remediator`; `pc-eventd watch`
+# one that grows over its memory threshold, one that goes silent now and then,
+# and `pc-eventd remediate` (allowed to touch those two only) as `remediator`; `pc-eventd watch`
 # runs in the foreground, with `watch --remediation` beside it, and `pc-eventd dashboard` serves the
 # live page on http://127.0.0.1:9480/ (DEMO_DASHBOARD_PORT; a free port when 9480 is taken).
 # Ctrl-C ends it, or DEMO_SECONDS=N ends it after N seconds. Everything listens on 127.0.0.1.
@@ -41,17 +42,29 @@ grep -q "Server is ready" "$work/nats.log" || { echo "demo: nats-server did not 
 
 cat >"$work/pc-eventd.toml" <<TOML
 [remediate]
-allow = ["fragile"]
+# memmon's way too: a process over its memory threshold is restarted.
+on = ["crashed", "unhealthy", "resource_pressure"]
+allow = ["fragile", "hog"]
 [remediate.policy]
 max_attempts = 3
 window = "2m"
+
+[conditions]
+sample_interval = "2s"
+[[conditions.pressure]]
+processes = ["hog"]
+memory = "64MiB"
+for = "4s"
+[[conditions.silence]]
+processes = ["batch"]
+after = "8s"
 TOML
 
 cat >"$work/process-compose.yaml" <<YAML
 version: "0.5"
 processes:
   event-adapter:
-    command: "$pc_eventd run --compose-port $pc_port --nats-url $nats_url --poll-interval 500ms"
+    command: "$pc_eventd run --config $work/pc-eventd.toml --compose-port $pc_port --nats-url $nats_url --poll-interval 500ms"
     environment:
       - "PC_EVENTD_DAEMON__STATE_DIR=$work/state"
       - "PC_EVENTD_PROCESS_COMPOSE__SOURCE=demo-host"
@@ -66,8 +79,9 @@ processes:
       period_seconds: 2
       failure_threshold: 1000
   flaky:
-    # crashes with exit 3 after 5 to 12 seconds, and is restarted
-    command: "sleep \$((RANDOM % 8 + 5)); exit 3"
+    # crashes with exit 3 after 5 to 12 seconds, and is restarted; its crash carries its last
+    # lines, the password redacted
+    command: "echo 'connecting with DB_PASSWORD=hunter2'; sleep \$((RANDOM % 8 + 5)); echo 'lost the database: giving up'; exit 3"
     availability:
       restart: always
       backoff_seconds: 2
@@ -75,6 +89,13 @@ processes:
     # crashes after 15 s and has no restart policy: the remediator brings it back, three times
     # in two minutes at most
     command: "sleep 15; exit 4"
+  hog:
+    # after 20 s holds 96 MiB, over its 64 MiB threshold: resource_pressure, and the remediator
+    # restarts it
+    command: "exec python3 -c 'import time; time.sleep(20); held = bytes([120]) * (96 << 20); time.sleep(100000)'"
+  batch:
+    # prints for 10 s, then nothing for 20 s: silent, then output_resumed
+    command: "while true; do for i in 1 2 3 4 5; do echo working; sleep 2; done; sleep 20; done"
   remediator:
     command: "$pc_eventd remediate --config $work/pc-eventd.toml --compose-port $pc_port --nats-url $nats_url"
     availability:
@@ -107,7 +128,7 @@ if [ -n "${DEMO_SCREENSHOT:-}" ]; then
     scripts/dashboard-screenshot.py "http://127.0.0.1:$dashboard_port/" "$DEMO_SCREENSHOT" 60 &
     pids+=($!)
 fi
-watch_args=(watch --nats-url "$nats_url")
+watch_args=(watch --crash-output --nats-url "$nats_url")
 if [ -n "${DEMO_SECONDS:-}" ]; then
     timeout --signal=INT --preserve-status "$DEMO_SECONDS" "$pc_eventd" "${watch_args[@]}" || true
 else
