@@ -3,12 +3,15 @@
 # score per file into docs/testing.md (the table between its markers).
 #
 #   scripts/mutants.sh            all groups below (about two hours on 2 cores); the doc rewritten
-#   scripts/mutants.sh pure       one group: pure, outbox, config, relay or dashboard; the doc rewritten
+#   scripts/mutants.sh pure       one group: pure, kinds, outbox, config, relay or dashboard; the doc rewritten
 #                                 with the groups that have results in target/mutants/
 #
 # Groups, each with the tests that state its behaviour:
 #   pure    src/diff/ (but its tests), events/src/event.rs, src/commands/remediate/policy.rs,
 #           src/commands/alert/episode.rs, events/src/retry.rs: unit tests
+#   kinds   the later event kinds' pure parts: src/diff/conditions.rs, src/diff/settings.rs,
+#           src/source/output.rs (but the read itself), src/ops/process_metrics.rs,
+#           events/src/pattern.rs: unit tests
 #   outbox  src/delivery/outbox.rs: unit tests
 #   config  src/config/mod.rs and each section's config.rs: unit tests
 #   relay   src/delivery/relay.rs: the integration tests that drive it (faults::, lifecycle::), against
@@ -40,14 +43,19 @@ run() {
 }
 
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(pure outbox config relay dashboard)
+[ ${#groups[@]} -gt 0 ] || groups=(pure kinds outbox config relay dashboard)
 for group in "${groups[@]}"; do
     case $group in
     pure)
         run pure -f src/diff/mod.rs -f src/diff/rules.rs -f src/diff/snapshot.rs \
-            -f src/diff/timings.rs -f events/src/event.rs -f src/commands/remediate/policy.rs \
+            -f events/src/event.rs -f src/commands/remediate/policy.rs \
             -f src/commands/alert/episode.rs -f events/src/retry.rs \
             --cargo-test-arg=--lib
+        ;;
+    kinds)
+        run kinds -f src/diff/conditions.rs -f src/diff/settings.rs -f src/source/output.rs \
+            -f src/ops/process_metrics.rs -f events/src/pattern.rs \
+            --exclude-re "CrashOutputConfig::read\b" --cargo-test-arg=--lib
         ;;
     outbox) run outbox -f src/delivery/outbox.rs --cargo-test-arg=--lib ;;
     config)
@@ -68,7 +76,7 @@ for group in "${groups[@]}"; do
             --cargo-test-arg=--lib
         ;;
     *)
-        echo "mutants: no group $group (pure, outbox, config, relay, dashboard)" >&2
+        echo "mutants: no group $group (pure, kinds, outbox, config, relay, dashboard)" >&2
         exit 2
         ;;
     esac
