@@ -313,6 +313,34 @@ pub struct ProcessOutput {
     pub unavailable: Option<String>,
 }
 
+impl ProcessOutput {
+    /// The newest lines that fit in `max_bytes` (a newest line longer than that alone is cut at
+    /// a character boundary); `truncated` when any were left out or cut.
+    pub fn keep_newest(mut self, max_bytes: usize) -> Self {
+        let mut kept = Vec::new();
+        let mut used = 0usize;
+        for line in std::mem::take(&mut self.lines).into_iter().rev() {
+            if used + line.len() <= max_bytes {
+                used += line.len();
+                kept.push(line);
+                continue;
+            }
+            self.truncated = true;
+            if kept.is_empty() {
+                let mut end = max_bytes;
+                while !line.is_char_boundary(end) {
+                    end -= 1;
+                }
+                kept.push(line[..end].to_owned());
+            }
+            break;
+        }
+        kept.reverse();
+        self.lines = kept;
+        self
+    }
+}
+
 /// Which restart policy gave up on a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -809,6 +837,27 @@ mod tests {
             silent_seconds: Some(75),
         });
         event
+    }
+
+    #[test]
+    fn output_keeps_the_newest_lines_that_fit() {
+        let output = |lines: &[&str]| ProcessOutput {
+            lines: lines.iter().map(|l| (*l).to_owned()).collect(),
+            ..ProcessOutput::default()
+        };
+        let kept = output(&["oldest", "abcd", "efghij"]).keep_newest(10);
+        assert_eq!(kept.lines, ["abcd", "efghij"]);
+        assert!(kept.truncated);
+        let exact = output(&["abcd", "efghij"]).keep_newest(10);
+        assert_eq!(exact.lines, ["abcd", "efghij"]);
+        assert!(!exact.truncated, "exactly the cap is not truncated");
+        let cut = output(&["older", "ab€def"]).keep_newest(5);
+        assert_eq!(cut.lines, ["ab€"]);
+        assert!(cut.truncated);
+        let mut already = output(&["a"]);
+        already.truncated = true;
+        assert!(already.keep_newest(10).truncated, "stays truncated");
+        assert!(output(&["abc"]).keep_newest(0).lines == [""]);
     }
 
     #[test]

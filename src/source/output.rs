@@ -113,8 +113,8 @@ impl CrashOutputConfig {
         }
     }
 
-    /// Redacts `lines` (oldest first), then keeps the newest that fit in `max_bytes`; a newest
-    /// line longer than the cap alone is cut at a character boundary.
+    /// Redacts `lines` (oldest first), then keeps the newest that fit in `max_bytes`
+    /// ([`ProcessOutput::keep_newest`]).
     pub fn shape(&self, lines: Vec<String>) -> ProcessOutput {
         let mut redacted = 0u32;
         let lines: Vec<String> = lines
@@ -132,33 +132,13 @@ impl CrashOutputConfig {
                 })
             })
             .collect();
-        let cap = usize::try_from(self.max_bytes).unwrap_or(usize::MAX);
-        let mut kept = Vec::new();
-        let mut used = 0usize;
-        let mut truncated = false;
-        for line in lines.into_iter().rev() {
-            if used + line.len() <= cap {
-                used += line.len();
-                kept.push(line);
-                continue;
-            }
-            truncated = true;
-            if kept.is_empty() {
-                let mut end = cap;
-                while !line.is_char_boundary(end) {
-                    end -= 1;
-                }
-                kept.push(line[..end].to_owned());
-            }
-            break;
-        }
-        kept.reverse();
         ProcessOutput {
-            lines: kept,
-            truncated,
+            lines,
+            truncated: false,
             redacted,
             unavailable: None,
         }
+        .keep_newest(usize::try_from(self.max_bytes).unwrap_or(usize::MAX))
     }
 }
 
@@ -250,18 +230,6 @@ mod tests {
         let exact = config.shape(lines(&["abcd", "efghij"]));
         assert_eq!(exact.lines, lines(&["abcd", "efghij"]));
         assert!(!exact.truncated, "exactly the cap is not truncated");
-    }
-
-    #[test]
-    fn a_newest_line_over_the_cap_is_cut_at_a_character() {
-        let config = CrashOutputConfig {
-            max_bytes: 5,
-            redact: Vec::new(),
-            ..CrashOutputConfig::default()
-        };
-        let out = config.shape(lines(&["older", "ab€def"]));
-        assert_eq!(out.lines, lines(&["ab€"]));
-        assert!(out.truncated);
     }
 
     #[test]
