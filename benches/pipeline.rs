@@ -3,7 +3,7 @@
 //!
 //! Run it through `scripts/bench.sh`, which installs the peers, runs this bench and rewrites the
 //! results section of docs/benchmarks.md. `cargo bench --bench pipeline -- latency crashloop`
-//! runs only the named sections (latency, crashloop, throughput, resources, scale).
+//! runs only the named sections (latency, crashloop, throughput, resources, conditions, scale).
 //!
 //! This is a measurement, not a test: nothing here asserts on a time. The results go to stdout
 //! as Markdown (progress to stderr); the run fails only when a peer cannot be set up.
@@ -15,10 +15,18 @@
 //! 3. Publish throughput of the daemon's own path (`diff` + serialize + `publish_batch`, window
 //!    256) against raw pipelined async-nats JetStream publishing.
 //! 4. RSS and CPU of the release binary, idle and tracking 1000 processes.
+//!
+//!    4b. (`conditions`) What sampling the usage costs at 1000 processes in stream mode, over
+//!    one 60 s window per run: process-compose alone; the daemon without rules (it reads
+//!    `GET /processes` every `reconcile_interval`, 30 s); and with a pressure and a silence rule
+//!    for every process and `health.process_metrics`, at `sample_interval` 10 s (the default)
+//!    and 2 s. For each, the daemon's RSS and CPU and process-compose's own CPU and RSS (it
+//!    measures each process's memory and CPU when polled), the reads in the window, and the
+//!    ratios to the run without rules and the CPU time of one read.
 //! 5. Scale: as many processes as process-compose runs here (up to 5000) in stream mode: the time
 //!    to announce them all, one crash among them (latency), RSS and CPU.
 //!
-//! Sections 1, 2, 4 and 5 run the release binary (`CARGO_BIN_EXE_pc-eventd`) as a separate process,
+//! Sections 1, 2, 4, 4b and 5 run the release binary (`CARGO_BIN_EXE_pc-eventd`) as a separate process,
 //! as it is deployed; section 3 calls the library in-process.
 
 // The shared test support (tests/it/support) is compiled here in whole, but this bench uses only
@@ -138,6 +146,15 @@ async fn run() -> Result<()> {
             report.resources.push((processes, mode, result));
         }
     }
+    if wanted("conditions") {
+        for sampling in Sampling::ALL {
+            progress(&format!(
+                "conditions, {CONDITIONS_PROCESSES} processes, {}",
+                sampling.label()
+            ));
+            report.conditions.push(conditions(sampling).await?);
+        }
+    }
     if wanted("scale") {
         for processes in SCALE_POINTS {
             progress(&format!("scale, {processes} processes, stream"));
@@ -178,6 +195,17 @@ impl DaemonProcess {
     /// Starts it against `compose_url` and `nats_url` with the defaults but for the mode,
     /// the health endpoint's port (a free one) and a fixed `source`.
     fn spawn(compose_url: &str, nats_url: &str, mode: Mode) -> Result<Self> {
+        Self::spawn_with(compose_url, nats_url, mode, None)
+    }
+
+    /// [`DaemonProcess::spawn`], and with `Some(sample_interval)` the conditions on for every
+    /// process (see [`conditions_config`]) and `health.process_metrics`.
+    fn spawn_with(
+        compose_url: &str,
+        nats_url: &str,
+        mode: Mode,
+        conditions: Option<Duration>,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let health_port = support::free_port();
         let (mode_name, poll_interval) = match mode {
@@ -188,11 +216,17 @@ impl DaemonProcess {
             "[process_compose]\nurl = \"{compose_url}\"\nmode = \"{mode_name}\"\n\
              poll_interval = \"{}\"\nsource = \"bench\"\n\n\
              [nats]\nurl = \"{nats_url}\"\n\n\
-             [health]\nlisten = \"127.0.0.1:{health_port}\"\n\n\
+             [health]\nlisten = \"127.0.0.1:{health_port}\"\n{}\n\
              [daemon]\nstate_dir = \"{}\"\n\n\
-             [log]\nformat = \"text\"\n",
+             [log]\nformat = \"text\"\n{}",
             humantime::format_duration(poll_interval),
-            dir.path().display()
+            if conditions.is_some() {
+                "process_metrics = true\n"
+            } else {
+                ""
+            },
+            dir.path().display(),
+            conditions.map(conditions_config).unwrap_or_default()
         );
         let config_path = dir.path().join("pc-eventd.toml");
         std::fs::write(&config_path, config)?;
@@ -261,13 +295,22 @@ impl DaemonProcess {
 
     /// One value of the Prometheus text on `/metrics`.
     async fn metric(&self, name: &str) -> Option<f64> {
-        let (status, body) = support::http_get(self.health_port, "/metrics").await.ok()?;
-        if status != 200 {
-            return None;
-        }
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        metric_value(&self.metrics().await?, name)
     }
+
+    /// The Prometheus text on `/metrics`.
+    async fn metrics(&self) -> Option<String> {
+        match support::http_get(self.health_port, "/metrics").await.ok()? {
+            (200, body) => Some(body),
+            _ => None,
+        }
+    }
+}
+
+/// The value of the unlabelled series `name` in a Prometheus text.
+fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 impl Drop for DaemonProcess {
@@ -764,24 +807,65 @@ async fn settle(
 
 /// The daemon's RSS and CPU over a window of [`WINDOW_SECONDS`] from now (`startup` is zero).
 async fn usage(daemon: &DaemonProcess) -> Result<Usage> {
-    let pid = daemon.pid();
-    let clock_ticks = clock_ticks_per_second();
-    let window_start = Instant::now();
-    let cpu_start = cpu_ticks(pid)?;
-    let mut rss_kb = Vec::new();
-    while window_start.elapsed() < Duration::from_secs(WINDOW_SECONDS) {
-        rss_kb.push(status_kb(pid, "VmRSS")?);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let cpu_end = cpu_ticks(pid)?;
-    let wall = window_start.elapsed();
-    let hwm_kb = status_kb(pid, "VmHWM")?;
+    let [watched] = watch([daemon.pid()], Duration::from_secs(WINDOW_SECONDS)).await?;
     Ok(Usage {
         startup: Duration::ZERO,
-        rss_kb,
-        hwm_kb,
-        cpu_percent: (cpu_end - cpu_start) as f64 / clock_ticks / wall.as_secs_f64() * 100.0,
+        rss_kb: watched.rss_kb,
+        hwm_kb: watched.hwm_kb,
+        cpu_percent: watched.cpu_percent,
     })
+}
+
+/// RSS and CPU of one process over a window.
+struct Watched {
+    /// VmRSS samples over the window (every 250 ms), kB.
+    rss_kb: Vec<u64>,
+    /// VmHWM at the end of the window: the peak since the process started, kB.
+    hwm_kb: u64,
+    /// utime + stime over the window, in percent of one core.
+    cpu_percent: f64,
+}
+
+impl Watched {
+    /// The median of the VmRSS samples, kB.
+    fn steady_kb(&self) -> u64 {
+        let samples: Vec<f64> = self.rss_kb.iter().map(|k| *k as f64).collect();
+        median(&samples) as u64
+    }
+}
+
+/// RSS and CPU of each of `pids` over the same `window` from now: VmRSS sampled every
+/// 250 ms, VmHWM at the end, CPU from utime + stime in `/proc/PID/stat` at both ends.
+async fn watch<const N: usize>(pids: [u32; N], window: Duration) -> Result<[Watched; N]> {
+    let clock_ticks = clock_ticks_per_second();
+    let window_start = Instant::now();
+    let mut cpu_start = [0; N];
+    for (ticks, pid) in cpu_start.iter_mut().zip(pids) {
+        *ticks = cpu_ticks(pid)?;
+    }
+    let mut rss_kb: [Vec<u64>; N] = std::array::from_fn(|_| Vec::new());
+    while window_start.elapsed() < window {
+        for (samples, pid) in rss_kb.iter_mut().zip(pids) {
+            samples.push(status_kb(pid, "VmRSS")?);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut cpu_end = [0; N];
+    for (ticks, pid) in cpu_end.iter_mut().zip(pids) {
+        *ticks = cpu_ticks(pid)?;
+    }
+    let wall = window_start.elapsed().as_secs_f64();
+    let mut watched = Vec::with_capacity(N);
+    for (i, (pid, rss_kb)) in pids.into_iter().zip(rss_kb).enumerate() {
+        watched.push(Watched {
+            rss_kb,
+            hwm_kb: status_kb(pid, "VmHWM")?,
+            cpu_percent: (cpu_end[i] - cpu_start[i]) as f64 / clock_ticks / wall * 100.0,
+        });
+    }
+    Ok(watched
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one per pid")))
 }
 
 /// A `kB` line of /proc/PID/status.
@@ -842,20 +926,7 @@ async fn scale(processes: usize) -> Result<Scale> {
     let project = sleepers(processes);
     let up = Instant::now();
     let pc = ProcessCompose::start(&project).await;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let (_, body) = pc.request("GET", "/processes").await?;
-        let running = body.matches("\"status\":\"Running\"").count();
-        if running == processes {
-            break;
-        }
-        if Instant::now() >= deadline {
-            return Err(
-                format!("process-compose runs {running} of {processes} after 300 s").into(),
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    all_running(&pc, processes, Duration::from_secs(300)).await?;
     let compose_startup = up.elapsed();
 
     let spawned = Instant::now();
@@ -898,6 +969,230 @@ async fn scale(processes: usize) -> Result<Scale> {
     })
 }
 
+/// Waits until process-compose reports all of its `processes` processes `Running`.
+async fn all_running(pc: &ProcessCompose, processes: usize, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (_, body) = pc.request("GET", "/processes").await?;
+        let running = body.matches("\"status\":\"Running\"").count();
+        if running == processes {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "process-compose runs {running} of {processes} after {}",
+                humantime::format_duration(timeout)
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// 4b. Conditions: what sampling the usage costs, the daemon and process-compose
+
+const CONDITIONS_PROCESSES: usize = 1000;
+/// Long enough for several samples at the default `sample_interval` (10 s) and for two of the
+/// reconcile polls (every 30 s) that read the same `GET /processes` without conditions.
+const CONDITIONS_WINDOW: Duration = Duration::from_secs(60);
+
+/// What reads process-compose's usage in one run of section 4b.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sampling {
+    /// process-compose alone: no daemon, nothing reads it.
+    Alone,
+    /// The daemon's defaults: no rules, no per-process gauges; in stream mode it reads
+    /// `GET /processes` every `reconcile_interval` (30 s).
+    Default,
+    /// A pressure rule and a silence rule for every process and `health.process_metrics`, at
+    /// this `conditions.sample_interval`.
+    Rules(Duration),
+}
+
+impl Sampling {
+    const ALL: [Sampling; 4] = [
+        Sampling::Alone,
+        Sampling::Default,
+        Sampling::Rules(Duration::from_secs(10)),
+        Sampling::Rules(Duration::from_secs(2)),
+    ];
+
+    fn label(self) -> String {
+        match self {
+            Sampling::Alone => "no daemon (process-compose alone)".into(),
+            Sampling::Default => "A: no rules (reads every 30 s, `reconcile_interval`)".into(),
+            Sampling::Rules(every) => format!(
+                "{}: rules for every process, `sample_interval = \"{}\"`{}",
+                if every == Duration::from_secs(10) {
+                    "B"
+                } else {
+                    "C"
+                },
+                humantime::format_duration(every),
+                if every == Duration::from_secs(10) {
+                    " (the default)"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+}
+
+/// The `[conditions]` of a run with rules: a pressure rule (memory and CPU) and a silence rule
+/// for every process, with thresholds that `sleep` never crosses, so that the cost measured is
+/// that of sampling and judging, not of events.
+fn conditions_config(sample_interval: Duration) -> String {
+    format!(
+        "\n[conditions]\nsample_interval = \"{}\"\n\n\
+         [[conditions.pressure]]\nprocesses = [\"*\"]\nmemory = \"1GiB\"\ncpu = 90.0\nfor = \"30s\"\n\n\
+         [[conditions.silence]]\nprocesses = [\"*\"]\nafter = \"1h\"\n",
+        humantime::format_duration(sample_interval)
+    )
+}
+
+struct ConditionsRun {
+    sampling: Sampling,
+    /// The daemon's spawn → every process tracked and announced (its reads of
+    /// `/process/info/{name}` for every process included).
+    announced: Option<Duration>,
+    daemon: Option<Watched>,
+    compose: Watched,
+    /// The daemon's successful reads of `GET /processes` in the window (`pc_eventd_polls_total`).
+    reads: u64,
+    /// Their mean duration as the daemon timed them
+    /// (`pc_eventd_upstream_request_duration_seconds`), ms.
+    read_ms: Option<f64>,
+    /// Events stored in the stream during the window (none expected: no threshold is crossed).
+    events: u64,
+    /// Per-process memory series on `/metrics` at the end, and how many hold a reading > 0.
+    memory_series: (usize, usize),
+}
+
+/// process-compose's pid. The test support starts it as a direct child of this bench
+/// (`Command::spawn` of the binary, no shell) with `up -f {work_dir}/process-compose.yaml`,
+/// and keeps its `Child` to itself; the temp dir is unique. So: the one process whose parent
+/// is this bench and whose command line holds that project path as an argument (its own
+/// children, the `sleep`s, hold no such argument).
+fn compose_pid(pc: &ProcessCompose) -> Result<u32> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let me = std::process::id();
+    let project = pc.work_dir().join("process-compose.yaml");
+    let project = project.as_os_str().as_bytes();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process may end between the listing and the read: skip it.
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if cmdline.split(|b| *b == 0).any(|arg| arg == project) && parent_pid(pid) == Some(me) {
+            found.push(pid);
+        }
+    }
+    match found[..] {
+        [pid] => Ok(pid),
+        _ => Err(format!(
+            "expected one process-compose child of ours running {}, found {found:?}",
+            String::from_utf8_lossy(project)
+        )
+        .into()),
+    }
+}
+
+/// The parent pid in /proc/PID/stat (field 4).
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+async fn conditions(sampling: Sampling) -> Result<ConditionsRun> {
+    let processes = CONDITIONS_PROCESSES;
+    let pc = ProcessCompose::start(&sleepers(processes)).await;
+    // The window must not hold process-compose's own start of 1000 processes.
+    all_running(&pc, processes, Duration::from_secs(120)).await?;
+    let compose = compose_pid(&pc)?;
+    let conditions = match sampling {
+        Sampling::Alone => {
+            tokio::time::sleep(SETTLE).await;
+            let [compose] = watch([compose], CONDITIONS_WINDOW).await?;
+            return Ok(ConditionsRun {
+                sampling,
+                announced: None,
+                daemon: None,
+                compose,
+                reads: 0,
+                read_ms: None,
+                events: 0,
+                memory_series: (0, 0),
+            });
+        }
+        Sampling::Default => None,
+        Sampling::Rules(every) => Some(every),
+    };
+    let nats = NatsServer::start();
+    let spawned = Instant::now();
+    let mut daemon = DaemonProcess::spawn_with(&pc.url(), &nats.url(), Mode::Stream, conditions)?;
+    daemon.wait_ready(Duration::from_secs(60)).await?;
+    let js = jetstream::new(async_nats::connect(nats.url()).await?);
+    settle(&daemon, &js, processes, Duration::from_secs(120)).await?;
+    let announced = spawned.elapsed();
+    tokio::time::sleep(SETTLE).await;
+
+    // The counters are read just outside the window, so that the reads cost it nothing.
+    let stored = async || -> Result<u64> {
+        Ok(js
+            .get_stream("PROCESS_EVENTS")
+            .await?
+            .info()
+            .await?
+            .state
+            .messages)
+    };
+    let before = daemon.metrics().await.ok_or("no /metrics")?;
+    let events_before = stored().await?;
+    let [daemon_usage, compose] = watch([daemon.pid(), compose], CONDITIONS_WINDOW).await?;
+    let after = daemon.metrics().await.ok_or("no /metrics")?;
+    let events = stored().await? - events_before;
+
+    let delta = |name: &str| {
+        metric_value(&after, name).unwrap_or(0.0) - metric_value(&before, name).unwrap_or(0.0)
+    };
+    let reads = delta("pc_eventd_polls_total") as u64;
+    let timed = delta("pc_eventd_upstream_request_duration_seconds_count");
+    let read_ms = (timed > 0.0)
+        .then(|| delta("pc_eventd_upstream_request_duration_seconds_sum") / timed * 1000.0);
+    let memory: Vec<f64> = after
+        .lines()
+        .filter(|l| l.starts_with("pc_eventd_process_memory_bytes{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+        .collect();
+    let memory_series = (memory.len(), memory.iter().filter(|v| **v > 0.0).count());
+    drop(daemon);
+    Ok(ConditionsRun {
+        sampling,
+        announced: Some(announced),
+        daemon: Some(daemon_usage),
+        compose,
+        reads,
+        read_ms,
+        events,
+        memory_series,
+    })
+}
+
 // ------------------------------------------------------------------------------------------
 // The report
 
@@ -908,6 +1203,136 @@ struct Report {
     throughput: Option<Throughput>,
     resources: Vec<(usize, Mode, Usage)>,
     scale: Vec<(usize, std::result::Result<Scale, String>)>,
+    conditions: Vec<ConditionsRun>,
+}
+
+impl Report {
+    /// Section 4b: one row per run, then the ratios of the runs with rules to the run without.
+    fn conditions_markdown(&self, out: &mut String) {
+        let window = CONDITIONS_WINDOW.as_secs();
+        let _ = writeln!(
+            out,
+            "### 4b. Conditions: what sampling the usage costs at {CONDITIONS_PROCESSES} processes (stream mode)\n\n\
+             | daemon | `GET /processes` reads in the {window} s window | mean read ms | daemon spawn → all announced | daemon RSS steady (median) MiB | daemon RSS peak (VmHWM) MiB | daemon CPU % over {window} s | process-compose CPU % over {window} s | process-compose RSS steady (median) MiB |\n\
+             |---|---|---|---|---|---|---|---|---|"
+        );
+        let or_dash = |value: Option<String>| value.unwrap_or_else(|| "–".into());
+        for run in &self.conditions {
+            let daemon = run.daemon.as_ref();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.1} |",
+                run.sampling.label(),
+                if daemon.is_some() {
+                    run.reads.to_string()
+                } else {
+                    "–".into()
+                },
+                or_dash(run.read_ms.map(|ms| format!("{ms:.0}"))),
+                or_dash(run.announced.map(|d| format!("{:.1} s", d.as_secs_f64()))),
+                or_dash(daemon.map(|d| format!("{:.1}", mib(d.steady_kb())))),
+                or_dash(daemon.map(|d| format!("{:.1}", mib(d.hwm_kb)))),
+                or_dash(daemon.map(|d| format!("{:.2}", d.cpu_percent))),
+                run.compose.cpu_percent,
+                mib(run.compose.steady_kb()),
+            );
+        }
+
+        // Ratios of each run with rules to the run without, all from this one run of the bench.
+        let baseline = self
+            .conditions
+            .iter()
+            .find(|r| r.sampling == Sampling::Default);
+        let with_rules: Vec<&ConditionsRun> = self
+            .conditions
+            .iter()
+            .filter(|r| matches!(r.sampling, Sampling::Rules(_)))
+            .collect();
+        if let Some(a) = baseline
+            && let Some(a_daemon) = &a.daemon
+            && !with_rules.is_empty()
+        {
+            let ratio = |x: f64, y: f64| {
+                if y > 0.0 {
+                    format!("{:.2}", x / y)
+                } else {
+                    "– (A below one clock tick)".into()
+                }
+            };
+            out.push_str(
+                "\n| ratio (same run) | daemon CPU | daemon RSS steady | daemon RSS peak | process-compose CPU |\n\
+                 |---|---|---|---|---|\n",
+            );
+            for run in &with_rules {
+                let Some(d) = &run.daemon else { continue };
+                let name = run.sampling.label();
+                let name = name.split(':').next().unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "| {name} / A | {} | {} | {} | {} |",
+                    ratio(d.cpu_percent, a_daemon.cpu_percent),
+                    ratio(d.steady_kb() as f64, a_daemon.steady_kb() as f64),
+                    ratio(d.hwm_kb as f64, a_daemon.hwm_kb as f64),
+                    ratio(run.compose.cpu_percent, a.compose.cpu_percent),
+                );
+            }
+            // The cost of one read: the extra CPU time over the extra reads, against the run
+            // with the most reads (the best signal over one clock tick).
+            if let Some(most) = with_rules.iter().max_by_key(|r| r.reads)
+                && let Some(d) = &most.daemon
+                && most.reads > a.reads
+            {
+                let per_read = |x: f64, y: f64| {
+                    (x - y) / 100.0 * CONDITIONS_WINDOW.as_secs_f64()
+                        / (most.reads - a.reads) as f64
+                        * 1000.0
+                };
+                let _ = writeln!(
+                    out,
+                    "\nOne read of `GET /processes` with {CONDITIONS_PROCESSES} processes, from run {} against A \
+                     ((CPU time of {} − CPU time of A) / ({} − {} reads)): **{:.0} ms of process-compose's CPU**, \
+                     {:.0} ms of the daemon's. So sampling every S seconds costs process-compose about \
+                     {:.0} ms / S of one core, the daemon about {:.0} ms / S.",
+                    most.sampling.label().split(':').next().unwrap_or_default(),
+                    most.sampling.label().split(':').next().unwrap_or_default(),
+                    most.reads,
+                    a.reads,
+                    per_read(most.compose.cpu_percent, a.compose.cpu_percent),
+                    per_read(d.cpu_percent, a_daemon.cpu_percent),
+                    per_read(most.compose.cpu_percent, a.compose.cpu_percent),
+                    per_read(d.cpu_percent, a_daemon.cpu_percent),
+                );
+            }
+        }
+
+        let events: u64 = self.conditions.iter().map(|r| r.events).sum();
+        let series: Vec<String> = self
+            .conditions
+            .iter()
+            .filter(|r| matches!(r.sampling, Sampling::Rules(_)))
+            .map(|r| format!("{} of {}", r.memory_series.1, r.memory_series.0))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nEach run has its own process-compose of {CONDITIONS_PROCESSES} `sleep 100000` processes (and, \
+             with a daemon, its own nats-server); the daemon is the release binary in stream mode, \
+             spawned once process-compose runs them all, and the {window} s window starts 2 s after \
+             every process is tracked and announced. Rules: `[[conditions.pressure]] processes = [\"*\"], \
+             memory = \"1GiB\", cpu = 90.0, for = \"30s\"`, `[[conditions.silence]] processes = [\"*\"], \
+             after = \"1h\"` and `health.process_metrics = true` (500 processes with series, the \
+             default limit); thresholds no `sleep` crosses: {events} events were stored during the \
+             windows, and the per-process memory series at the end held a reading above 0 in {} \
+             (B, C). Reads and their mean duration from the daemon's `pc_eventd_polls_total` and \
+             `pc_eventd_upstream_request_duration_seconds`, read just before and after the window. \
+             RSS and CPU as in section 4, for the daemon and for process-compose (its pid: the one \
+             child of the bench whose command line holds its temp project's path); 100 % = one core, \
+             one clock tick over the window is {:.3} %. process-compose measures a process's memory \
+             and CPU (gopsutil, `/proc`) when `GET /processes` asks for its state, at most once a \
+             second per process.\n",
+            series.join(", "),
+            100.0 / clock_ticks_per_second() / window as f64
+        );
+    }
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -1146,6 +1571,10 @@ impl Report {
                 );
             }
             out.push('\n');
+        }
+
+        if !self.conditions.is_empty() {
+            self.conditions_markdown(&mut out);
         }
 
         if !self.scale.is_empty() {
