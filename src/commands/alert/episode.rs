@@ -339,9 +339,10 @@ impl Episodes {
             return Vec::new();
         }
         if is_condition(t) {
-            return match self.alerts_on(t) {
-                true => vec![Role::Begins(topic(t, event))],
-                false => Vec::new(),
+            return if self.alerts_on(t) {
+                vec![Role::Begins(topic(t, event))]
+            } else {
+                Vec::new()
             };
         }
         let mut roles: Vec<Role> = CONDITIONS
@@ -819,6 +820,13 @@ mod tests {
             episodes.on_event(&given_up(3, 1003))[0].output,
             None,
             "a later crash"
+        );
+        let mut episodes = Episodes::new(&settings(5, 60));
+        episodes.on_event(&crash_with(3, 1000, &["not before it"]));
+        assert_eq!(
+            episodes.on_event(&given_up(3, 1003))[0].output,
+            None,
+            "only a crash strictly before it"
         );
     }
 
