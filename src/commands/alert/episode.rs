@@ -274,34 +274,7 @@ fn render_output(output: &ProcessOutput) -> String {
 /// that alone cut at a character boundary; `truncated` when anything was left out. `None` when
 /// `max_bytes` is 0 (no output in alerts).
 fn cap_output(output: &ProcessOutput, max_bytes: usize) -> Option<ProcessOutput> {
-    if max_bytes == 0 {
-        return None;
-    }
-    let mut kept = Vec::new();
-    let mut used = 0;
-    let mut truncated = output.truncated;
-    for line in output.lines.iter().rev() {
-        if used + line.len() <= max_bytes {
-            used += line.len();
-            kept.push(line.clone());
-            continue;
-        }
-        truncated = true;
-        if kept.is_empty() {
-            let mut end = max_bytes;
-            while !line.is_char_boundary(end) {
-                end -= 1;
-            }
-            kept.push(line[..end].to_owned());
-        }
-        break;
-    }
-    kept.reverse();
-    Some(ProcessOutput {
-        lines: kept,
-        truncated,
-        ..output.clone()
-    })
+    (max_bytes > 0).then(|| output.clone().keep_newest(max_bytes))
 }
 
 /// The open episodes, by (source, namespace/name, topic).
