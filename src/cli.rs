@@ -58,20 +58,25 @@ pub enum Command {
     /// Restart processes that crash or go unhealthy, within a policy [config: remediate]
     #[command(
         long_about = "Restart processes that crash or go unhealthy, within a policy.\n\n\
-            Reads crashed/unhealthy events (remediate.on) through the durable consumer \
-            remediate.durable, checks the process is still down, and restarts it through \
+            Reads crashed/unhealthy events (remediate.on; also resource_pressure, memmon's \
+            restart over a memory limit, and given_up when listed) through the durable consumer \
+            remediate.durable, checks the process is still down (or still over the limit), and \
+            restarts it through \
             process-compose's API within remediate.policy / remediate.rules (attempts per \
             window, backoff, circuit breaker, allow and deny lists). Every decision is published \
             on core.remediation.{namespace}.{name}.{action}; `pc-eventd watch --remediation` \
             shows them. SIGTERM and SIGINT stop it after the event in hand."
     )]
     Remediate(RemediateArgs),
-    /// Post crash-loop and health alerts to a webhook, one per episode [config: alert]
+    /// Post crash-loop, given-up, pressure, silence and health alerts to a webhook, one per
+    /// episode [config: alert]
     #[command(long_about = "Post alerts to a webhook, one per episode.\n\n\
             Reads the event types alert.types through the durable consumer alert.durable and \
-            groups them by process and type: a crash loop is one `opened` alert, one `escalated` \
-            after alert.escalate_after events, and one `resolved` after alert.quiet_period \
-            without another. Each alert is a JSON POST to alert.url, retried with backoff. \
+            groups them by process and type: a crash loop is one `opened` alert (with the \
+            crash's last output), one `escalated` after alert.escalate_after events, and one \
+            `resolved` after alert.quiet_period without another. given_up pages at critical \
+            until the process runs again; resource_pressure and silent are resolved by their \
+            recovery. Each alert is a JSON POST to alert.url, retried with backoff. \
             SIGTERM and SIGINT stop it.")]
     Alert(AlertArgs),
     /// Serve a live web page of every process, from the event stream [config: dashboard]
