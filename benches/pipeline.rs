@@ -1287,20 +1287,23 @@ impl Report {
                         / (most.reads - a.reads) as f64
                         * 1000.0
                 };
+                let run = most.sampling.label();
+                let run = run.split(':').next().unwrap_or_default();
+                let compose_ms = per_read(most.compose.cpu_percent, a.compose.cpu_percent);
+                let daemon_ms = per_read(d.cpu_percent, a_daemon.cpu_percent);
+                // ms of CPU every 10 s, in percent of one core.
+                let at_10s = |ms: f64| ms / 10_000.0 * 100.0;
                 let _ = writeln!(
                     out,
-                    "\nOne read of `GET /processes` with {CONDITIONS_PROCESSES} processes, from run {} against A \
-                     ((CPU time of {} − CPU time of A) / ({} − {} reads)): **{:.0} ms of process-compose's CPU**, \
-                     {:.0} ms of the daemon's. So sampling every S seconds costs process-compose about \
-                     {:.0} ms / S of one core, the daemon about {:.0} ms / S.",
-                    most.sampling.label().split(':').next().unwrap_or_default(),
-                    most.sampling.label().split(':').next().unwrap_or_default(),
+                    "\nOne read of `GET /processes` with {CONDITIONS_PROCESSES} processes, from run {run} against A \
+                     ((CPU time of {run} − CPU time of A) / ({} − {} reads)): **{compose_ms:.0} ms of \
+                     process-compose's CPU**, {daemon_ms:.0} ms of the daemon's. So reading every S seconds \
+                     costs process-compose about {compose_ms:.0} ms of CPU per S ({:.2} % of one core at the \
+                     default 10 s) and the daemon about {daemon_ms:.0} ms per S ({:.2} %).",
                     most.reads,
                     a.reads,
-                    per_read(most.compose.cpu_percent, a.compose.cpu_percent),
-                    per_read(d.cpu_percent, a_daemon.cpu_percent),
-                    per_read(most.compose.cpu_percent, a.compose.cpu_percent),
-                    per_read(d.cpu_percent, a_daemon.cpu_percent),
+                    at_10s(compose_ms),
+                    at_10s(daemon_ms),
                 );
             }
         }

@@ -4,9 +4,10 @@
 # `cargo bench` (a release build), and rewrites the results section of docs/benchmarks.md with
 # the tables, the date, the machine and the versions.
 #
-#   scripts/bench.sh                      everything (about 5 minutes plus the build), doc rewritten
+#   scripts/bench.sh                      everything (about 12 minutes plus the build), doc rewritten
 #   scripts/bench.sh latency crashloop    only these sections (latency, crashloop, throughput,
-#                                         resources, scale, dashboard); printed, the doc is left alone
+#                                         resources, conditions, scale, dashboard); printed, the
+#                                         doc is left alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
