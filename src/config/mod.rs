@@ -541,6 +541,9 @@ fn figment(sources: &Sources) -> Result<Figment, ConfigError> {
 /// Names where the value of `key` came from: a file, an environment variable, a flag, or the
 /// built-in default.
 fn origin(figment: &Figment, key: &str) -> String {
+    // An entry of an array of tables (`conditions.pressure[0].cpu`) comes from where the array
+    // does.
+    let key = key.split('[').next().unwrap_or(key);
     match figment.find_metadata(key) {
         Some(metadata) => describe_metadata(metadata, &key.split('.').collect::<Vec<_>>()),
         None => "built-in default".into(),
@@ -1016,7 +1019,7 @@ mod tests {
             ),
             (
                 "[[conditions.pressure]]\nfor = \"30s\"",
-                "conditions.pressure[0] (from ",
+                "conditions.pressure[0] (from /",
             ),
             (
                 "[[conditions.pressure]]\ncpu = 0.0\nfor = \"30s\"",
