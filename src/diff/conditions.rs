@@ -15,7 +15,7 @@ use pc_eventd_events::pattern::{ProcessPattern, any_matches};
 use pc_eventd_events::process_compose::model::{ProcessState, parse_time};
 use serde::{Deserialize, Serialize};
 
-use super::rules::Transition;
+use super::transition::Transition;
 
 /// The `[conditions]` section: which processes have resource thresholds or a silence threshold,
 /// and how often the usage is read.

@@ -16,6 +16,7 @@ mod settings;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+mod transition;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,8 +26,9 @@ use pc_eventd_events::event::{
     EventState, EventType, LifecycleEvent, Reason, SubjectScheme, timestamp as format_timestamp,
 };
 use pc_eventd_events::process_compose::model::{ProcessState, ProcessStatus};
-use rules::{RunLimits, Transition, run_of, step};
+use rules::{RunLimits, run_of, step};
 use snapshot::Tracked;
+use transition::Transition;
 use uuid::Uuid;
 
 pub use conditions::ConditionRules;
