@@ -459,13 +459,30 @@ impl LifecycleEvent {
             EventType::Unhealthy if self.reason == Some(Reason::NeverReady) => {
                 Some("never ready".to_owned())
             }
-            EventType::GivenUp => self.given_up.as_ref().map(|g| match g.max_restarts {
-                Some(max) => format!(
-                    "policy={}, restarts={}/{max}",
-                    g.policy.as_str(),
-                    g.restarts
-                ),
-                None => format!("policy={}, restarts={}", g.policy.as_str(), g.restarts),
+            EventType::GivenUp
+            | EventType::ResourcePressure
+            | EventType::ResourceRecovered
+            | EventType::Silent
+            | EventType::OutputResumed => self.condition_detail(),
+            EventType::StatusChanged => Some(format!(
+                "{} → {}",
+                self.previous_status.as_deref().unwrap_or("new"),
+                self.state.status
+            )),
+            _ => None,
+        }
+    }
+
+    /// The detail of the kinds that came after the seed's: the policy that gave up, the
+    /// reading against the threshold, the silence.
+    fn condition_detail(&self) -> Option<String> {
+        match self.event_type {
+            EventType::GivenUp => self.given_up.as_ref().map(|g| {
+                let of = g
+                    .max_restarts
+                    .map(|max| format!("/{max}"))
+                    .unwrap_or_default();
+                format!("policy={}, restarts={}{of}", g.policy.as_str(), g.restarts)
             }),
             EventType::ResourcePressure | EventType::ResourceRecovered => {
                 self.pressure.as_ref().map(|p| {
@@ -492,11 +509,6 @@ impl LifecycleEvent {
                 .as_ref()
                 .and_then(|s| s.silent_seconds)
                 .map(|secs| format!("after {secs}s of silence")),
-            EventType::StatusChanged => Some(format!(
-                "{} → {}",
-                self.previous_status.as_deref().unwrap_or("new"),
-                self.state.status
-            )),
             _ => None,
         }
     }

@@ -167,6 +167,19 @@ pub(super) struct Episode {
 }
 
 impl Episode {
+    /// Makes this the episode of `run`. The run under pressure ended (a restart, perhaps the
+    /// remediator's): its episode ends with the new run's first reading, and the new run
+    /// starts its own, so one that leaks again is under pressure again. True when an active
+    /// episode ended.
+    fn belong_to(&mut self, run: &(String, u32)) -> bool {
+        let ended_active = match &self.run {
+            Some(of) if of != run => std::mem::take(self).active,
+            _ => false,
+        };
+        self.run = Some(run.clone());
+        ended_active
+    }
+
     /// Takes one reading (`beyond`: on the far side of the threshold) at `at`; true when the
     /// episode flips, after the readings said so for `hold`.
     fn read(&mut self, beyond: bool, at: SystemTime, hold: Duration) -> bool {
@@ -205,45 +218,48 @@ pub(super) fn sample(
     silence_after: Option<Duration>,
     run: &(String, u32),
 ) -> Vec<Transition> {
+    let mut out = pressure(state, now, at, rules, run);
+    out.extend(silence(state, run_began_at, now, at, silence_after, run));
+    out
+}
+
+/// The pressure episodes of each resource with a threshold, from this sample's readings.
+fn pressure(
+    state: &mut ConditionState,
+    now: &ProcessState,
+    at: SystemTime,
+    rules: &ConditionRules,
+    run: &(String, u32),
+) -> Vec<Transition> {
     let mut out = Vec::new();
     let namespace = now.primary_namespace();
-    if let Some(readings) = readings(now) {
-        for (resource, value) in readings {
-            let Some((threshold, hold)) = rules.threshold(resource, namespace, &now.name) else {
-                state.pressure.remove(&resource);
-                continue;
+    for (resource, value) in readings(now).into_iter().flatten() {
+        let Some((threshold, hold)) = rules.threshold(resource, namespace, &now.name) else {
+            state.pressure.remove(&resource);
+            continue;
+        };
+        let episode = state.pressure.entry(resource).or_default();
+        let pressure = Pressure {
+            resource,
+            value,
+            threshold,
+            for_seconds: hold.as_secs(),
+        };
+        if episode.belong_to(run) {
+            out.push(
+                Transition::new(EventType::ResourceRecovered, run.clone())
+                    .pressure(pressure.clone()),
+            );
+        }
+        if episode.read(value > threshold, at, hold) {
+            let event_type = if episode.active {
+                EventType::ResourcePressure
+            } else {
+                EventType::ResourceRecovered
             };
-            let episode = state.pressure.entry(resource).or_default();
-            let pressure = Pressure {
-                resource,
-                value,
-                threshold,
-                for_seconds: hold.as_secs(),
-            };
-            // The run under pressure ended (a restart, perhaps the remediator's): its episode
-            // ends with the new run's first reading, and the new run starts its own, so one
-            // that leaks again is under pressure again.
-            if episode.run.as_ref().is_some_and(|of| of != run) {
-                if episode.active {
-                    out.push(
-                        Transition::new(EventType::ResourceRecovered, run.clone())
-                            .pressure(pressure.clone()),
-                    );
-                }
-                *episode = Episode::default();
-            }
-            episode.run = Some(run.clone());
-            if episode.read(value > threshold, at, hold) {
-                let event_type = if episode.active {
-                    EventType::ResourcePressure
-                } else {
-                    EventType::ResourceRecovered
-                };
-                out.push(Transition::new(event_type, run.clone()).pressure(pressure));
-            }
+            out.push(Transition::new(event_type, run.clone()).pressure(pressure));
         }
     }
-    out.extend(silence(state, run_began_at, now, at, silence_after, run));
     out
 }
 
@@ -259,29 +275,49 @@ fn silence(
 ) -> Option<Transition> {
     let after = after?;
     let last_output = now.last_activity_time.clone();
-    if state.silence.active {
-        // Any output since the silence was reported ends it, whether or not it still runs.
-        let spoke = last_output.is_some() && last_output != state.silent_since;
-        if !spoke {
-            return None;
-        }
-        let silent_seconds = state
-            .silent_since
-            .as_deref()
-            .and_then(parse_time)
-            .zip(last_output.as_deref().and_then(parse_time))
-            .and_then(|(from, to)| to.duration_since(from).ok())
-            .map(|silent| silent.as_secs());
-        state.silence = Episode::default();
-        state.silent_since = None;
-        return Some(
-            Transition::new(EventType::OutputResumed, run.clone()).silence(Silence {
-                threshold_seconds: after.as_secs(),
-                last_output,
-                silent_seconds,
-            }),
-        );
+    let said = if state.silence.active {
+        resumed(state, last_output, after)?
+    } else {
+        went_silent(state, last_output, run_began_at, now, at, after)?
+    };
+    Some(Transition::new(said.0, run.clone()).silence(said.1))
+}
+
+/// A silence reported ends with any output since, whether or not the process still runs.
+fn resumed(
+    state: &mut ConditionState,
+    last_output: Option<String>,
+    after: Duration,
+) -> Option<(EventType, Silence)> {
+    if last_output.is_none() || last_output == state.silent_since {
+        return None;
     }
+    let silent_seconds = state
+        .silent_since
+        .as_deref()
+        .and_then(parse_time)
+        .zip(last_output.as_deref().and_then(parse_time))
+        .and_then(|(from, to)| to.duration_since(from).ok())
+        .map(|silent| silent.as_secs());
+    state.silence = Episode::default();
+    state.silent_since = None;
+    let silence = Silence {
+        threshold_seconds: after.as_secs(),
+        last_output,
+        silent_seconds,
+    };
+    Some((EventType::OutputResumed, silence))
+}
+
+/// A running process quiet for longer than `after` at `at` is silent.
+fn went_silent(
+    state: &mut ConditionState,
+    last_output: Option<String>,
+    run_began_at: Option<SystemTime>,
+    now: &ProcessState,
+    at: SystemTime,
+    after: Duration,
+) -> Option<(EventType, Silence)> {
     if !now.status.normalized().is_running() {
         return None;
     }
@@ -294,11 +330,10 @@ fn silence(
     }
     state.silence.active = true;
     state.silent_since = last_output.clone();
-    Some(
-        Transition::new(EventType::Silent, run.clone()).silence(Silence {
-            threshold_seconds: after.as_secs(),
-            last_output,
-            silent_seconds: None,
-        }),
-    )
+    let silence = Silence {
+        threshold_seconds: after.as_secs(),
+        last_output,
+        silent_seconds: None,
+    };
+    Some((EventType::Silent, silence))
 }

@@ -32,18 +32,7 @@ pub(super) fn step(
     {
         return (before.clone(), Vec::new());
     }
-    let mut kept = now.without_usage();
-    // Stream frames leave the watcher's trigger out: the last one a poll showed still holds.
-    if kept.watch_trigger_time.is_none() {
-        kept.watch_trigger_time = before.and_then(|t| t.state.watch_trigger_time.clone());
-    }
-    let mut tracked = match before {
-        Some(t) => Tracked {
-            state: kept,
-            ..t.clone()
-        },
-        None => Tracked::new(kept, at),
-    };
+    let mut tracked = track(before, now, at);
     tracked.readiness.began_at.get_or_insert(at);
     let change = Change::new(before, now, at);
     let mut out = change.incarnation_replaced(&mut tracked);
@@ -54,11 +43,9 @@ pub(super) fn step(
     let stop_requested = tracked.stop_requested;
     out.extend(change.policy_restarts(&mut tracked, stop_requested));
     out.extend(change.restarting(&mut tracked, stop_requested));
-    if let Some(end) = change.ended(&mut tracked, stop_requested) {
-        let gave_up = given_up(&end, now, limits);
-        out.push(end);
-        out.extend(gave_up);
-    }
+    let end = change.ended(&mut tracked, stop_requested);
+    let gave_up = end.as_ref().and_then(|end| given_up(end, now, limits));
+    out.extend(end.into_iter().chain(gave_up));
     if change.new_status == ProcessStatus::Terminating {
         tracked.stop_requested = true;
     }
@@ -71,19 +58,45 @@ pub(super) fn step(
         limits.readiness_grace,
         change.current_run.clone(),
     ));
-    let by_watcher = tracked.watch_restart || change.watch_triggered();
-    if by_watcher {
-        out = out.into_iter().filter_map(by_file_watcher).collect();
-        // The flag holds from the trigger until the run that the watcher started begins.
-        tracked.watch_restart = !out
-            .iter()
-            .any(|t| matches!(t.event_type, EventType::Restarted | EventType::Started));
+    if tracked.watch_restart || change.watch_triggered() {
+        out = file_watcher_restart(&mut tracked, out);
     }
+    note_given_up(&mut tracked, now, &out);
+    (tracked, out)
+}
+
+/// Whether process-compose has given up on it: from its `given_up` until it runs again.
+fn note_given_up(tracked: &mut Tracked, now: &ProcessState, out: &[Transition]) {
     if now.status.normalized().is_running() {
         tracked.given_up = false;
     }
     tracked.given_up |= out.iter().any(|t| t.event_type == EventType::GivenUp);
-    (tracked, out)
+}
+
+/// What is kept of `now`, over what was known `before`: the state without its usage, and the
+/// watcher's trigger that stream frames leave out (the last one a poll showed still holds).
+fn track(before: Option<&Tracked>, now: &ProcessState, at: SystemTime) -> Tracked {
+    let mut kept = now.without_usage();
+    if kept.watch_trigger_time.is_none() {
+        kept.watch_trigger_time = before.and_then(|t| t.state.watch_trigger_time.clone());
+    }
+    match before {
+        Some(t) => Tracked {
+            state: kept,
+            ..t.clone()
+        },
+        None => Tracked::new(kept, at),
+    }
+}
+
+/// The transitions of a restart by the file watcher, marked as such; the mark holds from the
+/// trigger until the run that the watcher started begins.
+fn file_watcher_restart(tracked: &mut Tracked, out: Vec<Transition>) -> Vec<Transition> {
+    let out: Vec<Transition> = out.into_iter().filter_map(by_file_watcher).collect();
+    tracked.watch_restart = !out
+        .iter()
+        .any(|t| matches!(t.event_type, EventType::Restarted | EventType::Started));
+    out
 }
 
 /// A run that ended with a failure and will not be restarted: who gave up, and the count.
