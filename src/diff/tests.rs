@@ -1595,6 +1595,50 @@ mod conditions {
     }
 
     #[test]
+    fn a_process_not_measured_yet_has_no_reading() {
+        let mut h = sampling(ConditionRules {
+            pressure: vec![PressureRule {
+                processes: vec![ProcessPattern::any()],
+                memory: None,
+                cpu: Some(50.0),
+                duration: secs(0),
+            }],
+            ..ConditionRules::default()
+        });
+        h.observe(&[ps("web", S::Running)]);
+        // process-compose reports 0 until its first sample; its cpu then means nothing
+        assert_eq!(h.lifecycle(&[using(0, 95.0)]), []);
+        assert_eq!(h.lifecycle(&[using(1, 95.0)]), [ResourcePressure]);
+    }
+
+    #[test]
+    fn rules_without_processes_select_every_process() {
+        let rules: ConditionRules = serde_json::from_value(serde_json::json!({
+            "pressure": [{"memory": 1024, "for": "1s"}],
+            "silence": [{"after": "1m"}],
+        }))
+        .unwrap();
+        assert_eq!(
+            rules.threshold(Resource::Memory, "any", "thing"),
+            Some((1024.0, secs(1)))
+        );
+        assert_eq!(rules.threshold(Resource::Cpu, "any", "thing"), None);
+        assert_eq!(rules.silence_after("any", "thing"), Some(secs(60)));
+        assert!(!rules.is_empty());
+        assert!(ConditionRules::default().is_empty());
+        let only_silence = ConditionRules {
+            pressure: Vec::new(),
+            ..rules.clone()
+        };
+        assert!(!only_silence.is_empty());
+        let only_pressure = ConditionRules {
+            silence: Vec::new(),
+            ..rules
+        };
+        assert!(!only_pressure.is_empty());
+    }
+
+    #[test]
     fn stream_frames_carry_no_readings() {
         let mut h = sampling(memory_rule(512, 0));
         h.synthetic = false;
