@@ -138,8 +138,11 @@ mod tests {
     #[test]
     fn the_policy_names_who_gave_up() {
         let mut settings = ProcessSettings::default();
+        assert!(!settings.knows("no"));
         assert_eq!(settings.gives_up("a", 0), None, "not known");
         settings.learn("no", policy(restart::NO, 0));
+        assert!(settings.knows("no"));
+        assert!(!settings.knows("exit"));
         settings.learn("exit", policy(restart::EXIT_ON_FAILURE, 0));
         settings.learn("max", policy(restart::ON_FAILURE, 2));
         settings.learn("always", policy(restart::ALWAYS, 0));

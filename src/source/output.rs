@@ -248,6 +248,25 @@ mod tests {
     }
 
     #[test]
+    fn configurations_differing_in_any_key_differ() {
+        let base = CrashOutputConfig::default();
+        assert_eq!(base, CrashOutputConfig::default());
+        let changes: [fn(&mut CrashOutputConfig); 6] = [
+            |c| c.enabled = false,
+            |c| c.lines = 5,
+            |c| c.max_bytes = 10,
+            |c| c.read_timeout = Duration::from_secs(9),
+            |c| c.redact = Vec::new(),
+            |c| c.skip = vec![ProcessPattern::new("x")],
+        ];
+        for change in changes {
+            let mut other = CrashOutputConfig::default();
+            change(&mut other);
+            assert_ne!(base, other, "{other:?}");
+        }
+    }
+
+    #[test]
     fn a_bad_pattern_is_named() {
         let err = toml::from_str::<CrashOutputConfig>("redact = ['(unclosed']").unwrap_err();
         assert!(
