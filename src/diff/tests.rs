@@ -1563,6 +1563,15 @@ mod conditions {
     }
 
     #[test]
+    fn a_reading_at_the_threshold_is_not_above_it() {
+        let mut h = sampling(memory_rule(512, 0));
+        h.observe(&[ps("web", S::Running)]);
+        assert_eq!(samples(&mut h, &[512, 512]), []);
+        assert_eq!(samples(&mut h, &[513]), [ResourcePressure]);
+        assert_eq!(samples(&mut h, &[512]), [ResourceRecovered]);
+    }
+
+    #[test]
     fn a_reading_that_wobbles_around_the_threshold_does_not_flap() {
         let mut h = sampling(memory_rule(512, 3));
         h.observe(&[ps("web", S::Running)]);

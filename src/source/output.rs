@@ -266,6 +266,46 @@ mod tests {
         }
     }
 
+    fn client(port: u16) -> ComposeClient {
+        let endpoint = pc_eventd_events::process_compose::Endpoint::from_url(&format!(
+            "http://127.0.0.1:{port}"
+        ))
+        .unwrap();
+        ComposeClient::new(endpoint, None, Duration::from_secs(5))
+    }
+
+    #[tokio::test]
+    async fn a_read_that_does_not_answer_within_the_bound_says_so() {
+        // A listener that accepts and never answers: a stalled process-compose.
+        let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = stalled.local_addr().unwrap().port();
+        let config = CrashOutputConfig {
+            read_timeout: Duration::from_millis(50),
+            ..CrashOutputConfig::default()
+        };
+        let output = config.read(&client(port), "web").await;
+        assert!(output.lines.is_empty());
+        assert_eq!(
+            output.unavailable.as_deref(),
+            Some("the output was not read within 50ms")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_read_that_fails_says_why() {
+        // A port nothing listens on: bound, then closed.
+        let port = {
+            let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            gone.local_addr().unwrap().port()
+        };
+        let output = CrashOutputConfig::default()
+            .read(&client(port), "web")
+            .await;
+        assert!(output.lines.is_empty());
+        let why = output.unavailable.unwrap();
+        assert!(why.starts_with("cannot read the output: "), "{why}");
+    }
+
     #[test]
     fn a_bad_pattern_is_named() {
         let err = toml::from_str::<CrashOutputConfig>("redact = ['(unclosed']").unwrap_err();
