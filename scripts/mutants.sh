@@ -38,7 +38,9 @@ run() {
     # hangs the tests is caught by the timeout): results, not failures here.
     local status=0
     mkdir -p target/mutants
-    cargo mutants --profile mutants -j 2 --no-shuffle --output "target/mutants/$group" "$@" || status=$?
+    # --workspace: the files named in the library crate (events/) are mutated too; without it
+    # only the root package's are, silently.
+    cargo mutants --workspace --profile mutants -j 2 --no-shuffle --output "target/mutants/$group" "$@" || status=$?
     [ "$status" -eq 0 ] || [ "$status" -eq 2 ] || [ "$status" -eq 3 ]
 }
 
