@@ -79,16 +79,7 @@ processes:
     config.alert.escalate_after = 3;
     config.alert.quiet_period = Duration::from_secs(3);
     config.alert.retry_backoff = Duration::from_millis(100);
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(pc_eventd::alert::run(
-        config.alert.clone(),
-        config.nats.clone(),
-        stop.clone(),
-    ));
-    crate::support::wait_for_consumer(&stack.nats_url(), &config.alert.durable, || {
-        task.is_finished()
-    })
-    .await;
+    let sink = AlertSink::start(&config, &stack.nats_url()).await;
     stack.pc.start_process("flaky").await;
 
     let resolved = || {
@@ -140,8 +131,7 @@ processes:
         last["event"]["type"], "crashed",
         "the latest event rides along"
     );
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    sink.stop().await;
     stack.stop().await;
 }
 
@@ -172,16 +162,7 @@ async fn a_crash_alert_carries_its_last_lines_and_giving_up_pages_critical() {
     config.alert.url = Some(Secret::new(url));
     // The default types: crashed, unhealthy, given_up, resource_pressure, silent.
     config.alert.retry_backoff = Duration::from_millis(100);
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(pc_eventd::alert::run(
-        config.alert.clone(),
-        config.nats.clone(),
-        stop.clone(),
-    ));
-    crate::support::wait_for_consumer(&stack.nats_url(), &config.alert.durable, || {
-        task.is_finished()
-    })
-    .await;
+    let sink = AlertSink::start(&config, &stack.nats_url()).await;
     stack.pc.start_process("leaky").await;
 
     // What the daemon published: the crash with its output, then the give-up.
@@ -290,7 +271,32 @@ async fn a_crash_alert_carries_its_last_lines_and_giving_up_pages_critical() {
     for (_, body) in &calls {
         assert!(!body.to_string().contains("hunter2"), "{body}");
     }
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    sink.stop().await;
     stack.stop().await;
+}
+
+/// `pc-eventd alert`, run in-process, once its durable consumer is there.
+struct AlertSink {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), pc_eventd::alert::AlertError>>,
+}
+
+impl AlertSink {
+    async fn start(config: &pc_eventd::Config, nats_url: &str) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(pc_eventd::alert::run(
+            config.alert.clone(),
+            config.nats.clone(),
+            stop.clone(),
+        ));
+        crate::support::wait_for_consumer(nats_url, &config.alert.durable, || task.is_finished())
+            .await;
+        Self { stop, task }
+    }
+
+    /// Stops it and checks that it ended without an error.
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
 }
