@@ -67,6 +67,9 @@ pub struct Daemon {
     ready_sent: std::sync::atomic::AtomicBool,
     /// When `STATUS=` last went out after an observation.
     last_status: std::sync::Mutex<Option<Instant>>,
+    /// An observation came sooner than a second after the last `STATUS=`: it has not been
+    /// reported yet (see `Daemon::report_status`).
+    status_pending: std::sync::atomic::AtomicBool,
     /// The last published state per process, kept in NATS (see [`crate::delivery::records`]).
     state: Arc<tokio::sync::Mutex<Option<StateStore>>>,
     /// Where events wait for JetStream; opened by [`Daemon::run`].
@@ -137,6 +140,7 @@ impl Daemon {
             log: None,
             ready_sent: std::sync::atomic::AtomicBool::new(false),
             last_status: std::sync::Mutex::new(None),
+            status_pending: std::sync::atomic::AtomicBool::new(false),
             state: Arc::default(),
             queue: None,
             state_loaded: std::sync::atomic::AtomicBool::new(false),

@@ -29,7 +29,8 @@ use crate::sync::lock;
 /// Shortest interval between two `STATUS=` updates driven by observations.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
-/// How often a stream session looks for runs whose readiness grace ran out (no frame says so).
+/// How often a stream session looks for runs whose readiness grace ran out (no frame says so),
+/// and reports an observation that came too soon after the last `STATUS=`.
 const READINESS_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Process settings read at once from process-compose.
@@ -54,10 +55,7 @@ fn process_gauges(view: ProcessView<'_>) -> ProcessGauges {
             .then_some(state.is_ready == Readiness::Ready),
         restarts: state.restarts,
         exit_code: state.exit_code,
-        usage: view
-            .usage
-            .filter(|usage| usage.mem > 0)
-            .map(|usage| (usage.mem, usage.cpu)),
+        usage: view.usage.map(|usage| (usage.mem, usage.cpu)),
         under_pressure: view.under_pressure.iter().map(|r| r.as_str()).collect(),
         given_up: view.given_up,
     }
@@ -219,8 +217,8 @@ impl Daemon {
 
     /// Reads the settings of the processes in `observed` not read yet (once each): the
     /// readiness probe, the restart policy, `monitor_for`. Unreadable settings leave the
-    /// defaults (a 60 s readiness grace, a 1 s backoff, a policy that gives up unknown) and are
-    /// tried again at the next observation.
+    /// defaults (a 60 s readiness grace, a 1 s backoff, no `given_up`) and are tried again at
+    /// the next observation.
     async fn learn_settings(&self, compose: &ComposeClient, observed: &[ProcessState]) {
         let unknown: Vec<String> = {
             let settings = self.settings();
@@ -345,9 +343,8 @@ impl Daemon {
         queue.wake.notify_one();
     }
 
-    /// Reports a new observation to systemd: `READY=1` the first time, then `STATUS=` at most
-    /// once a second (a stream can bring hundreds of frames at once).
-    /// The process gauges follow at the same pace.
+    /// Reports a new observation to systemd: `READY=1` the first time, then `STATUS=` (see
+    /// [`Daemon::report_status`]). The process gauges follow at the same pace.
     fn observed(&self, snapshot: &Snapshot) {
         self.status
             .set_processes(snapshot.len(), snapshot.unhealthy());
@@ -359,8 +356,23 @@ impl Daemon {
             notify::ready(&self.status.summary());
             return;
         }
+        self.status_pending
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.report_status(snapshot);
+    }
+
+    /// `STATUS=` and the process gauges, at most once a second (a stream can bring hundreds of
+    /// frames at once). An observation that came sooner is reported by the next call: the next
+    /// observation, or the stream session's tick, so the last change of a burst is not left
+    /// unreported until the next reconcile.
+    fn report_status(&self, snapshot: &Snapshot) {
+        use std::sync::atomic::Ordering;
+        if !self.status_pending.load(Ordering::Relaxed) {
+            return;
+        }
         let mut last = lock(&self.last_status);
         if last.is_none_or(|at| at.elapsed() >= STATUS_EVERY) {
+            self.status_pending.store(false, Ordering::Relaxed);
             self.update_process_gauges(snapshot);
             notify::status(&self.status.summary());
             *last = Some(Instant::now());
@@ -410,7 +422,10 @@ impl Daemon {
                 () = shutdown.cancelled() => return SessionEnd::Shutdown,
                 Some(()) = reloads.recv() => return SessionEnd::Reload,
                 _ = pet.tick() => self.watchdog.pet(),
-                _ = readiness.tick() => self.readiness_overdue(compose, snapshot).await,
+                _ = readiness.tick() => {
+                    self.readiness_overdue(compose, snapshot).await;
+                    self.report_status(snapshot);
+                }
                 _ = reconcile.tick() => {
                     if let Err(err) = self.reconcile(compose, snapshot, &mut subscriptions).await {
                         return SessionEnd::Failed(err);

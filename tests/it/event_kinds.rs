@@ -362,3 +362,37 @@ processes:
     }
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gauges_follow_the_last_frame_of_a_burst() {
+    let stack = Stack::start_configured(
+        Release::Current,
+        r#"
+processes:
+  web:
+    command: "sleep 1000"
+    "#,
+        |config| {
+            // No sample before the default reconcile (30 s): only frames move the gauges.
+            config.conditions.sample_interval = Duration::from_secs(60);
+            config.health.process_metrics = true;
+        },
+    )
+    .await;
+    let status = stack.daemon.as_ref().unwrap().status.clone();
+    let up = |value: u8| {
+        format!(
+            "pc_eventd_process_up{{source=\"test\",namespace=\"default\",name=\"web\"}} {value}"
+        )
+    };
+    assert!(eventually(LONG, || status.encode_metrics().contains(&up(1))).await);
+    // A stop is two frames milliseconds apart (Terminating, Completed): the second comes
+    // within the second after the first was reported, and must not wait for the reconcile.
+    stack.pc.stop_process("web").await;
+    let followed = eventually(Duration::from_secs(10), || {
+        status.encode_metrics().contains(&up(0))
+    })
+    .await;
+    assert!(followed, "{}", status.encode_metrics());
+    stack.stop().await;
+}
