@@ -197,13 +197,33 @@ impl Episode {
     }
 }
 
+/// A process's memory and CPU at the last sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// Resident bytes.
+    pub mem: i64,
+    /// Percent of one core.
+    pub cpu: f64,
+}
+
+impl Usage {
+    /// What `state` (from `GET /processes`) measured, if it measured the process: not for a
+    /// daemon (`mem` -1) or before process-compose's first sample (0).
+    pub fn measured(state: &ProcessState) -> Option<Self> {
+        (state.mem > 0).then_some(Self {
+            mem: state.mem,
+            cpu: state.cpu,
+        })
+    }
+}
+
 /// The resource readings of a process that runs and was measured, by resource.
 fn readings(state: &ProcessState) -> Option<[(Resource, f64); 2]> {
-    // A daemon (-1) or a process not measured yet (0) has no reading; nor has one that is not
-    // running, whose figures are those of its last run.
-    (state.status.normalized().is_running() && state.mem > 0).then_some([
-        (Resource::Memory, state.mem as f64),
-        (Resource::Cpu, state.cpu),
+    // One that is not running has no reading: its figures are those of its last run.
+    let usage = Usage::measured(state).filter(|_| state.status.normalized().is_running())?;
+    Some([
+        (Resource::Memory, usage.mem as f64),
+        (Resource::Cpu, usage.cpu),
     ])
 }
 

@@ -31,10 +31,10 @@ use snapshot::Tracked;
 use transition::Transition;
 use uuid::Uuid;
 
-pub use conditions::ConditionRules;
+pub use conditions::{ConditionRules, Usage};
 pub use settings::ProcessSettings;
 pub(crate) use snapshot::ProcessRecord;
-pub use snapshot::{ProcessView, Snapshot, Usage};
+pub use snapshot::{ProcessView, Snapshot};
 
 /// Namespace for the name-based (v5) UUIDs that serve as event ids.
 const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5327_df34_583b_4c37_8cc6_16ea_b2a5_3ab7);
@@ -85,7 +85,7 @@ pub fn diff(
         events.append(&mut made);
         next.processes.insert(now.name.clone(), tracked);
         let usage = if ctx.sampled {
-            Some(Usage::of(now))
+            Usage::measured(now)
         } else {
             prev.usage.get(&now.name).copied()
         };

@@ -104,13 +104,11 @@ fn given_up(end: &Transition, now: &ProcessState, limits: &RunLimits) -> Option<
     let (policy, max_restarts) = limits.gives_up?;
     (end.event_type == EventType::Crashed && end.reason == Some(Reason::ExitedWithFailure)).then(
         || {
-            let mut t = Transition::new(EventType::GivenUp, end.run.clone());
-            t.given_up = Some(GivenUp {
+            Transition::new(EventType::GivenUp, end.run.clone()).given_up(GivenUp {
                 policy,
                 restarts: now.restarts,
                 max_restarts,
-            });
-            t
+            })
         },
     )
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use pc_eventd_events::event::{LifecycleEvent, Resource};
 use pc_eventd_events::process_compose::model::{ProcessState, Readiness};
 
-use super::conditions::ConditionState;
+use super::conditions::{ConditionState, Usage};
 use super::settings::ProcessSettings;
 
 /// Everything pc-eventd remembers between two observations.
@@ -21,7 +21,8 @@ pub struct Snapshot {
     /// The last event made of each process now known, for its record (shared: a snapshot is
     /// copied at every observation).
     pub(super) last_events: BTreeMap<String, Arc<LifecycleEvent>>,
-    /// The last sampled usage of each process now known (not stored: it is read again).
+    /// The last usage process-compose measured of each process now known, at the last sample
+    /// (not stored: it is read again).
     pub(super) usage: BTreeMap<String, Usage>,
 }
 
@@ -29,30 +30,12 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessView<'a> {
     pub state: &'a ProcessState,
-    /// The last sample, if the process was sampled.
+    /// The last sample, if process-compose measured the process in it.
     pub usage: Option<Usage>,
     /// The resources it is over a threshold of.
     pub under_pressure: Vec<Resource>,
     /// process-compose will not restart it again.
     pub given_up: bool,
-}
-
-/// A process's memory and CPU at the last sample.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Usage {
-    /// Resident bytes; not positive when process-compose had no reading.
-    pub mem: i64,
-    /// Percent of one core.
-    pub cpu: f64,
-}
-
-impl Usage {
-    pub fn of(state: &ProcessState) -> Self {
-        Self {
-            mem: state.mem,
-            cpu: state.cpu,
-        }
-    }
 }
 
 /// One process's entry in a [`Snapshot`], as stored by the state store: opaque outside this

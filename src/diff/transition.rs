@@ -51,6 +51,11 @@ impl Transition {
         self
     }
 
+    pub(super) fn given_up(mut self, given_up: GivenUp) -> Self {
+        self.given_up = Some(given_up);
+        self
+    }
+
     pub(super) fn pressure(mut self, pressure: Pressure) -> Self {
         self.pressure = Some(pressure);
         self
