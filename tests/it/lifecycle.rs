@@ -79,8 +79,18 @@ async fn reload(daemon: &Binary, notify: &mut NotifySocket) -> String {
 /// Whether the unlabelled metric `name` of the daemon with its health endpoint on `health`
 /// satisfies `done` within [`LONG`].
 async fn metric_reaches(health: u16, name: &str, done: impl Fn(f64) -> bool) -> bool {
+    labelled_metric_reaches(health, name, &[], done).await
+}
+
+/// [`metric_reaches`] for the sample of `name` with `labels`.
+async fn labelled_metric_reaches(
+    health: u16,
+    name: &str,
+    labels: &[(&str, &str)],
+    done: impl Fn(f64) -> bool,
+) -> bool {
     let deadline = Instant::now() + LONG;
-    while !done(metric(health, name, &[]).await) {
+    while !done(metric(health, name, labels).await) {
         if Instant::now() >= deadline {
             return false;
         }
@@ -297,24 +307,12 @@ async fn readyz_follows_nats_and_metrics_follow_events() {
 
     let mut log = EventLog::open(&nats.url()).await;
     log.wait_for("job", Crashed).await;
-    assert!(
-        metric(
-            health,
-            "pc_eventd_events_published_total",
-            &[("type", "started")]
-        )
-        .await
-            >= 2.0
-    );
-    assert_eq!(
-        metric(
-            health,
-            "pc_eventd_events_published_total",
-            &[("type", "crashed")]
-        )
-        .await,
-        1.0
-    );
+    // The counter follows the server's acknowledgement, which a consumer may see the event
+    // before: wait for it rather than read it once.
+    let published = "pc_eventd_events_published_total";
+    assert!(labelled_metric_reaches(health, published, &[("type", "crashed")], |n| n >= 1.0).await);
+    assert_eq!(metric(health, published, &[("type", "crashed")]).await, 1.0);
+    assert!(metric(health, published, &[("type", "started")]).await >= 2.0);
     assert!(metric(health, "pc_eventd_polls_total", &[]).await >= 1.0);
     assert!(metric(health, "pc_eventd_nats_reconnects_total", &[]).await >= 1.0);
     assert_eq!(metric(health, "pc_eventd_nats_connected", &[]).await, 1.0);
