@@ -70,7 +70,12 @@ fn event(subjects: &SubjectScheme, p: usize, seq: u64) -> LifecycleEvent {
     event.restarts = (seq > 1).then_some(seq as u32 - 1);
     event.id = format!("bench-{p}-{seq}");
     event.timestamp = timestamp(SystemTime::now());
-    event.subject = subjects.subject(&event.namespace, &event.process, event.event_type);
+    event.subject = subjects.subject(
+        &event.source,
+        &event.namespace,
+        &event.process,
+        event.event_type,
+    );
     event.state.name = event.process.clone();
     event.state.namespace = event.namespace.clone();
     event.state.namespaces = vec![event.namespace.clone()];

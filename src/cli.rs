@@ -137,6 +137,9 @@ pub struct DashboardArgs {
     /// Where to serve the page, e.g. 127.0.0.1:9480 [config: dashboard.listen]
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<std::net::SocketAddr>,
+    /// Only this source's events (one host of a fleet) [config: dashboard.source]
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +166,10 @@ pub struct NatsArgs {
 pub struct WatchArgs {
     #[command(flatten)]
     pub nats: NatsArgs,
+    /// Only events from this source (a host's `process_compose.source`): selected by the server
+    /// when the daemons publish with `nats.subject_layout = "by_source"`
+    #[arg(long, short = 's', value_name = "SOURCE")]
+    pub source: Option<String>,
     /// Only this process: NAME (any namespace) or NAMESPACE/NAME
     #[arg(long, short = 'p', value_name = "NAME|NS/NAME")]
     pub process: Option<String>,
@@ -278,10 +285,11 @@ fn remediate_command(file: Option<PathBuf>, args: RemediateArgs) -> ExitCode {
             Ok(compose) => compose,
             Err(err) => return config_failure(&err.into()),
         };
+        let source = config.process_compose.source();
         consumer_command(
             "remediate",
             config,
-            |config, stop| remediate::run(config.remediate, config.nats, compose, stop),
+            |config, stop| remediate::run(config.remediate, config.nats, compose, source, stop),
             |_| false,
         )
     })
@@ -311,6 +319,7 @@ fn dashboard_command(file: Option<PathBuf>, args: DashboardArgs) -> ExitCode {
     let overrides = Overrides {
         nats_url: args.nats.nats_url,
         dashboard_listen: args.listen,
+        dashboard_source: args.source,
         ..Overrides::default()
     };
     with_config(file, overrides, |config| {
@@ -463,9 +472,11 @@ async fn watch_until(
     if args.remediation {
         let nats = config.remediate.nats(&config.nats);
         let process = args.process.as_deref();
-        return watch::remediation(&nats, process, output, &mut stdout, stop).await;
+        let source = args.source.as_deref();
+        return watch::remediation(&nats, source, process, output, &mut stdout, stop).await;
     }
     let filter = Filter {
+        source: args.source.clone(),
         process: args.process.clone(),
         namespace: args.namespace.clone(),
         types: args.types.clone(),

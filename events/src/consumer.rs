@@ -55,6 +55,10 @@ use crate::nats::NatsConfig;
 /// Which events to read. Everything unset matches anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
+    /// Only events from this source (the daemon's `process_compose.source`). Selected by the
+    /// server in the by-source subject layout; in the plain layout the subscription reads the
+    /// other filters' subjects and drops other sources' events itself.
+    pub source: Option<String>,
     /// `name` (in any namespace) or `namespace/name`.
     pub process: Option<String>,
     /// Only events from this namespace; must agree with a namespace named in `process`.
@@ -99,14 +103,20 @@ impl Filter {
         self
     }
 
+    /// Only events from `source`.
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
     /// Only events from `namespace`.
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Some(namespace.into());
         self
     }
 
-    /// The subjects that select these events on the server, in the five-token shape the daemon
-    /// publishes (`{prefix}.{namespace}.{name}.{type}`) with `*` for what is not filtered: one
+    /// The subjects that select these events on the server, in the shape the daemon publishes
+    /// (`{prefix}[.{source}].{namespace}.{name}.{type}`) with `*` for what is not filtered: one
     /// subject per requested type, or one for all types.
     pub fn subjects(&self, scheme: &SubjectScheme) -> Result<Vec<String>, FilterError> {
         let (mut namespace, name) = match self.process.as_deref() {
@@ -129,22 +139,30 @@ impl Filter {
                 _ => namespace = Some(wanted),
             }
         }
+        let source = self.source.as_deref();
         if self.types.is_empty() {
-            return Ok(vec![scheme.filter(namespace, name, None)]);
+            return Ok(vec![scheme.filter(source, namespace, name, None)]);
         }
         let mut types = self.types.clone();
         types.sort();
         types.dedup();
         Ok(types
             .into_iter()
-            .map(|t| scheme.filter(namespace, name, Some(t)))
+            .map(|t| scheme.filter(source, namespace, name, Some(t)))
             .collect())
     }
 
-    /// Whether an event that matched the subjects passes the severity threshold.
+    /// Whether an event that matched the subjects is from the source asked for (which a plain
+    /// subject does not say) and passes the severity threshold.
     pub fn shows(&self, event: &LifecycleEvent) -> bool {
-        self.types.contains(&event.event_type)
-            || self.min_severity.is_none_or(|min| event.severity >= min)
+        self.shows_source(&event.source)
+            && (self.types.contains(&event.event_type)
+                || self.min_severity.is_none_or(|min| event.severity >= min))
+    }
+
+    /// Whether a message of `source` (an event or a loss marker) is from the source asked for.
+    pub fn shows_source(&self, source: &str) -> bool {
+        self.source.as_deref().is_none_or(|wanted| wanted == source)
     }
 }
 
@@ -841,7 +859,8 @@ impl EventStream {
         let event: LifecycleEvent = match serde_json::from_slice(&message.payload) {
             Ok(event) => event,
             Err(_) if let Some(marker) = loss_marker(&message) => {
-                return Poll::Ready(Some(Ok(Some(Received::EventsLost(marker)))));
+                let shown = self.filter.shows_source(&marker.source);
+                return Poll::Ready(Some(Ok(shown.then_some(Received::EventsLost(marker)))));
             }
             Err(err) => {
                 self.undecodable += 1;
@@ -1061,6 +1080,37 @@ mod tests {
             .with_namespace("shop")
             .with_type(EventType::Crashed);
         assert_eq!(subjects(filter), ["core.process.shop.api%2Ev2.crashed"]);
+    }
+
+    #[test]
+    fn a_source_is_selected_by_the_server_only_in_the_by_source_layout() {
+        let filter = Filter::default()
+            .with_source("web-01")
+            .with_process("api")
+            .with_type(EventType::Crashed);
+        let by_source = SubjectScheme::default().with_layout(crate::event::SubjectLayout::BySource);
+        assert_eq!(
+            filter.subjects(&by_source).unwrap(),
+            ["core.process.web-01.*.api.crashed"]
+        );
+        assert_eq!(subjects(filter), ["core.process.*.api.crashed"]);
+        assert_eq!(
+            Filter::default().subjects(&by_source).unwrap(),
+            ["core.process.*.*.*.*"]
+        );
+    }
+
+    #[test]
+    fn a_source_filter_drops_other_sources_events_and_markers() {
+        let filter = Filter::default().with_source("web-01");
+        let mut event = crate::event::example_event();
+        event.source = "web-01".into();
+        assert!(filter.shows(&event));
+        event.source = "web-02".into();
+        assert!(!filter.shows(&event));
+        assert!(Filter::default().shows(&event));
+        assert!(filter.shows_source("web-01"));
+        assert!(!filter.shows_source("web-01.eu"));
     }
 
     #[test]

@@ -247,7 +247,8 @@ pub struct LifecycleEvent {
     pub namespace: String,
     /// RFC 3339, UTC, milliseconds: when pc-eventd observed the change.
     pub timestamp: String,
-    /// The subject the event was published on, `{prefix}.{namespace}.{name}.{type}` (see
+    /// The subject the event was published on, `{prefix}.{namespace}.{name}.{type}`, or
+    /// `{prefix}.{source}.{namespace}.{name}.{type}` in the by-source layout (see
     /// [`SubjectScheme::subject`]).
     pub subject: String,
     /// Fixed by the type ([`EventType::severity`]); carried so that consumers need not know the
@@ -514,36 +515,95 @@ impl LifecycleEvent {
     }
 }
 
-/// Builds subjects under a prefix.
+/// Where the source goes in a subject: the `nats.subject_layout` setting.
+///
+/// Both layouts fit under the stream's `{prefix}.>`, and they never share a subject: a plain
+/// subject has four tokens under the prefix, a by-source subject five.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectLayout {
+    /// `{prefix}.{namespace}.{name}.{type}`, the seed's scheme: one host per stream. A consumer
+    /// that selects a source reads the other subjects it asked for and drops other sources'
+    /// events itself.
+    #[default]
+    Plain,
+    /// `{prefix}.{source}.{namespace}.{name}.{type}`: many hosts into one stream, and a consumer
+    /// selects one host on the server (`core.process.web-01.>`). Needs an explicit
+    /// `process_compose.source` on each host.
+    BySource,
+}
+
+impl SubjectLayout {
+    /// The setting's value: `plain` or `by_source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::BySource => "by_source",
+        }
+    }
+}
+
+/// Builds subjects under a prefix, in a [`SubjectLayout`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubjectScheme {
     prefix: String,
+    layout: SubjectLayout,
 }
 
 impl SubjectScheme {
-    /// A scheme under `prefix` (`nats.subject_prefix`, [`DEFAULT_SUBJECT_PREFIX`] by default).
-    /// The prefix is used as given; the daemon's configuration checks that it is a literal
-    /// subject.
+    /// A plain scheme under `prefix` (`nats.subject_prefix`, [`DEFAULT_SUBJECT_PREFIX`] by
+    /// default). The prefix is used as given; the daemon's configuration checks that it is a
+    /// literal subject.
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            layout: SubjectLayout::Plain,
         }
     }
 
-    /// `{prefix}.{namespace}.{name}.{type}` with both names made subject-safe.
-    pub fn subject(&self, namespace: &str, name: &str, event_type: EventType) -> String {
-        self.subject_of_kind(namespace, name, event_type.as_str())
+    /// The same prefix in `layout`.
+    pub fn with_layout(self, layout: SubjectLayout) -> Self {
+        Self { layout, ..self }
+    }
+
+    /// The layout subjects are built in.
+    pub fn layout(&self) -> SubjectLayout {
+        self.layout
+    }
+
+    /// Whether a filter on the source is applied by the server (the source is a token).
+    pub fn selects_source(&self) -> bool {
+        self.layout == SubjectLayout::BySource
+    }
+
+    /// `{prefix}[.{source}].{namespace}.{name}.{type}` with every name made subject-safe.
+    pub fn subject(
+        &self,
+        source: &str,
+        namespace: &str,
+        name: &str,
+        event_type: EventType,
+    ) -> String {
+        self.subject_of_kind(source, namespace, name, event_type.as_str())
     }
 
     /// Like [`SubjectScheme::subject`] for other kinds of message about a process (the
     /// remediator's actions).
-    pub fn subject_of_kind(&self, namespace: &str, name: &str, kind: &str) -> String {
+    pub fn subject_of_kind(&self, source: &str, namespace: &str, name: &str, kind: &str) -> String {
         format!(
             "{}.{}.{}.{kind}",
-            self.prefix,
+            self.under_source(&subject_token(source)),
             subject_token(namespace),
             subject_token(name),
         )
+    }
+
+    /// The prefix, followed by `source` (a token or `*`) in the by-source layout.
+    fn under_source(&self, source: &str) -> String {
+        match self.layout {
+            SubjectLayout::Plain => self.prefix.clone(),
+            SubjectLayout::BySource => format!("{}.{source}", self.prefix),
+        }
     }
 
     /// Every subject this scheme publishes to, for the stream's subject list.
@@ -551,27 +611,31 @@ impl SubjectScheme {
         format!("{}.>", self.prefix)
     }
 
-    /// Where the loss markers of `source` go (see [`EventsLost`]): the same five tokens, under a
-    /// namespace no process-compose project can have a process in (`_` then a `-`).
+    /// Where the loss markers of `source` go (see [`EventsLost`]): the shape of an event's
+    /// subject, under a namespace no process-compose project can have a process in (`_` then a
+    /// `-`), with the source as the name.
     pub fn events_lost(&self, source: &str) -> String {
-        format!(
-            "{}.{LOSS_NAMESPACE}.{}.{EVENTS_LOST}",
-            self.prefix,
-            subject_token(source)
-        )
+        self.subject_of_kind(source, LOSS_NAMESPACE, source, EVENTS_LOST)
     }
 
-    /// A subscription subject; `None` parts match any token.
+    /// A subscription subject; `None` parts match any token. The source is only part of the
+    /// subject in the by-source layout (see [`SubjectScheme::selects_source`]).
     pub fn filter(
         &self,
+        source: Option<&str>,
         namespace: Option<&str>,
         name: Option<&str>,
         event_type: Option<EventType>,
     ) -> String {
-        let namespace = namespace.map_or_else(|| "*".to_owned(), subject_token);
-        let name = name.map_or_else(|| "*".to_owned(), subject_token);
+        let any = || "*".to_owned();
+        let source = source.map_or_else(any, subject_token);
+        let namespace = namespace.map_or_else(any, subject_token);
+        let name = name.map_or_else(any, subject_token);
         let event_type = event_type.map_or("*", EventType::as_str);
-        format!("{}.{namespace}.{name}.{event_type}", self.prefix)
+        format!(
+            "{}.{namespace}.{name}.{event_type}",
+            self.under_source(&source)
+        )
     }
 }
 
@@ -765,24 +829,51 @@ mod tests {
     #[test]
     fn subjects_have_exactly_five_tokens() {
         let scheme = SubjectScheme::default();
-        let subject = scheme.subject("my ns", "api.v1 *", EventType::Crashed);
+        let subject = scheme.subject("web-01", "my ns", "api.v1 *", EventType::Crashed);
         assert_eq!(subject, "core.process.my%20ns.api%2Ev1%20%2A.crashed");
         assert_eq!(subject.split('.').count(), 5);
+    }
+
+    #[test]
+    fn by_source_subjects_put_the_source_after_the_prefix() {
+        let scheme = SubjectScheme::default().with_layout(SubjectLayout::BySource);
+        let subject = scheme.subject("web-01.eu", "my ns", "api", EventType::Crashed);
+        assert_eq!(subject, "core.process.web-01%2Eeu.my%20ns.api.crashed");
+        assert_eq!(
+            scheme.events_lost("web-01"),
+            "core.process.web-01._pc-eventd.web-01.events_lost"
+        );
+        assert_eq!(
+            scheme.filter(Some("web-01"), None, Some("api"), None),
+            "core.process.web-01.*.api.*"
+        );
+        assert_eq!(
+            scheme.filter(None, None, None, None),
+            "core.process.*.*.*.*"
+        );
+        assert!(scheme.selects_source());
+        assert!(!SubjectScheme::default().selects_source());
     }
 
     #[test]
     fn filters_keep_the_same_shape_as_subjects() {
         let scheme = SubjectScheme::default();
         assert_eq!(
-            scheme.filter(None, Some("nats"), None),
+            scheme.filter(None, None, Some("nats"), None),
             "core.process.*.nats.*"
         );
         assert_eq!(
-            scheme.filter(None, None, Some(EventType::Crashed)),
-            "core.process.*.*.crashed"
+            scheme.filter(Some("web-01"), None, None, Some(EventType::Crashed)),
+            "core.process.*.*.crashed",
+            "a plain subject has no source to select"
         );
         assert_eq!(
-            scheme.filter(Some("default"), Some("a.b"), Some(EventType::StatusChanged)),
+            scheme.filter(
+                None,
+                Some("default"),
+                Some("a.b"),
+                Some(EventType::StatusChanged)
+            ),
             "core.process.default.a%2Eb.status_changed"
         );
     }

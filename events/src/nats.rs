@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::event::{DEFAULT_SUBJECT_PREFIX, SubjectScheme};
+use crate::event::{DEFAULT_SUBJECT_PREFIX, SubjectLayout, SubjectScheme};
 
 /// A NATS setting that cannot be used. Messages name the key and the file, never a secret.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,10 @@ pub struct NatsConfig {
     pub url: String,
     /// Subjects are `{subject_prefix}.{namespace}.{name}.{event_type}`.
     pub subject_prefix: String,
+    /// Where the source goes in a subject: `plain` (none, the default) or `by_source`
+    /// (`{subject_prefix}.{source}.{namespace}.{name}.{event_type}`, for many hosts into one
+    /// stream). Consumers must use the daemons' layout to find their events.
+    pub subject_layout: SubjectLayout,
     /// Longest wait for a connection (default 5 s), e.g. `"5s"`. [`NatsConfig::connect`] does
     /// not apply it itself: callers put it in the options they pass, as
     /// [`Consumer::connect`](crate::consumer::Consumer::connect) does.
@@ -91,6 +95,7 @@ impl Default for NatsConfig {
         Self {
             url: "nats://127.0.0.1:4222".into(),
             subject_prefix: DEFAULT_SUBJECT_PREFIX.into(),
+            subject_layout: SubjectLayout::Plain,
             connect_timeout: Duration::from_secs(5),
             ack_timeout: Duration::from_secs(5),
             user: None,
@@ -109,10 +114,10 @@ impl Default for NatsConfig {
 }
 
 impl NatsConfig {
-    /// The subject scheme under `subject_prefix`: where events are published and what filters
-    /// subscribe to.
+    /// The subject scheme under `subject_prefix`, in `subject_layout`: where events are
+    /// published and what filters subscribe to.
     pub fn subjects(&self) -> SubjectScheme {
-        SubjectScheme::new(self.subject_prefix.clone())
+        SubjectScheme::new(self.subject_prefix.clone()).with_layout(self.subject_layout)
     }
 
     /// The servers in `url`: one, or several separated by commas.

@@ -148,7 +148,12 @@ impl RemediationEvent {
             process: trigger.process.clone(),
             namespace: trigger.namespace.clone(),
             source: trigger.source.clone(),
-            subject: scheme.subject_of_kind(&trigger.namespace, &trigger.process, action.as_str()),
+            subject: scheme.subject_of_kind(
+                &trigger.source,
+                &trigger.namespace,
+                &trigger.process,
+                action.as_str(),
+            ),
             severity: action.severity(),
             timestamp: timestamp(SystemTime::now()),
             trigger: Trigger {

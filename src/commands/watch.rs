@@ -307,10 +307,11 @@ async fn subscribe(
 }
 
 /// `pc-eventd watch --remediation`: prints the remediation events in the stream `nats` names,
-/// optionally of one process (`NAME` or `NAMESPACE/NAME`), from the first on, until `stop`
-/// resolves or `out` closes.
+/// optionally of one source and one process (`NAME` or `NAMESPACE/NAME`), from the first on,
+/// until `stop` resolves or `out` closes.
 pub(crate) async fn remediation(
     nats: &NatsConfig,
+    source: Option<&str>,
     process: Option<&str>,
     output: Output,
     out: &mut (dyn Write + Send),
@@ -326,7 +327,7 @@ pub(crate) async fn remediation(
         Some((namespace, name)) => (namespace, Some(name)),
         None => (None, None),
     };
-    let subject = nats.subjects().filter(namespace, name, None);
+    let subject = nats.subjects().filter(source, namespace, name, None);
     let mut messages = consumer.messages(subject, Start::All).await?.stream;
     loop {
         let message = tokio::select! {
@@ -340,15 +341,17 @@ pub(crate) async fn remediation(
         let Ok(message) = message else {
             continue;
         };
+        let Ok(event) = serde_json::from_slice::<RemediationEvent>(&message.payload) else {
+            continue;
+        };
+        // A plain subject does not say its source.
+        if source.is_some_and(|source| source != event.source) {
+            continue;
+        }
         let line = match output {
             Output::Json => String::from_utf8_lossy(&message.payload).into_owned(),
             Output::Text { styled, .. } => {
-                match serde_json::from_slice::<RemediationEvent>(&message.payload) {
-                    Ok(event) => {
-                        styled_line(&event.timestamp, event.severity, &event.summary(), styled)
-                    }
-                    Err(_) => continue,
-                }
+                styled_line(&event.timestamp, event.severity, &event.summary(), styled)
             }
         };
         if !write_line(out, &line)? {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Map};
 use figment::{Figment, Metadata, Profile, Provider};
+use pc_eventd_events::event::SubjectLayout;
 use pc_eventd_events::nats::{NKEY_SEED_FORM, SettingsError, is_user_seed};
 use pc_eventd_events::nats::{NatsConfig, Secret};
 use serde::{Deserialize, Serialize};
@@ -132,6 +133,7 @@ pub struct Overrides {
     pub nats_url: Option<String>,
     pub poll_interval: Option<Duration>,
     pub dashboard_listen: Option<std::net::SocketAddr>,
+    pub dashboard_source: Option<String>,
 }
 
 /// One setting from a flag: `section.field`, the flag that set it, and its value.
@@ -171,6 +173,9 @@ impl Overrides {
         }
         if let Some(listen) = self.dashboard_listen {
             entries.push(("dashboard", "listen", "--listen", listen.to_string().into()));
+        }
+        if let Some(source) = &self.dashboard_source {
+            entries.push(("dashboard", "source", "--source", source.clone().into()));
         }
         if let Some(interval) = self.poll_interval {
             let interval = humantime::format_duration(interval).to_string();
@@ -285,6 +290,13 @@ impl Config {
         p.take("conditions", self.conditions.problems());
         check_nats_connection(&self.nats, &mut p);
         check_nats_stream(&self.nats, &mut p);
+        // Named by the layout's key: that is the setting the user wrote, in a file or variable.
+        p.check(
+            "nats.subject_layout",
+            self.nats.subject_layout != SubjectLayout::BySource
+                || self.process_compose.source.is_some(),
+            "by_source needs process_compose.source: this host's token in every subject (e.g. \"web-01\")",
+        );
         self.check_consumers(&mut p);
         self.check_daemon(&mut p);
         if p.found.is_empty() {
@@ -985,6 +997,10 @@ mod tests {
             (
                 "[remediate]\nsubject_prefix = \"core.process.fix\"",
                 "remediate.subject_prefix",
+            ),
+            (
+                "[nats]\nsubject_layout = \"by_source\"",
+                "nats.subject_layout",
             ),
             ("[alert]\nurl = \"ftp://127.0.0.1/hook\"", "alert.url"),
             ("[alert]\ntimeout = \"0s\"", "alert.quiet_period"),

@@ -230,7 +230,7 @@ fn make_event(
         process: state.name.clone(),
         subject: ctx
             .subjects
-            .subject(&namespace, &state.name, transition.event_type),
+            .subject(ctx.source, &namespace, &state.name, transition.event_type),
         namespace,
         timestamp: format_timestamp(ctx.observed_at),
         severity: transition.event_type.severity(),

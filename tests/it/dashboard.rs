@@ -756,8 +756,8 @@ fn condition_event(
     event.event_type = event_type;
     event.severity = event_type.severity();
     (event.namespace, event.process) = (ns.into(), name.into());
-    event.subject = SubjectScheme::default().subject(ns, name, event_type);
     event.source = "test".into();
+    event.subject = SubjectScheme::default().subject(&event.source, ns, name, event_type);
     event.timestamp = timestamp(std::time::SystemTime::now());
     (event.previous_status, event.exit_code, event.restarts) = (None, None, None);
     (event.restarts_delta, event.reason) = (None, None);

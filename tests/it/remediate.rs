@@ -42,6 +42,7 @@ impl Remediator {
             config.remediate.clone(),
             config.nats.clone(),
             compose,
+            config.process_compose.source(),
             stop.clone(),
         ));
         crate::support::wait_for_consumer(&config.nats.url, &config.remediate.durable, || {

@@ -21,6 +21,9 @@ pub struct DashboardConfig {
     /// How many of the most recent events a newly opened page starts its timeline with (the
     /// processes' current state comes besides, whatever their age).
     pub backlog: u64,
+    /// Only this source's events: one host's page on a fleet's stream. Selected by the server
+    /// when the daemons publish with `nats.subject_layout = "by_source"`.
+    pub source: Option<String>,
 }
 
 impl Default for DashboardConfig {
@@ -29,6 +32,7 @@ impl Default for DashboardConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9480)),
             token_file: None,
             backlog: 1000,
+            source: None,
         }
     }
 }

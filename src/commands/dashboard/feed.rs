@@ -119,8 +119,10 @@ fn stored(seq: u64, summary: &str, payload: &[u8]) -> String {
 pub(crate) struct Streams {
     pub lifecycle: Consumer,
     pub remediation: Consumer,
-    /// Every subject of the remediation stream.
+    /// The remediation subjects of the sources shown.
     pub remediation_subject: String,
+    /// Which lifecycle events are shown: every event, or one source's (`dashboard.source`).
+    pub filter: Filter,
     pub backlog: u64,
 }
 
@@ -177,7 +179,7 @@ async fn feed(streams: &Streams, resume: Option<Position>, page: &Page) -> Resul
         tokio::select! {
             _ = ticks.tick() => feed.tick().await?,
             next = next_lifecycle(&mut feed.lifecycle) => feed.on_lifecycle(next).await?,
-            next = next_remediation(&mut feed.remediation) => feed.on_remediation(next).await?,
+            next = next_remediation(&mut feed.remediation, &streams.filter) => feed.on_remediation(next).await?,
         }
     }
 }
@@ -266,7 +268,7 @@ impl Feed<'_> {
 
 /// A fresh page's start: the current state, then the position the backlog starts after.
 async fn open_fresh(streams: &Streams, page: &Page) -> Result<Position, PageGone> {
-    let snapshot = match current_state(&streams.lifecycle).await {
+    let snapshot = match current_state(&streams.lifecycle, &streams.filter).await {
         Ok(snapshot) => snapshot,
         Err(err) => {
             warn!(error = %err, "dashboard: cannot read the current state; the page starts empty");
@@ -290,24 +292,25 @@ async fn open_fresh(streams: &Streams, page: &Page) -> Result<Position, PageGone
 /// holds, and its newest pressure event of each resource, in stream order, so that the page
 /// knows each one's last crash, start or restart, whether it gave up, is silent or is under
 /// pressure.
-async fn current_state(lifecycle: &Consumer) -> Result<String, ConsumerError> {
+async fn current_state(lifecycle: &Consumer, shown: &Filter) -> Result<String, ConsumerError> {
     let kept = match lifecycle.last_events().await {
-        Ok(kept) => kept,
+        Ok(mut kept) => {
+            kept.retain(|event| shown.shows_source(&event.source));
+            kept
+        }
         Err(err) => {
             warn!(error = %err, "dashboard: cannot read the daemons' state; quiet processes are left out");
             Vec::new()
         }
     };
-    let mut last = lifecycle
-        .subscribe(&Filter::default(), Start::LastPerSubject)
-        .await?;
+    let mut last = lifecycle.subscribe(shown, Start::LastPerSubject).await?;
     let mut deliveries: Vec<_> = last
         .history()
         .await?
         .into_iter()
         .filter_map(Received::into_event)
         .collect();
-    deliveries.extend(pressure_episodes(lifecycle).await);
+    deliveries.extend(pressure_episodes(lifecycle, shown).await);
     deliveries.sort_by_key(|delivery| delivery.stream_sequence);
     deliveries.dedup_by_key(|delivery| delivery.stream_sequence);
     let kept = kept.iter().map(|event| {
@@ -327,8 +330,9 @@ async fn current_state(lifecycle: &Consumer) -> Result<String, ConsumerError> {
 /// `resource_recovered` may be about the other resource than the newest `resource_pressure`:
 /// with these the page knows of each resource whether it is still under pressure. Empty (and
 /// the page may be wrong about a pressure) when they cannot be read.
-async fn pressure_episodes(lifecycle: &Consumer) -> Vec<Delivery> {
-    let filter = Filter::default()
+async fn pressure_episodes(lifecycle: &Consumer, shown: &Filter) -> Vec<Delivery> {
+    let filter = shown
+        .clone()
         .with_type(EventType::ResourcePressure)
         .with_type(EventType::ResourceRecovered);
     let read = async {
@@ -376,7 +380,7 @@ async fn subscribe_lifecycle(
     page: &Page,
 ) -> Result<Option<EventStream>, PageGone> {
     let start = Start::Sequence(position.lifecycle + 1);
-    let opened = streams.lifecycle.subscribe(&Filter::default(), start).await;
+    let opened = streams.lifecycle.subscribe(&streams.filter, start).await;
     let mut events = match opened {
         Ok(events) => events,
         Err(err) => {
@@ -431,13 +435,18 @@ async fn next_lifecycle(events: &mut Option<EventStream>) -> Result<Received, Co
 
 /// The next remediation message, as (its sequence, the frame's data unless it is not a
 /// remediation event); `None` when the subscription failed. Pending while there is none.
-async fn next_remediation(messages: &mut Option<Messages>) -> Option<(u64, Option<String>)> {
+async fn next_remediation(
+    messages: &mut Option<Messages>,
+    shown: &Filter,
+) -> Option<(u64, Option<String>)> {
     let Some(messages) = messages else {
         return std::future::pending().await;
     };
     let message = messages.stream.next().await?.ok()?;
     let seq = message.info().map_or(0, |info| info.stream_sequence);
     let text = match serde_json::from_slice::<RemediationEvent>(&message.payload) {
+        // A plain subject does not say its source.
+        Ok(event) if !shown.shows_source(&event.source) => None,
         Ok(event) => Some(stored(seq, &event.summary(), &message.payload)),
         Err(err) => {
             warn!(subject = %message.subject, error = %err, "dashboard: skipping a message that is not a remediation event");

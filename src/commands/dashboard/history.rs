@@ -61,14 +61,15 @@ pub(crate) async fn read(
     consumer: &Consumer,
     query: &HistoryQuery,
 ) -> Result<HistoryPage, ConsumerError> {
-    let filter = Filter::default().with_process(query.process.clone());
+    let filter = Filter::default()
+        .with_source(query.source.clone())
+        .with_process(query.process.clone());
     let mut events = consumer.subscribe(&filter, Start::All).await?;
     let deliveries: Vec<Delivery> = events
         .history()
         .await?
         .into_iter()
         .filter_map(Received::into_event)
-        .filter(|delivery| delivery.event.source == query.source)
         .collect();
     Ok(page(&deliveries, query, SystemTime::now()))
 }

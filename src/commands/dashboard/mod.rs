@@ -14,7 +14,7 @@ mod server;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use pc_eventd_events::consumer::{Consumer, ConsumerError};
+use pc_eventd_events::consumer::{Consumer, ConsumerError, Filter};
 use pc_eventd_events::nats::{NatsConfig, SettingsError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -62,10 +62,15 @@ pub async fn run(
                 source,
             })?;
     // NATS may be away now: the pages say so until it is back.
+    let source = settings.source.as_deref();
     let streams = feed::Streams {
         lifecycle: Consumer::connect_in_background(&nats).await?,
         remediation: Consumer::connect_in_background(&remediation).await?,
-        remediation_subject: remediation.subjects().wildcard(),
+        remediation_subject: remediation.subjects().filter(source, None, None, None),
+        filter: Filter {
+            source: settings.source.clone(),
+            ..Filter::default()
+        },
         backlog: settings.backlog,
     };
     let address = listener.local_addr().unwrap_or(settings.listen);

@@ -50,6 +50,8 @@ pub(crate) struct Remediator {
     triggers: Triggers,
     policies: Policies,
     compose: ComposeClient,
+    /// The `source` of the events of `compose`'s processes: the only ones it can restart.
+    source: String,
     publisher: Publisher,
     subjects: SubjectScheme,
     planner: tokio::sync::Mutex<Planner>,
@@ -59,11 +61,12 @@ impl Remediator {
     /// Connects, makes sure the remediation stream exists and rebuilds the policy's memory
     /// from it.
     /// `nats` is the daemon's connection; the remediation stream's settings come from
-    /// `remediate`.
+    /// `remediate`. It acts on the events of `source` only, which `compose` serves.
     pub(crate) async fn start(
         remediate: RemediateConfig,
         nats: &NatsConfig,
         compose: ComposeClient,
+        source: String,
     ) -> Result<Self, RemediateError> {
         let nats = remediate.nats(nats);
         let publisher = Publisher::connect(&nats, |_| {}).await?;
@@ -73,6 +76,7 @@ impl Remediator {
             policies: remediate.policies(),
             config: remediate,
             compose,
+            source,
             publisher,
             subjects: nats.subjects(),
             planner: tokio::sync::Mutex::default(),
@@ -87,7 +91,10 @@ impl Remediator {
         consumer: &Consumer,
         shutdown: CancellationToken,
     ) -> Result<(), RemediateError> {
+        // Many hosts may publish into one stream: another host's process of the same name is
+        // not this process-compose's to restart.
         let filter = Filter {
+            source: Some(self.source.clone()),
             types: self.config.on.clone(),
             ..Filter::default()
         };
@@ -99,6 +106,7 @@ impl Remediator {
         durable.max_deliver = 10;
         info!(
             durable = %durable.name,
+            source = %self.source,
             on = ?self.config.on,
             pressure_resources = ?self.config.pressure_resources,
             dry_run = self.config.dry_run,
@@ -200,7 +208,10 @@ impl Remediator {
         let history = Consumer::connect(nats)
             .await
             .map_err(RemediateError::History)?
-            .messages(self.subjects.wildcard(), Start::Since(since))
+            .messages(
+                self.subjects.filter(Some(&self.source), None, None, None),
+                Start::Since(since),
+            )
             .await
             .map_err(RemediateError::History)?;
         let (mut left, mut messages) = (history.backlog, history.stream);
@@ -213,9 +224,13 @@ impl Remediator {
             left -= 1;
             let message =
                 message.map_err(|e| RemediateError::History(ConsumerError::Messages(e.into())))?;
+            // A plain subject does not say its source: other hosts' outcomes are not this one's.
             let Ok(past) = serde_json::from_slice::<RemediationEvent>(&message.payload) else {
                 continue;
             };
+            if past.source != self.source {
+                continue;
+            }
             if self.replay(&mut planner, &past, since) {
                 replayed += 1;
             }
@@ -254,15 +269,17 @@ fn skipped(mut event: RemediationEvent, skip: Skip) -> RemediationEvent {
     event
 }
 
-/// `pc-eventd remediate`: `nats` is the daemon's connection (the triggers' stream).
+/// `pc-eventd remediate`: `nats` is the daemon's connection (the triggers' stream); it restarts
+/// the processes of `compose`, whose events come from `source`.
 pub async fn run(
     remediate: RemediateConfig,
     nats: NatsConfig,
     compose: ComposeClient,
+    source: String,
     shutdown: CancellationToken,
 ) -> Result<(), RemediateError> {
     let consumer = Consumer::connect(&nats).await?;
-    let remediator = Remediator::start(remediate, &nats, compose).await?;
+    let remediator = Remediator::start(remediate, &nats, compose, source).await?;
     remediator.run(&consumer, shutdown).await
 }
 
