@@ -266,12 +266,19 @@ pub fn main() -> ExitCode {
             clap_complete::generate(shell, &mut command, "pc-eventd", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
+        // The daemon's file, checked by the daemon's rules.
         Command::Config(ConfigCommand::Check) => {
-            with_config(file, Overrides::default(), |config| {
-                print!("{}", config.to_redacted_toml());
-                eprintln!("configuration OK");
-                ExitCode::SUCCESS
-            })
+            match Config::load(&Sources {
+                file,
+                overrides: Overrides::default(),
+            }) {
+                Ok(config) => {
+                    print!("{}", config.to_redacted_toml());
+                    eprintln!("configuration OK");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => config_failure(&err),
+            }
         }
     }
 }
@@ -347,12 +354,13 @@ impl ComposeArgs {
     }
 }
 
+/// Runs a command that reads the bus with its configuration, or exits 78.
 fn with_config(
     file: Option<PathBuf>,
     overrides: Overrides,
     command: impl FnOnce(Config) -> ExitCode,
 ) -> ExitCode {
-    match Config::load(&Sources { file, overrides }) {
+    match Config::load_for_consumer(&Sources { file, overrides }) {
         Ok(config) => command(config),
         Err(err) => config_failure(&err),
     }

@@ -124,6 +124,13 @@ impl Default for OutboxConfig {
     }
 }
 
+/// Which command a configuration is loaded for: the daemon has rules of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Daemon,
+    Consumer,
+}
+
 /// Settings given on the command line: the top layer.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -257,8 +264,19 @@ impl ConfigError {
 }
 
 impl Config {
-    /// Loads and validates the layered configuration.
+    /// Loads and validates the layered configuration, for the daemon (`run`, `config check`).
     pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
+        Self::load_as(sources, Role::Daemon)
+    }
+
+    /// Loads and validates the layered configuration for a command that reads the bus
+    /// (`watch`, `alert`, `dashboard`, `remediate`): the rules of what only the daemon does,
+    /// such as naming its source in subjects, are left out.
+    pub fn load_for_consumer(sources: &Sources) -> Result<Self, ConfigError> {
+        Self::load_as(sources, Role::Consumer)
+    }
+
+    fn load_as(sources: &Sources, role: Role) -> Result<Self, ConfigError> {
         let figment = figment(sources)?;
         let config: Config = figment.extract().map_err(|err| ConfigError {
             problems: err
@@ -266,7 +284,7 @@ impl Config {
                 .map(|e| describe_figment_error(&e))
                 .collect(),
         })?;
-        config.validate(&figment)?;
+        config.validate(&figment, role)?;
         Ok(config)
     }
 
@@ -280,7 +298,7 @@ impl Config {
         Ok(self.process_compose.api_token()?)
     }
 
-    fn validate(&self, figment: &Figment) -> Result<(), ConfigError> {
+    fn validate(&self, figment: &Figment, role: Role) -> Result<(), ConfigError> {
         let mut p = Problems {
             figment,
             found: Vec::new(),
@@ -291,9 +309,11 @@ impl Config {
         check_nats_connection(&self.nats, &mut p);
         check_nats_stream(&self.nats, &mut p);
         // Named by the layout's key: that is the setting the user wrote, in a file or variable.
+        // Only the daemon puts its source in subjects; a reader selects sources by flag.
         p.check(
             "nats.subject_layout",
-            self.nats.subject_layout != SubjectLayout::BySource
+            role == Role::Consumer
+                || self.nats.subject_layout != SubjectLayout::BySource
                 || self.process_compose.source.is_some(),
             "by_source needs process_compose.source: this host's token in every subject (e.g. \"web-01\")",
         );
@@ -975,6 +995,21 @@ mod tests {
             Ok(())
         });
         text
+    }
+
+    #[test]
+    fn a_reader_of_a_by_source_stream_needs_no_source_of_its_own() {
+        Jail::expect_with(|jail| {
+            jail.create_file("pc.toml", "[nats]\nsubject_layout = \"by_source\"\n")?;
+            let sources = Sources {
+                file: Some(jail.directory().join("pc.toml")),
+                ..Sources::default()
+            };
+            let config = Config::load_for_consumer(&sources).expect("a reader's configuration");
+            assert_eq!(config.nats.subject_layout, SubjectLayout::BySource);
+            assert!(Config::load(&sources).is_err(), "the daemon's is refused");
+            Ok(())
+        });
     }
 
     #[test]

@@ -14,5 +14,6 @@ mod pipeline;
 mod readiness;
 mod remediate;
 mod rules;
+mod sources;
 mod stream;
 mod support;

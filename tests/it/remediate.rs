@@ -411,3 +411,39 @@ async fn a_process_over_its_memory_threshold_is_restarted_within_the_policy() {
     assert_eq!(stream.info().await.unwrap().state.messages, 2);
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_hosts_crash_in_the_same_stream_is_not_this_remediators() {
+    let mut stack = Stack::start_on(Release::Current, FRAGILE).await;
+    // A second host publishing into the same stream, with a process of the same name.
+    let other = crate::support::compose::ProcessCompose::start(FRAGILE).await;
+    let mut other_config = crate::support::daemon::config(&other.url(), &stack.nats_url());
+    other_config.process_compose.source = Some("web-02".into());
+    let other_daemon = crate::support::daemon::Daemon::spawn(other_config);
+    let remediator = Remediator::start(&remediator_config(&stack, 1)).await;
+
+    // The other host's crash first: handled in stream order, its outcome would come first.
+    other.start_process("fragile").await;
+    stack
+        .log
+        .wait_until("web-02's crash", LONG, |r| {
+            r.iter()
+                .any(|r| r.event.source == "web-02" && r.event.event_type == Crashed)
+        })
+        .await;
+    stack.pc.start_process("fragile").await;
+    let seen = outcomes(&stack.nats_url(), |o| !o.is_empty()).await;
+    assert_eq!(seen[0].source, "test", "{seen:#?}");
+    assert_eq!(seen[0].action, Action::Restarted);
+    remediator.stop().await;
+    other_daemon.stop().await.unwrap();
+    stack.finish().await;
+    // Nothing restarted the other host's process: it ran once.
+    let other_starts = stack
+        .log
+        .received
+        .iter()
+        .filter(|r| r.event.source == "web-02" && r.event.event_type == Started)
+        .count();
+    assert_eq!(other_starts, 1, "{}", stack.log.dump());
+}
