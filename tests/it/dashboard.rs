@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pc_eventd_events::event::{
     EventType, EventsLost, LifecycleEvent, Pressure, ProcessOutput, Resource, Silence,
-    SubjectScheme, example_event, timestamp,
+    SubjectLayout, SubjectScheme, example_event, timestamp,
 };
 use pc_eventd_events::nats::{NatsConfig, StreamConfig};
 use pc_eventd_events::publish::{Message, Publisher};
@@ -1084,5 +1084,48 @@ async fn started_without_nats_it_serves_the_page_and_says_so_until_nats_comes() 
              document.querySelectorAll('#process-groups tr[data-key]').length === 4;",
         )
         .await;
+    browser.close().await;
+}
+
+/// Waits until the page's process groups are titled `titles` (`source namespace`), in order.
+async fn wait_for_groups(browser: &Browser, titles: &[&str]) {
+    let script = format!(
+        "return JSON.stringify([...document.querySelectorAll('#process-groups h3')].map(h => h.textContent)) === {};",
+        json!(json!(titles).to_string())
+    );
+    browser
+        .wait_until(&titles.join(", "), PATIENCE, &script)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleets_page_groups_by_source_and_one_hosts_page_shows_that_host_alone() {
+    let mut hosts = crate::sources::TwoHosts::start(SubjectLayout::BySource).await;
+    let nats = hosts.nats.url();
+    let layout = ("PC_EVENTD_NATS__SUBJECT_LAYOUT", "by_source");
+    let (_fleet, fleet_url) = start_dashboard_at(&nats, "127.0.0.1:0", &[layout]).await;
+    let one_host = [layout, ("PC_EVENTD_DASHBOARD__SOURCE", "web-02")];
+    let (_host, host_url) = start_dashboard_at(&nats, "127.0.0.1:0", &one_host).await;
+    let browser = Browser::start().await;
+
+    open(&browser, &fleet_url).await;
+    wait_for_groups(&browser, &["web-01 default", "web-02 default"]).await;
+
+    open(&browser, &host_url).await;
+    wait_for_groups(&browser, &["web-02 default"]).await;
+    hosts.log.read_to_end().await;
+    let mut web_02 = hosts.ids_of("web-02");
+    web_02.reverse();
+    let page_ids = browser
+        .run(
+            "return [...document.querySelectorAll('#events li')].map(li => li.dataset.id);",
+            vec![],
+        )
+        .await;
+    let page_ids: Vec<String> = serde_json::from_value(page_ids).unwrap();
+    assert_eq!(
+        page_ids, web_02,
+        "the timeline is web-02's events, newest first"
+    );
     browser.close().await;
 }

@@ -30,15 +30,15 @@ const HOSTS: [&str; 2] = ["web-01", "web-02"];
 
 /// Two hosts (a process-compose and a daemon each, with its own source) publishing in `layout`
 /// into one nats-server, once both hosts' `web` has crashed.
-struct TwoHosts {
-    nats: NatsServer,
+pub(crate) struct TwoHosts {
+    pub nats: NatsServer,
     /// Held for their lifetime: dropping them stops them.
     _hosts: Vec<(ProcessCompose, Daemon)>,
-    log: EventLog,
+    pub log: EventLog,
 }
 
 impl TwoHosts {
-    async fn start(layout: SubjectLayout) -> Self {
+    pub async fn start(layout: SubjectLayout) -> Self {
         let nats = NatsServer::start();
         let mut hosts = Vec::new();
         for source in HOSTS {
@@ -64,7 +64,7 @@ impl TwoHosts {
     }
 
     /// Ids of what the stream holds of `source`, in stream order.
-    fn ids_of(&self, source: &str) -> Vec<String> {
+    pub fn ids_of(&self, source: &str) -> Vec<String> {
         self.log
             .received
             .iter()
