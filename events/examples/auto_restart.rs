@@ -9,7 +9,8 @@
 //!
 //! ```sh
 //! cargo run -p pc-eventd-events --features process-compose --example auto_restart -- \
-//!     --nats-url nats://127.0.0.1:4222 --compose-url http://127.0.0.1:8080 [--process fragile]
+//!     --nats-url nats://127.0.0.1:4222 --compose-url http://127.0.0.1:8080 [--process fragile] \
+//!     [--source web-01]
 //! ```
 
 use std::collections::HashMap;
@@ -37,6 +38,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut filter = Filter::default().with_type(EventType::Crashed);
     // NAME or NAMESPACE/NAME; every process without it.
     filter.process = flag("--process");
+    // When many hosts publish into the stream, the events of the host whose process-compose
+    // this restarts (its daemon's process_compose.source): another host's `web` is not ours.
+    filter.source = flag("--source");
     let mut durable = Durable::new("auto-restart");
     durable.max_deliver = 4;
     durable.backoff = vec![Duration::from_secs(1), Duration::from_secs(5)];
