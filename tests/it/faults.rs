@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::{self, stream};
 use pc_eventd::SourceMode;
 use pc_eventd_events::event::EventType::*;
 use tokio::net::TcpListener;
@@ -11,8 +12,9 @@ use crate::support::daemon::{Daemon, config};
 use crate::support::events::EventLog;
 use crate::support::events::Reliability;
 use crate::support::fake_compose::{HEALTHY_BODY, Reply, serve};
+use crate::support::fleet::{Hub, LeafNode};
 use crate::support::nats::NatsServer;
-use crate::support::{eventually, free_port};
+use crate::support::{eventually, free_port, jetstream_at};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_answers_are_counted_and_survived() {
@@ -175,6 +177,96 @@ processes:
 /// How long a 3-node cluster on a loaded 2-core machine may take to form, or to elect new
 /// leaders after losing a node, and serve JetStream (over 30 s was seen).
 const ELECTIONS: Duration = Duration::from_secs(120);
+
+/// The shipped nats-server files (packaging/nats/), no daemon: JetStream through a leaf node
+/// reaches the hub's R3 stream, which keeps its messages and takes more when the node leading it
+/// is killed, when the leaf node restarts, and once the killed node is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_nodes_publishes_are_kept_by_the_hubs_r3_stream_through_kills_and_restarts() {
+    let mut hub = Hub::start().await;
+    let mut leaf = LeafNode::start(&hub, "host-1").await;
+    let host = jetstream_at(&leaf.url()).await;
+    // JetStream's API through the leaf node: the stream is the hub's
+    host.create_stream(stream::Config {
+        name: "HOSTS".into(),
+        subjects: vec!["hosts.>".into()],
+        num_replicas: 3,
+        ..Default::default()
+    })
+    .await
+    .expect("create the stream through the leaf node");
+    assert_eq!(publish_until_acked(&host, "hosts.first").await, 1);
+
+    let cluster = get_stream_info(&jetstream_at(&hub.url(0)).await)
+        .await
+        .cluster
+        .expect("a clustered stream");
+    assert_eq!(cluster.replicas.len(), 2, "a leader and two replicas");
+    let leader = cluster.leader.expect("a stream leader");
+    let leader = hub.index_of(&leader).expect("a hub node leads");
+    hub.kill(leader);
+    assert_eq!(publish_until_acked(&host, "hosts.second").await, 2);
+
+    leaf.kill();
+    leaf.restart().await;
+    assert_eq!(publish_until_acked(&host, "hosts.third").await, 3);
+
+    hub.restart(leader).await;
+    let back = jetstream_at(&hub.url(leader)).await;
+    assert_eq!(get_stream_info(&back).await.state.messages, 3);
+    let stream = back.get_stream("HOSTS").await.expect("the stream");
+    for (sequence, subject) in [(1, "hosts.first"), (2, "hosts.second"), (3, "hosts.third")] {
+        let message = stream.get_raw_message(sequence).await.expect("stored");
+        assert_eq!(message.subject.as_str(), subject);
+    }
+}
+
+/// Publishes to `subject` (its own message id) until JetStream acknowledges it, for up to
+/// [`ELECTIONS`]; returns the stream sequence. Repeats are stored once.
+async fn publish_until_acked(js: &jetstream::Context, subject: &str) -> u64 {
+    let deadline = std::time::Instant::now() + ELECTIONS;
+    loop {
+        let message = jetstream::message::PublishMessage::build()
+            .payload(subject.as_bytes().to_vec().into())
+            .message_id(subject);
+        let acked = match js.send_publish(subject.to_owned(), message).await {
+            Ok(ack) => ack.await,
+            Err(err) => Err(err),
+        };
+        match acked {
+            Ok(ack) => return ack.sequence,
+            Err(err) => assert!(
+                std::time::Instant::now() < deadline,
+                "{subject} not acknowledged within {ELECTIONS:?}: {err}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stream `HOSTS`'s info, asked until a leader answers (up to [`ELECTIONS`]).
+async fn get_stream_info(js: &jetstream::Context) -> stream::Info {
+    let deadline = std::time::Instant::now() + ELECTIONS;
+    loop {
+        let info = async {
+            js.get_stream("HOSTS")
+                .await?
+                .info()
+                .await
+                .cloned()
+                .map_err(Into::into)
+        };
+        let answer: Result<stream::Info, async_nats::Error> = info.await;
+        match answer {
+            Ok(info) => return info,
+            Err(err) => assert!(
+                std::time::Instant::now() < deadline,
+                "no stream info within {ELECTIONS:?}: {err}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 // Run on its own by scripts/test.sh (`-- --ignored`): three nats-servers electing leaders on
 // two cores shared with the rest of the suite sometimes took over 30 s to serve JetStream again.

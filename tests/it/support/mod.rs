@@ -6,6 +6,7 @@ pub mod compose;
 pub mod daemon;
 pub mod events;
 pub mod fake_compose;
+pub mod fleet;
 pub mod jwt;
 pub mod nats;
 pub mod notify_socket;
@@ -57,6 +58,17 @@ pub fn state_dir() -> std::path::PathBuf {
         .keep()
 }
 
+/// A JetStream context on `url` that asks again after 2 s without an answer. In a cluster a
+/// request that no node answers (sent while the nodes elect a leader, or whose answer was to come
+/// from a node just killed) is simply dropped, and async-nats's default wait, the client's 10 s
+/// request timeout, made each such request cost 10 s before the retry.
+pub async fn jetstream_at(url: &str) -> async_nats::jetstream::Context {
+    let client = async_nats::connect(url).await.expect("connect to NATS");
+    async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(client)
+}
+
 /// Waits until the durable consumer `name` exists on stream `PROCESS_EVENTS` (a consumer
 /// command has subscribed), or `ended` says its task is gone.
 pub async fn wait_for_consumer(nats_url: &str, name: &str, ended: impl Fn() -> bool) {
@@ -101,7 +113,9 @@ pub fn terminate(child: &mut std::process::Child, grace: Duration) {
     let _ = child.wait();
 }
 
-/// Splits a raw HTTP/1.1 response (read to its end) into status code and body.
+/// Splits a raw HTTP/1.1 response (read to its end) into status code and body. A chunked body
+/// is put back together: Go's servers (nats-server's monitoring, process-compose) send any body
+/// over 2 KiB in chunks.
 pub fn parse_response(response: &[u8]) -> (u16, String) {
     let text = String::from_utf8_lossy(response);
     let status = text
@@ -109,11 +123,40 @@ pub fn parse_response(response: &[u8]) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let Some(end_of_head) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return (status, String::new());
+    };
+    let (head, body) = response.split_at(end_of_head);
+    let chunked = String::from_utf8_lossy(head).lines().any(|line| {
+        let line = line.to_ascii_lowercase();
+        line.starts_with("transfer-encoding:") && line.contains("chunked")
+    });
+    let body = &body[4..];
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The data of a chunked body (`SIZE\r\nDATA\r\n` … `0\r\n\r\n`), as far as it is whole.
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut data = Vec::new();
+    while let Some(end_of_size) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..end_of_size])
+            .ok()
+            .and_then(|line| usize::from_str_radix(line.split(';').next()?.trim(), 16).ok());
+        let rest = &body[end_of_size + 2..];
+        match size {
+            Some(size) if size > 0 && size <= rest.len() => {
+                data.extend_from_slice(&rest[..size]);
+                body = rest[size..].strip_prefix(b"\r\n").unwrap_or(&rest[size..]);
+            }
+            _ => break,
+        }
+    }
+    data
 }
 
 /// `GET path` on 127.0.0.1:`port` with `Connection: close`.

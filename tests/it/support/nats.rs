@@ -1,13 +1,89 @@
-//! A real `nats-server -js` per test: its own port and store directory, stopped on drop.
+//! nats-server in the tests: [`Process`], the one place a nats-server is spawned, and
+//! [`NatsServer`], a standalone `nats-server -js` per test with its own port and store directory.
+//! The hub cluster and the leaf nodes of `fleet.rs` are Processes too.
 
+use std::ffi::OsString;
 use std::io::Read;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+/// Where a started nats-server listens, as its log says.
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    pub client: u16,
+    /// The leaf node listener, if it has one.
+    pub leafnode: Option<u16>,
+    /// The monitoring (HTTP) listener, if it has one.
+    pub monitor: Option<u16>,
+}
+
+/// One running nats-server, killed (SIGKILL) when dropped.
+pub struct Process {
+    child: Child,
+    pub listening: Listening,
+}
+
+impl Process {
+    /// Runs nats-server with `args` and `env`, logging to `log` (replaced), and waits until it
+    /// is ready; panics with the log if it exits first or is not ready within 15 s.
+    pub fn start(args: &[OsString], env: &[(&str, String)], log: &Path) -> Self {
+        let _ = std::fs::remove_file(log);
+        let mut child = Command::new(super::peer_binary("TEST_NATS_SERVER"))
+            .args(args)
+            .arg("-l")
+            .arg(log)
+            .envs(env.iter().map(|(name, value)| (name, value)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut text = String::new();
+            if let Ok(mut file) = std::fs::File::open(log) {
+                let _ = file.read_to_string(&mut text);
+            }
+            let port = |listener: &str| {
+                text.lines()
+                    .find_map(|l| l.split(listener).nth(1))
+                    .and_then(|addr| addr.trim().rsplit(':').next()?.parse::<u16>().ok())
+            };
+            if let (Some(client), true) = (
+                port("client connections on "),
+                text.contains("Server is ready"),
+            ) {
+                let listening = Listening {
+                    client,
+                    leafnode: port("leafnode connections on "),
+                    monitor: port("http monitor on "),
+                };
+                return Self { child, listening };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("nats-server exited ({status}) while starting; log:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start within 15s; log:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub struct NatsServer {
-    child: Option<Child>,
+    process: Option<Process>,
     dir: TempDir,
     port: u16,
     /// A configuration file given with `-c`, if any.
@@ -18,14 +94,7 @@ impl NatsServer {
     /// Starts a server on a free loopback port.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut server = Self {
-            child: None,
-            dir,
-            port: 0,
-            config: None,
-        };
-        server.launch("-1");
-        server
+        Self::launched(dir, None)
     }
 
     /// Starts a server on a free loopback port with `text` as its configuration file (`-c`),
@@ -35,58 +104,30 @@ impl NatsServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("nats.conf");
         std::fs::write(&config, text).expect("write the nats-server configuration");
+        Self::launched(dir, Some(config))
+    }
+
+    fn launched(dir: TempDir, config: Option<std::path::PathBuf>) -> Self {
         let mut server = Self {
-            child: None,
+            process: None,
             dir,
             port: 0,
-            config: Some(config),
+            config,
         };
         server.launch("-1");
         server
     }
 
     fn launch(&mut self, port: &str) {
-        let binary = super::peer_binary("TEST_NATS_SERVER");
-        let log = self.dir.path().join("nats.log");
-        let _ = std::fs::remove_file(&log);
-        let mut command = Command::new(binary);
+        let mut args: Vec<OsString> = Vec::new();
         if let Some(config) = &self.config {
-            command.arg("-c").arg(config);
+            args.extend(["-c".into(), config.into()]);
         }
-        let child = command
-            .args(["-js", "-a", "127.0.0.1", "-p", port, "-sd"])
-            .arg(self.dir.path().join("store"))
-            .arg("-l")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let mut text = String::new();
-            if let Ok(mut file) = std::fs::File::open(&log) {
-                let _ = file.read_to_string(&mut text);
-            }
-            let listening = text
-                .lines()
-                .find_map(|l| l.split("client connections on ").nth(1))
-                .and_then(|addr| addr.trim().rsplit(':').next()?.parse::<u16>().ok());
-            if let (Some(port), true) = (listening, text.contains("Server is ready")) {
-                self.port = port;
-                return;
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("nats-server exited ({status}) while starting; log:\n{text}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not start within 15s; log:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        args.extend(["-js", "-a", "127.0.0.1", "-p", port, "-sd"].map(OsString::from));
+        args.push(self.dir.path().join("store").into());
+        let process = Process::start(&args, &[], &self.dir.path().join("nats.log"));
+        self.port = process.listening.client;
+        self.process = Some(process);
     }
 
     pub fn url(&self) -> String {
@@ -95,10 +136,7 @@ impl NatsServer {
 
     /// Stops the server (its store stays, as after a crash).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process = None;
     }
 
     /// Starts it again on the same port with the same store.
@@ -106,11 +144,5 @@ impl NatsServer {
         self.stop();
         let port = self.port.to_string();
         self.launch(&port);
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
