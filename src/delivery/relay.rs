@@ -5,6 +5,9 @@
 //!
 //! It runs beside the event loop, so a NATS outage never stops observation: the loop keeps
 //! diffing into the outbox, and the relay catches up when NATS is back, with the original ids.
+//! While publishes fail it sends only the oldest entry, at most a second apart, so that it
+//! notices within a second that the stream is served again (a cluster electing a new leader)
+//! at the cost of one small publish per retry, however much is queued.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +18,7 @@ use pc_eventd_events::retry;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::delivery::outbox::{Entry, Outbox};
 use crate::delivery::records::StateStore;
@@ -28,9 +31,15 @@ use crate::sync::lock;
 const PUBLISH_WINDOW: usize = 256;
 /// Messages taken from the outbox per round.
 const ROUND: usize = 4 * PUBLISH_WINDOW;
-/// Shortest and longest wait between two attempts to reach NATS.
+/// Shortest and longest wait between two attempts to reach NATS. The longest bounds how late
+/// the relay notices that the stream is served again. A cluster that lost the node leading the
+/// stream elects a new leader after nats-server's election timeout (4 to 9 s) and meanwhile
+/// answers every publish at once with "no responders": the waits doubled up to the cap within
+/// the election, and a 10 s cap held the first publish after it back by up to 10 s
+/// (docs/reliability.md, "The election delay"). A retry is a one-entry probe, so a short cap
+/// costs the servers little.
 const RETRY_MIN: Duration = Duration::from_millis(200);
-const RETRY_MAX: Duration = Duration::from_secs(10);
+const RETRY_MAX: Duration = Duration::from_secs(1);
 /// How often an idle relay looks whether the outbox is due an fsync.
 const SYNC_TICK: Duration = Duration::from_millis(200);
 /// Longest time published entries wait for their checkpoint while more keep coming. A daemon
@@ -47,6 +56,14 @@ struct Unrecorded {
     records: BTreeMap<String, Option<ProcessRecord>>,
 }
 
+/// A run of failed publishes.
+struct Failing {
+    /// Failed publishes in a row.
+    attempts: u32,
+    /// When the first of them failed.
+    since: Instant,
+}
+
 /// Publishes what the outbox holds, in order, and records what JetStream acknowledged.
 pub struct Relay {
     outbox: Arc<Mutex<Outbox>>,
@@ -58,8 +75,8 @@ pub struct Relay {
     wake: Arc<Notify>,
     /// After `finish`, how long the relay may still try to empty the outbox.
     shutdown_timeout: Duration,
-    /// Failed publishes in a row.
-    attempt: u32,
+    /// Set while publishes fail.
+    failing: Option<Failing>,
     /// Once finishing: when to give up on emptying the outbox.
     deadline: Option<Instant>,
     unrecorded: Unrecorded,
@@ -84,7 +101,7 @@ impl Relay {
             publishers,
             wake,
             shutdown_timeout,
-            attempt: 0,
+            failing: None,
             deadline: None,
             unrecorded: Unrecorded::default(),
             last_checkpoint: Instant::now(),
@@ -98,7 +115,9 @@ impl Relay {
             if self.past_deadline(&finish) {
                 break;
             }
-            let entries = lock(&self.outbox).peek_after(self.unrecorded.through, ROUND);
+            // While publishes fail, the oldest entry alone probes whether they work again.
+            let round = if self.failing.is_some() { 1 } else { ROUND };
+            let entries = lock(&self.outbox).peek_after(self.unrecorded.through, round);
             self.report();
             if entries.is_empty() {
                 if !self.idle(&finish).await {
@@ -118,10 +137,7 @@ impl Relay {
             self.count(&messages, &batch.acknowledged);
             self.settle(entries, batch.acknowledged.len()).await;
             match batch.error {
-                None => {
-                    self.attempt = 0;
-                    self.status.set_publish(Ok(()));
-                }
+                None => self.publishing(),
                 Some(err) => self.back_off(&err, &finish).await,
             }
         }
@@ -190,13 +206,33 @@ impl Relay {
         }
     }
 
-    /// After a failed publish: reports it and waits before the next attempt.
+    /// After a publish went through: ends a run of failures, saying how long it lasted.
+    fn publishing(&mut self) {
+        if let Some(failing) = self.failing.take() {
+            info!(failed_attempts = failing.attempts, after = ?failing.since.elapsed(), "publishing again");
+        }
+        self.status.set_publish(Ok(()));
+    }
+
+    /// After a failed publish: reports it and waits before the next attempt. The first failure
+    /// of a run is a warning, the retries (up to one a second) are debug lines; the status,
+    /// /readyz and the error counter say that it goes on.
     async fn back_off(&mut self, err: &PublishError, finish: &CancellationToken) {
         self.status.metrics.publish_errors.inc();
         self.status.set_publish(Err(err.to_string()));
-        self.attempt = self.attempt.saturating_add(1);
-        let wait = retry::jittered_delay(self.attempt, RETRY_MIN, RETRY_MAX);
-        warn!(error = %err, queued = lock(&self.outbox).pending_messages(), retry_in = ?wait, "publish failed, will retry with the same ids");
+        let failing = self.failing.get_or_insert(Failing {
+            attempts: 0,
+            since: Instant::now(),
+        });
+        failing.attempts = failing.attempts.saturating_add(1);
+        let attempts = failing.attempts;
+        let wait = retry::jittered_delay(attempts, RETRY_MIN, RETRY_MAX);
+        let queued = lock(&self.outbox).pending_messages();
+        if attempts == 1 {
+            warn!(error = %err, queued, retry_in = ?wait, "publish failed, will retry with the same ids");
+        } else {
+            debug!(error = %err, queued, attempts, retry_in = ?wait, "publish failed again");
+        }
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = interrupted(finish, self.deadline) => {}
