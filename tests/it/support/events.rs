@@ -71,10 +71,7 @@ impl EventLog {
 
     /// Like [`EventLog::open_stream`], waiting up to `patience` (a cluster electing leaders).
     pub async fn open_within(nats_url: &str, name: &str, patience: Duration) -> Self {
-        let client = async_nats::connect(nats_url)
-            .await
-            .expect("connect to NATS");
-        let js = jetstream::new(client);
+        let js = super::jetstream_at(nats_url).await;
         // The stream may not exist yet (the daemon creates it), and in a cluster that just lost
         // a node the consumer may not be placed until a new leader is elected: retry both.
         let deadline = Instant::now() + patience;
