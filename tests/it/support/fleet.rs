@@ -150,6 +150,15 @@ impl Hub {
         hub
     }
 
+    /// Every node's client URL, comma-separated (as `nats.url` takes them).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(Node::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Node `i`'s client URL.
     pub fn url(&self, i: usize) -> String {
         self.nodes[i].url()
