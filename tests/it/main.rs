@@ -7,6 +7,7 @@ mod consumer;
 mod dashboard;
 mod event_kinds;
 mod faults;
+mod fleet;
 mod lifecycle;
 mod nats_auth;
 mod outside;
