@@ -40,7 +40,7 @@ fn ids_where(stack: &Stack, keep: impl Fn(&LifecycleEvent) -> bool) -> Vec<Strin
 }
 
 /// Ids of everything `filter` reads from the start of the stream.
-async fn history_ids(consumer: &Consumer, filter: &Filter) -> Vec<String> {
+pub(crate) async fn history_ids(consumer: &Consumer, filter: &Filter) -> Vec<String> {
     let mut events = consumer.subscribe(filter, Start::All).await.unwrap();
     let history = tokio::time::timeout(LONG, events.history())
         .await

@@ -174,13 +174,7 @@ async fn wait_for_all_processes(browser: &Browser) {
 /// What the stream holds, the timeline shows: each event once, newest first, in stream order.
 async fn assert_the_timeline_is_the_stream(browser: &Browser, log: &mut EventLog) {
     log.read_to_end().await;
-    let page_ids = browser
-        .run(
-            "return [...document.querySelectorAll('#events li')].map(li => li.dataset.id);",
-            vec![],
-        )
-        .await;
-    let page_ids: Vec<String> = serde_json::from_value(page_ids).unwrap();
+    let page_ids = timeline_ids(browser).await;
     let stream_ids: Vec<String> = log
         .received
         .iter()
@@ -188,6 +182,17 @@ async fn assert_the_timeline_is_the_stream(browser: &Browser, log: &mut EventLog
         .map(|r| r.event.id.clone())
         .collect();
     assert_eq!(page_ids, stream_ids, "the page and the stream differ");
+}
+
+/// The ids of the timeline's rows, newest first.
+async fn timeline_ids(browser: &Browser) -> Vec<String> {
+    let ids = browser
+        .run(
+            "return [...document.querySelectorAll('#events li')].map(li => li.dataset.id);",
+            vec![],
+        )
+        .await;
+    serde_json::from_value(ids).unwrap()
 }
 
 async fn open(browser: &Browser, url: &str) {
@@ -1116,15 +1121,9 @@ async fn a_fleets_page_groups_by_source_and_one_hosts_page_shows_that_host_alone
     hosts.log.read_to_end().await;
     let mut web_02 = hosts.ids_of("web-02");
     web_02.reverse();
-    let page_ids = browser
-        .run(
-            "return [...document.querySelectorAll('#events li')].map(li => li.dataset.id);",
-            vec![],
-        )
-        .await;
-    let page_ids: Vec<String> = serde_json::from_value(page_ids).unwrap();
     assert_eq!(
-        page_ids, web_02,
+        timeline_ids(&browser).await,
+        web_02,
         "the timeline is web-02's events, newest first"
     );
     browser.close().await;

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
-use pc_eventd_events::consumer::{Consumer, Filter, Received, Start};
+use pc_eventd_events::consumer::{Consumer, Filter};
 use pc_eventd_events::event::EventType::*;
 use pc_eventd_events::event::SubjectLayout;
 use pc_eventd_events::nats::NatsConfig;
 
+use crate::consumer::history_ids;
 use crate::support::binary::Binary;
 use crate::support::compose::ProcessCompose;
 use crate::support::daemon::{Daemon, config};
@@ -82,20 +83,6 @@ impl TwoHosts {
     }
 }
 
-/// Ids of the history the library reads with `filter`.
-async fn library_ids(consumer: &Consumer, filter: &Filter) -> Vec<String> {
-    let mut events = consumer.subscribe(filter, Start::All).await.unwrap();
-    let history = tokio::time::timeout(LONG, events.history())
-        .await
-        .expect("the history is read in time")
-        .unwrap();
-    history
-        .into_iter()
-        .filter_map(Received::into_event)
-        .map(|d| d.event.id)
-        .collect()
-}
-
 /// Ids of the stored messages on `subject`, selected by the server alone.
 async fn server_selected_ids(nats_url: &str, subject: &str) -> Vec<String> {
     let js = jetstream::new(async_nats::connect(nats_url).await.unwrap());
@@ -149,12 +136,12 @@ async fn by_source_subjects_let_the_server_select_one_host() {
         consumer.subjects(&filter).unwrap(),
         ["core.process.web-01.*.*.*"]
     );
-    assert_eq!(library_ids(&consumer, &filter).await, web_01);
+    assert_eq!(history_ids(&consumer, &filter).await, web_01);
     let crashes = Filter::default()
         .with_source("web-02")
         .with_process("web")
         .with_type(Crashed);
-    let crash_ids = library_ids(&consumer, &crashes).await;
+    let crash_ids = history_ids(&consumer, &crashes).await;
     assert_eq!(crash_ids.len(), 1);
     let crash = hosts
         .log
@@ -164,7 +151,7 @@ async fn by_source_subjects_let_the_server_select_one_host() {
     assert!(crash.is_some_and(|r| r.event.source == "web-02" && r.event.event_type == Crashed));
     // Without a source, both hosts.
     assert_eq!(
-        library_ids(&consumer, &Filter::default()).await.len(),
+        history_ids(&consumer, &Filter::default()).await.len(),
         hosts.log.received.len()
     );
 
@@ -212,11 +199,11 @@ async fn plain_subjects_keep_the_seed_scheme_and_a_source_filter_still_selects()
     let consumer = Consumer::connect(&nats).await.unwrap();
     for host in HOSTS {
         let filter = Filter::default().with_source(host);
-        assert_eq!(library_ids(&consumer, &filter).await, hosts.ids_of(host));
+        assert_eq!(history_ids(&consumer, &filter).await, hosts.ids_of(host));
     }
     // A by_source reader of a plain stream finds nothing: the layouts never share a subject.
     let by_source = Consumer::connect(&hosts.nats_config(SubjectLayout::BySource))
         .await
         .unwrap();
-    assert!(library_ids(&by_source, &Filter::default()).await.is_empty());
+    assert!(history_ids(&by_source, &Filter::default()).await.is_empty());
 }
