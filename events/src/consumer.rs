@@ -178,6 +178,9 @@ pub enum Start {
     All,
     /// The last stored event of every matching subject, then new ones. Subjects are per process
     /// *and type*, so this is up to one event per (process, type): see [`latest_per_process`].
+    /// With a source filter in the plain layout, where hosts share subjects and the last event
+    /// of one may be another host's, every event of the matching subjects is read instead (the
+    /// filter keeps the source's): [`latest_per_process`] still picks the newest.
     LastPerSubject,
     /// Events from this stream sequence on. To resume after a [`Delivery`], start at its
     /// `stream_sequence + 1`: nothing is missed and nothing is read twice.
@@ -392,6 +395,12 @@ impl Consumer {
     ) -> Result<EventStream, ConsumerError> {
         let subjects = self.subjects(filter)?;
         let (filter_subject, filter_subjects) = filter_fields(&subjects);
+        let start = match start {
+            Start::LastPerSubject if filter.source.is_some() && !self.subjects.selects_source() => {
+                Start::All
+            }
+            start => start,
+        };
         let config = consumer::pull::OrderedConfig {
             filter_subject,
             filter_subjects,

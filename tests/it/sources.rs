@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
-use pc_eventd_events::consumer::{Consumer, Filter};
+use pc_eventd_events::consumer::{Consumer, Filter, Received, Start, latest_per_process};
 use pc_eventd_events::event::EventType::*;
 use pc_eventd_events::event::SubjectLayout;
 use pc_eventd_events::nats::NatsConfig;
@@ -34,7 +34,7 @@ const HOSTS: [&str; 2] = ["web-01", "web-02"];
 pub(crate) struct TwoHosts {
     pub nats: NatsServer,
     /// Held for their lifetime: dropping them stops them.
-    _hosts: Vec<(ProcessCompose, Daemon)>,
+    hosts: Vec<(ProcessCompose, Daemon)>,
     pub log: EventLog,
 }
 
@@ -57,11 +57,7 @@ impl TwoHosts {
             })
         })
         .await;
-        Self {
-            nats,
-            _hosts: hosts,
-            log,
-        }
+        Self { nats, hosts, log }
     }
 
     /// Ids of what the stream holds of `source`, in stream order.
@@ -201,6 +197,38 @@ async fn plain_subjects_keep_the_seed_scheme_and_a_source_filter_still_selects()
         let filter = Filter::default().with_source(host);
         assert_eq!(history_ids(&consumer, &filter).await, hosts.ids_of(host));
     }
+    // web-02's `web` runs and fails again: its events are now the last of every subject the
+    // two hosts share, and web-01's last state is still found.
+    hosts.hosts[1].0.start_process("web").await;
+    hosts
+        .log
+        .wait_until("web-02's second given_up", LONG, |r| {
+            r.iter()
+                .filter(|r| r.event.source == "web-02" && r.event.event_type == GivenUp)
+                .count()
+                == 2
+        })
+        .await;
+    let web_01_last = hosts.ids_of("web-01").pop().unwrap();
+    let mut last_state = consumer
+        .subscribe(
+            &Filter::default().with_source("web-01"),
+            Start::LastPerSubject,
+        )
+        .await
+        .unwrap();
+    let history = tokio::time::timeout(LONG, last_state.history())
+        .await
+        .expect("the last state is read in time")
+        .unwrap();
+    let latest = latest_per_process(
+        history
+            .into_iter()
+            .filter_map(Received::into_event)
+            .collect(),
+    );
+    let latest: Vec<&str> = latest.iter().map(|d| d.event.id.as_str()).collect();
+    assert_eq!(latest, [web_01_last.as_str()]);
     // A by_source reader of a plain stream finds nothing: the layouts never share a subject.
     let by_source = Consumer::connect(&hosts.nats_config(SubjectLayout::BySource))
         .await
