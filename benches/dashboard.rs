@@ -19,6 +19,8 @@
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,21 +40,7 @@ const LATENCY_EVENTS: usize = 200;
 const MEMORY_EVENTS: usize = 10_000;
 
 fn main() -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    match runtime.block_on(run()) {
-        Ok(markdown) => {
-            print!("{markdown}");
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("bench: dashboard: setup failed: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main_of("dashboard", run())
 }
 
 /// The event `n` of process `p`: its start, then restarts.

@@ -37,10 +37,12 @@
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -57,53 +59,20 @@ use pc_eventd_events::event::{EventType, LifecycleEvent, SubjectScheme};
 use pc_eventd_events::nats::NatsConfig;
 use pc_eventd_events::process_compose::model::{ProcessState, ProcessStatus, Readiness};
 use pc_eventd_events::publish::{Message, Publisher};
-use tempfile::TempDir;
 
+use common::{
+    DaemonProcess, Mode, Result, clock_ticks_per_second, compose_pid, cpu_ticks, metric_value,
+    status_kb,
+};
 use support::compose::ProcessCompose;
 use support::events::EventLog;
 use support::nats::NatsServer;
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
-type Result<T> = std::result::Result<T, Error>;
-
-/// How the daemon learns about state changes in one run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Stream,
-    Poll(Duration),
-}
-
-impl Mode {
-    const ALL: [Mode; 3] = [
-        Mode::Stream,
-        Mode::Poll(Duration::from_secs(2)),
-        Mode::Poll(Duration::from_millis(200)),
-    ];
-
-    fn label(self) -> String {
-        match self {
-            Mode::Stream => "stream".into(),
-            Mode::Poll(every) => format!("poll {}", humantime::format_duration(every)),
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    match runtime.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("bench: setup failed: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main_of("pipeline", run())
 }
 
-async fn run() -> Result<()> {
+async fn run() -> Result<String> {
     // `cargo bench` passes `--bench`; anything else not starting with `-` names a section.
     let only: Vec<String> = std::env::args()
         .skip(1)
@@ -167,8 +136,7 @@ async fn run() -> Result<()> {
         }
     }
     progress(&format!("done in {:.0?}", started.elapsed()));
-    print!("{}", report.markdown());
-    Ok(())
+    Ok(report.markdown())
 }
 
 fn progress(what: &str) {
@@ -179,146 +147,6 @@ fn now_ns() -> i128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128)
-}
-
-// ------------------------------------------------------------------------------------------
-// The daemon as a separate process
-
-/// The release binary `pc-eventd run`, with its own config file and log, stopped on drop.
-struct DaemonProcess {
-    child: Option<Child>,
-    health_port: u16,
-    dir: TempDir,
-}
-
-impl DaemonProcess {
-    /// Starts it against `compose_url` and `nats_url` with the defaults but for the mode,
-    /// the health endpoint's port (a free one) and a fixed `source`.
-    fn spawn(compose_url: &str, nats_url: &str, mode: Mode) -> Result<Self> {
-        Self::spawn_with(compose_url, nats_url, mode, None)
-    }
-
-    /// [`DaemonProcess::spawn`], and with `Some(sample_interval)` the conditions on for every
-    /// process (see [`conditions_config`]) and `health.process_metrics`.
-    fn spawn_with(
-        compose_url: &str,
-        nats_url: &str,
-        mode: Mode,
-        conditions: Option<Duration>,
-    ) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let health_port = support::free_port();
-        let (mode_name, poll_interval) = match mode {
-            Mode::Stream => ("stream", Duration::from_secs(2)),
-            Mode::Poll(every) => ("poll", every),
-        };
-        let config = format!(
-            "[process_compose]\nurl = \"{compose_url}\"\nmode = \"{mode_name}\"\n\
-             poll_interval = \"{}\"\nsource = \"bench\"\n\n\
-             [nats]\nurl = \"{nats_url}\"\n\n\
-             [health]\nlisten = \"127.0.0.1:{health_port}\"\n{}\n\
-             [daemon]\nstate_dir = \"{}\"\n\n\
-             [log]\nformat = \"text\"\n{}",
-            humantime::format_duration(poll_interval),
-            if conditions.is_some() {
-                "process_metrics = true\n"
-            } else {
-                ""
-            },
-            dir.path().display(),
-            conditions.map(conditions_config).unwrap_or_default()
-        );
-        let config_path = dir.path().join("pc-eventd.toml");
-        std::fs::write(&config_path, config)?;
-        let log = std::fs::File::create(dir.path().join("pc-eventd.log"))?;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pc-eventd"));
-        command
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        // Only the file configures it: no stray PC_EVENTD_* layer, no systemd, no RUST_LOG.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("PC_EVENTD_") {
-                command.env_remove(key);
-            }
-        }
-        for key in [
-            "NOTIFY_SOCKET",
-            "WATCHDOG_USEC",
-            "WATCHDOG_PID",
-            "JOURNAL_STREAM",
-            "RUST_LOG",
-        ] {
-            command.env_remove(key);
-        }
-        let child = command.spawn()?;
-        Ok(Self {
-            child: Some(child),
-            health_port,
-            dir,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("pc-eventd.log")).unwrap_or_default()
-    }
-
-    /// Waits for `/readyz` to answer 200: process-compose answered, the stream is right.
-    async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok((200, _)) = support::http_get(self.health_port, "/readyz").await {
-                return Ok(());
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                return Err(format!("pc-eventd exited ({status}); log:\n{}", self.log()).into());
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "pc-eventd not ready within {timeout:?}; log:\n{}",
-                    self.log()
-                )
-                .into());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// One value of the Prometheus text on `/metrics`.
-    async fn metric(&self, name: &str) -> Option<f64> {
-        metric_value(&self.metrics().await?, name)
-    }
-
-    /// The Prometheus text on `/metrics`.
-    async fn metrics(&self) -> Option<String> {
-        match support::http_get(self.health_port, "/metrics").await.ok()? {
-            (200, body) => Some(body),
-            _ => None,
-        }
-    }
-}
-
-/// The value of the unlabelled series `name` in a Prometheus text.
-fn metric_value(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            support::terminate(&mut child, Duration::from_secs(15));
-        }
-    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -868,43 +696,6 @@ async fn watch<const N: usize>(pids: [u32; N], window: Duration) -> Result<[Watc
         .unwrap_or_else(|_| unreachable!("one per pid")))
 }
 
-/// A `kB` line of /proc/PID/status.
-fn status_kb(pid: u32, key: &str) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(key)?
-                .strip_prefix(':')?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()
-        })
-        .ok_or_else(|| format!("no {key} in /proc/{pid}/status").into())
-}
-
-/// utime + stime of /proc/PID/stat, in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The fields after `(comm)`, which may itself hold spaces: state is field 3, utime 14.
-    let after = stat.rsplit_once(')').ok_or("unreadable /proc/PID/stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: u64 = fields.get(11).ok_or("no utime")?.parse()?;
-    let stime: u64 = fields.get(12).ok_or("no stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 // ------------------------------------------------------------------------------------------
 // 5. Scale
 
@@ -1040,12 +831,12 @@ impl Sampling {
     }
 }
 
-/// The `[conditions]` of a run with rules: a pressure rule (memory and CPU) and a silence rule
-/// for every process, with thresholds that `sleep` never crosses, so that the cost measured is
-/// that of sampling and judging, not of events.
+/// The settings of a run with rules: `health.process_metrics`, and in `[conditions]` a pressure
+/// rule (memory and CPU) and a silence rule for every process, with thresholds that `sleep` never
+/// crosses, so that the cost measured is that of sampling and judging, not of events.
 fn conditions_config(sample_interval: Duration) -> String {
     format!(
-        "\n[conditions]\nsample_interval = \"{}\"\n\n\
+        "health.process_metrics = true\n\n[conditions]\nsample_interval = \"{}\"\n\n\
          [[conditions.pressure]]\nprocesses = [\"*\"]\nmemory = \"1GiB\"\ncpu = 90.0\nfor = \"30s\"\n\n\
          [[conditions.silence]]\nprocesses = [\"*\"]\nafter = \"1h\"\n",
         humantime::format_duration(sample_interval)
@@ -1070,61 +861,13 @@ struct ConditionsRun {
     memory_series: (usize, usize),
 }
 
-/// process-compose's pid. The test support starts it as a direct child of this bench
-/// (`Command::spawn` of the binary, no shell) with `up -f {work_dir}/process-compose.yaml`,
-/// and keeps its `Child` to itself; the temp dir is unique. So: the one process whose parent
-/// is this bench and whose command line holds that project path as an argument (its own
-/// children, the `sleep`s, hold no such argument).
-fn compose_pid(pc: &ProcessCompose) -> Result<u32> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let me = std::process::id();
-    let project = pc.work_dir().join("process-compose.yaml");
-    let project = project.as_os_str().as_bytes();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc")?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        // A process may end between the listing and the read: skip it.
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if cmdline.split(|b| *b == 0).any(|arg| arg == project) && parent_pid(pid) == Some(me) {
-            found.push(pid);
-        }
-    }
-    match found[..] {
-        [pid] => Ok(pid),
-        _ => Err(format!(
-            "expected one process-compose child of ours running {}, found {found:?}",
-            String::from_utf8_lossy(project)
-        )
-        .into()),
-    }
-}
-
-/// The parent pid in /proc/PID/stat (field 4).
-fn parent_pid(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 async fn conditions(sampling: Sampling) -> Result<ConditionsRun> {
     let processes = CONDITIONS_PROCESSES;
     let pc = ProcessCompose::start(&sleepers(processes)).await;
     // The window must not hold process-compose's own start of 1000 processes.
     all_running(&pc, processes, Duration::from_secs(120)).await?;
     let compose = compose_pid(&pc)?;
-    let conditions = match sampling {
+    let settings = match sampling {
         Sampling::Alone => {
             tokio::time::sleep(SETTLE).await;
             let [compose] = watch([compose], CONDITIONS_WINDOW).await?;
@@ -1139,12 +882,13 @@ async fn conditions(sampling: Sampling) -> Result<ConditionsRun> {
                 memory_series: (0, 0),
             });
         }
-        Sampling::Default => None,
-        Sampling::Rules(every) => Some(every),
+        Sampling::Default => String::new(),
+        Sampling::Rules(every) => conditions_config(every),
     };
     let nats = NatsServer::start();
     let spawned = Instant::now();
-    let mut daemon = DaemonProcess::spawn_with(&pc.url(), &nats.url(), Mode::Stream, conditions)?;
+    let mut daemon =
+        DaemonProcess::spawn_with(&pc.url(), &nats.url(), Mode::Stream, "bench", &settings)?;
     daemon.wait_ready(Duration::from_secs(60)).await?;
     let js = jetstream::new(async_nats::connect(nats.url()).await?);
     settle(&daemon, &js, processes, Duration::from_secs(120)).await?;

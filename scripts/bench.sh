@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The benchmarks (benches/pipeline.rs, and benches/dashboard.rs in Debian's chromium) on this
-# machine: installs the pinned peers and the browser if missing (see install-peers.sh), runs
+# The benchmarks (benches/pipeline.rs, benches/dashboard.rs in Debian's chromium, and
+# benches/fleet.rs, a fleet of hosts publishing into a 3-node hub) on this machine: installs
+# the pinned peers and the browser if missing (see install-peers.sh), runs
 # `cargo bench` (a release build), and rewrites the results section of docs/benchmarks.md with
 # the tables, the date, the machine and the versions.
 #
-#   scripts/bench.sh                      everything (about 12 minutes plus the build), doc rewritten
+#   scripts/bench.sh                      everything (about 17 minutes plus the build), doc rewritten
 #   scripts/bench.sh latency crashloop    only these sections (latency, crashloop, throughput,
-#                                         resources, conditions, scale, dashboard); printed, the
-#                                         doc is left alone
+#                                         resources, conditions, scale, dashboard, fleet); printed,
+#                                         the doc is left alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,14 +37,22 @@ when=$(date -u '+%Y-%m-%d %H:%M UTC')
 # The tables go to stdout (kept), progress and cargo's output to stderr.
 pipeline_sections=()
 dashboard=$(($# == 0))
+fleet=$(($# == 0))
 for section in "$@"; do
-    if [ "$section" = dashboard ]; then dashboard=1; else pipeline_sections+=("$section"); fi
+    case "$section" in
+        dashboard) dashboard=1 ;;
+        fleet) fleet=1 ;;
+        *) pipeline_sections+=("$section") ;;
+    esac
 done
 if [ $# -eq 0 ] || [ ${#pipeline_sections[@]} -gt 0 ]; then
     cargo bench --locked --bench pipeline -- "${pipeline_sections[@]}" >"$tables"
 fi
 if [ "$dashboard" -eq 1 ]; then
     cargo bench --locked --bench dashboard >>"$tables"
+fi
+if [ "$fleet" -eq 1 ]; then
+    cargo bench --locked --bench fleet >>"$tables"
 fi
 took=$(($(date +%s) - started))
 cat "$tables"
