@@ -23,7 +23,10 @@ for path in ./usr/bin/pc-eventd ./lib/systemd/system/pc-eventd.service \
     ./usr/share/doc/pc-eventd/README.md ./usr/share/doc/pc-eventd/docs/running.md \
     ./usr/share/doc/pc-eventd/lifecycle-event.schema.json \
     ./usr/share/doc/pc-eventd/events-lost.schema.json \
-    ./usr/share/doc/pc-eventd/remediation-event.schema.json; do
+    ./usr/share/doc/pc-eventd/remediation-event.schema.json \
+    ./usr/share/doc/pc-eventd/packaging/nats/hub.conf \
+    ./usr/share/doc/pc-eventd/packaging/nats/leaf.conf \
+    ./usr/share/doc/pc-eventd/packaging/prometheus/pc-eventd.rules.yml; do
     if ! grep -q " $path\$" <<<"$contents"; then
         echo "build-deb: $path is missing from the package" >&2
         missing=1
