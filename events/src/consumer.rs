@@ -1123,6 +1123,31 @@ mod tests {
     }
 
     #[test]
+    fn a_namespace_filter_agrees_with_the_same_namespace_in_the_process() {
+        let filter = Filter::default()
+            .with_process("shop/api")
+            .with_namespace("shop");
+        assert_eq!(subjects(filter), ["core.process.shop.api.*"]);
+    }
+
+    #[test]
+    fn the_severity_threshold_keeps_what_is_at_or_above_it_and_the_types_asked_for() {
+        let mut event = crate::event::example_event();
+        event.severity = Severity::Warning;
+        let at = Filter {
+            min_severity: Some(Severity::Warning),
+            ..Filter::default()
+        };
+        assert!(at.shows(&event));
+        let above = Filter {
+            min_severity: Some(Severity::Error),
+            ..Filter::default()
+        };
+        assert!(!above.shows(&event));
+        assert!(above.clone().with_type(event.event_type).shows(&event));
+    }
+
+    #[test]
     fn conflicting_namespaces_are_an_error() {
         let filter = Filter::default().with_process("a/web").with_namespace("b");
         assert!(matches!(

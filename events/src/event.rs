@@ -533,16 +533,6 @@ pub enum SubjectLayout {
     BySource,
 }
 
-impl SubjectLayout {
-    /// The setting's value: `plain` or `by_source`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Plain => "plain",
-            Self::BySource => "by_source",
-        }
-    }
-}
-
 /// Builds subjects under a prefix, in a [`SubjectLayout`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubjectScheme {
@@ -564,11 +554,6 @@ impl SubjectScheme {
     /// The same prefix in `layout`.
     pub fn with_layout(self, layout: SubjectLayout) -> Self {
         Self { layout, ..self }
-    }
-
-    /// The layout subjects are built in.
-    pub fn layout(&self) -> SubjectLayout {
-        self.layout
     }
 
     /// Whether a filter on the source is applied by the server (the source is a token).
