@@ -268,17 +268,11 @@ pub fn main() -> ExitCode {
         }
         // The daemon's file, checked by the daemon's rules.
         Command::Config(ConfigCommand::Check) => {
-            match Config::load(&Sources {
-                file,
-                overrides: Overrides::default(),
-            }) {
-                Ok(config) => {
-                    print!("{}", config.to_redacted_toml());
-                    eprintln!("configuration OK");
-                    ExitCode::SUCCESS
-                }
-                Err(err) => config_failure(&err),
-            }
+            loaded_with(Config::load, file, Overrides::default(), |config| {
+                print!("{}", config.to_redacted_toml());
+                eprintln!("configuration OK");
+                ExitCode::SUCCESS
+            })
         }
     }
 }
@@ -360,7 +354,17 @@ fn with_config(
     overrides: Overrides,
     command: impl FnOnce(Config) -> ExitCode,
 ) -> ExitCode {
-    match Config::load_for_consumer(&Sources { file, overrides }) {
+    loaded_with(Config::load_for_consumer, file, overrides, command)
+}
+
+/// Runs `command` with the configuration `load` makes of the file and flags, or exits 78.
+fn loaded_with(
+    load: fn(&Sources) -> Result<Config, ConfigError>,
+    file: Option<PathBuf>,
+    overrides: Overrides,
+    command: impl FnOnce(Config) -> ExitCode,
+) -> ExitCode {
+    match load(&Sources { file, overrides }) {
         Ok(config) => command(config),
         Err(err) => config_failure(&err),
     }

@@ -14,7 +14,7 @@ use crate::support::events::Reliability;
 use crate::support::fake_compose::{HEALTHY_BODY, Reply, serve};
 use crate::support::fleet::{Hub, LeafNode};
 use crate::support::nats::NatsServer;
-use crate::support::{eventually, free_port, jetstream_at};
+use crate::support::{eventually, free_port, jetstream_at, retry_until_ok};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_answers_are_counted_and_survived() {
@@ -226,48 +226,30 @@ async fn a_leaf_nodes_publishes_are_kept_by_the_hubs_r3_stream_through_kills_and
 /// Publishes to `subject` (its own message id) until JetStream acknowledges it, for up to
 /// [`ELECTIONS`]; returns the stream sequence. Repeats are stored once.
 async fn publish_until_acked(js: &jetstream::Context, subject: &str) -> u64 {
-    let deadline = std::time::Instant::now() + ELECTIONS;
-    loop {
+    let what = format!("{subject} acknowledged");
+    retry_until_ok(ELECTIONS, &what, || async {
         let message = jetstream::message::PublishMessage::build()
             .payload(subject.as_bytes().to_vec().into())
             .message_id(subject);
-        let acked = match js.send_publish(subject.to_owned(), message).await {
-            Ok(ack) => ack.await,
-            Err(err) => Err(err),
-        };
-        match acked {
-            Ok(ack) => return ack.sequence,
-            Err(err) => assert!(
-                std::time::Instant::now() < deadline,
-                "{subject} not acknowledged within {ELECTIONS:?}: {err}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        js.send_publish(subject.to_owned(), message).await?.await
+    })
+    .await
+    .sequence
 }
 
 /// Stream `HOSTS`'s info, asked until a leader answers (up to [`ELECTIONS`]).
 async fn get_stream_info(js: &jetstream::Context) -> stream::Info {
-    let deadline = std::time::Instant::now() + ELECTIONS;
-    loop {
-        let info = async {
-            js.get_stream("HOSTS")
-                .await?
-                .info()
-                .await
-                .cloned()
-                .map_err(Into::into)
-        };
-        let answer: Result<stream::Info, async_nats::Error> = info.await;
-        match answer {
-            Ok(info) => return info,
-            Err(err) => assert!(
-                std::time::Instant::now() < deadline,
-                "no stream info within {ELECTIONS:?}: {err}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    retry_until_ok(ELECTIONS, "stream HOSTS's info", || async {
+        let info: Result<stream::Info, async_nats::Error> = js
+            .get_stream("HOSTS")
+            .await?
+            .info()
+            .await
+            .cloned()
+            .map_err(Into::into);
+        info
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream::consumer;
 use futures::StreamExt;
 use pc_eventd_events::consumer::{Consumer, Filter, Received, Start, latest_per_process};
 use pc_eventd_events::event::EventType::*;
@@ -81,7 +81,7 @@ impl TwoHosts {
 
 /// Ids of the stored messages on `subject`, selected by the server alone.
 async fn server_selected_ids(nats_url: &str, subject: &str) -> Vec<String> {
-    let js = jetstream::new(async_nats::connect(nats_url).await.unwrap());
+    let js = crate::support::jetstream_at(nats_url).await;
     let stream = js.get_stream("PROCESS_EVENTS").await.unwrap();
     let created = stream
         .create_consumer(consumer::pull::OrderedConfig {

@@ -74,27 +74,19 @@ impl EventLog {
         let js = super::jetstream_at(nats_url).await;
         // The stream may not exist yet (the daemon creates it), and in a cluster that just lost
         // a node the consumer may not be placed until a new leader is elected: retry both.
-        let deadline = Instant::now() + patience;
-        let messages = loop {
-            let opened = async {
-                let stream = js.get_stream(name).await.map_err(|e| e.to_string())?;
-                let consumer = stream
-                    .create_consumer(consumer::pull::OrderedConfig {
-                        deliver_policy: consumer::DeliverPolicy::All,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
-                consumer.messages().await.map_err(|e| e.to_string())
-            };
-            match opened.await {
-                Ok(messages) => break messages,
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(err) => panic!("cannot read stream {name}: {err}"),
-            }
-        };
+        let what = format!("read stream {name}");
+        let messages = super::retry_until_ok(patience, &what, || async {
+            let stream = js.get_stream(name).await.map_err(|e| e.to_string())?;
+            let consumer = stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            consumer.messages().await.map_err(|e| e.to_string())
+        })
+        .await;
         Self {
             js,
             stream: name.to_owned(),

@@ -40,6 +40,31 @@ pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) 
     }
 }
 
+/// Calls `attempt` every 50 ms until it succeeds and returns what it gave; panics naming `what`
+/// and the last error once `timeout` has passed (a cluster electing leaders, a stream not yet
+/// created).
+pub async fn retry_until_ok<
+    T,
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<T, E>>,
+>(
+    timeout: Duration,
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(err) => assert!(
+                Instant::now() < deadline,
+                "{what} within {timeout:?}: {err}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
